@@ -1,0 +1,35 @@
+"""paddle_quant: int8 quantization for PaddlePaddle legacy static Programs.
+
+Drop-in for ``paddleslim.quant``: ``import paddle_quant as quant`` and keep calling
+``quant.quant_aware``, ``quant.convert`` with the same dict configs.
+"""
+
+from .config import QuantConfig, as_quant_config
+from .errors import (
+    ConfigError,
+    ConfigTypeError,
+    PaddleQuantError,
+    ProgramStateError,
+    ScopeError,
+    UnsupportedProgramError,
+)
+from .qat import convert, quant_aware
+from .registry import QUANT_DEQUANT_PASS_OP_TYPES, TENSORRT_OP_TYPES, TRANSFORM_PASS_OP_TYPES
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "QuantConfig",
+    "as_quant_config",
+    "quant_aware",
+    "convert",
+    "TENSORRT_OP_TYPES",
+    "TRANSFORM_PASS_OP_TYPES",
+    "QUANT_DEQUANT_PASS_OP_TYPES",
+    "PaddleQuantError",
+    "ConfigError",
+    "ConfigTypeError",
+    "ProgramStateError",
+    "ScopeError",
+    "UnsupportedProgramError",
+]

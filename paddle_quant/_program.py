@@ -1,0 +1,112 @@
+"""Guards and small queries over legacy-IR ``paddle.static.Program`` objects."""
+
+from __future__ import annotations
+
+import contextlib
+from typing import Iterator
+
+import numpy as np
+import paddle
+from paddle.base import core
+
+from .errors import ScopeError, UnsupportedProgramError
+
+__all__ = [
+    "legacy_ir",
+    "check_program",
+    "resolve_scope",
+    "OP_ROLE_FORWARD",
+    "OP_ROLE_BACKWARD",
+    "op_role",
+    "is_forward_op",
+    "has_backward",
+    "is_float_var",
+    "read_tensor",
+    "write_tensor",
+    "has_tensor",
+]
+
+_ROLES = core.op_proto_and_checker_maker.OpRole
+OP_ROLE_FORWARD = int(_ROLES.Forward)
+OP_ROLE_BACKWARD = int(_ROLES.Backward)
+_FLOAT_TYPES = (core.VarDesc.VarType.FP32, core.VarDesc.VarType.FP64, core.VarDesc.VarType.FP16)
+
+
+@contextlib.contextmanager
+def legacy_ir() -> Iterator[None]:
+    """Run the body in legacy (non-PIR) static mode whatever the caller's flags were."""
+    with paddle.pir_utils.OldIrGuard():
+        was_dynamic = paddle.in_dynamic_mode()
+        if was_dynamic:
+            paddle.enable_static()
+        try:
+            yield
+        finally:
+            if was_dynamic:
+                paddle.disable_static()
+
+
+def check_program(program: object, *, argument: str = "program") -> paddle.static.Program:
+    """Return ``program`` if it is a legacy-IR Program, else raise UnsupportedProgramError."""
+    if isinstance(program, paddle.static.Program) and hasattr(program, "global_block") and hasattr(program, "desc"):
+        if hasattr(program.global_block(), "ops") and hasattr(program.desc, "block"):
+            return program
+    if type(program).__module__.startswith("paddle") and "pir" in type(program).__module__:
+        raise UnsupportedProgramError(
+            f"{argument} is a PIR program ({type(program).__name__}); paddle_quant works on legacy "
+            "Programs: build it under `with paddle.pir_utils.OldIrGuard():` or set "
+            "FLAGS_enable_pir_api=0 before `import paddle`"
+        )
+    raise UnsupportedProgramError(
+        f"{argument} must be a legacy paddle.static.Program, got {type(program).__name__}; "
+        "a CompiledProgram is not accepted either: pass the Program it was built from"
+    )
+
+
+def resolve_scope(scope: object) -> core._Scope:
+    """Return ``scope`` or the global scope when it is None."""
+    return paddle.static.global_scope() if scope is None else scope
+
+
+def op_role(op) -> int:
+    """The op's role bits (forward 0, backward 1, optimize 2, loss 256 ...)."""
+    return int(op.attr("op_role")) if op.has_attr("op_role") else OP_ROLE_FORWARD
+
+
+def is_forward_op(op) -> bool:
+    """True unless the op belongs to backward or optimization."""
+    return not (op_role(op) & (OP_ROLE_BACKWARD | int(_ROLES.Optimize)))
+
+
+def has_backward(block) -> bool:
+    """True if ``append_backward``/``minimize`` already ran on the block."""
+    return any(op_role(op) & OP_ROLE_BACKWARD for op in block.ops)
+
+
+def is_float_var(block, name: str) -> bool:
+    """True if ``name`` is a dense float tensor variable of ``block``."""
+    if not block.has_var(name):
+        return False
+    var = block.var(name)
+    return var.type == core.VarDesc.VarType.DENSE_TENSOR and var.dtype in _FLOAT_TYPES
+
+
+def has_tensor(scope, name: str) -> bool:
+    """True if ``scope`` holds an initialised tensor called ``name``."""
+    var = scope.find_var(name)
+    return var is not None and var.get_tensor()._is_initialized()
+
+
+def read_tensor(scope, name: str) -> np.ndarray:
+    """Copy of the tensor ``name`` in ``scope``; ScopeError if absent or uninitialised."""
+    if not has_tensor(scope, name):
+        raise ScopeError(
+            f"variable '{name}' is not initialised in the scope; run the startup program "
+            "(exe.run(startup_program)) or load the parameters into this scope first"
+        )
+    return np.array(scope.find_var(name).get_tensor())
+
+
+def write_tensor(scope, place, name: str, value: np.ndarray) -> None:
+    """Create or overwrite tensor ``name`` in ``scope`` with ``value``."""
+    scope.var(name).get_tensor().set(np.ascontiguousarray(value), place)

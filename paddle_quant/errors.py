@@ -1,0 +1,51 @@
+"""One exception hierarchy for every error paddle_quant raises on purpose.
+
+Each class subclasses the builtin a caller would already catch (``ValueError``,
+``TypeError``, ``RuntimeError``) as well as :class:`PaddleQuantError`, so
+``except ValueError`` in an existing PaddleSlim script keeps working.
+"""
+
+from __future__ import annotations
+
+import difflib
+from typing import Iterable
+
+__all__ = [
+    "PaddleQuantError",
+    "ConfigError",
+    "ConfigTypeError",
+    "UnsupportedProgramError",
+    "ProgramStateError",
+    "ScopeError",
+    "closest_match",
+]
+
+
+class PaddleQuantError(Exception):
+    """Base class of every error raised by paddle_quant."""
+
+
+class ConfigError(PaddleQuantError, ValueError):
+    """A configuration value is not allowed; the message names key, value and allowed set."""
+
+
+class ConfigTypeError(PaddleQuantError, TypeError):
+    """A configuration or argument has the wrong Python type."""
+
+
+class UnsupportedProgramError(PaddleQuantError, TypeError):
+    """The object given as a program is not a legacy-IR ``paddle.static.Program``."""
+
+
+class ProgramStateError(PaddleQuantError, ValueError):
+    """The program is not in the state the call needs (e.g. convert on an unquantized program)."""
+
+
+class ScopeError(PaddleQuantError, RuntimeError):
+    """A variable the program needs is missing from the scope (e.g. startup program not run)."""
+
+
+def closest_match(word: str, candidates: Iterable[str]) -> str | None:
+    """Return the candidate closest to ``word`` (difflib ratio >= 0.6), or None."""
+    matches = difflib.get_close_matches(str(word), list(candidates), n=1, cutoff=0.6)
+    return matches[0] if matches else None

@@ -1,0 +1,282 @@
+"""Freeze: turn a quantized eval program into an inference program.
+
+QDQ format (``onnx_format=True``)
+    Each weight ``quantize_linear`` is folded: the weight is quantized once into
+    an int8 (int16 above 8 bits) tensor ``{W}@int8`` that the remaining
+    ``dequantize_linear`` reads. Activation quantize/dequantize pairs stay.
+    Output observers become ``quantize_linear``/``dequantize_linear`` pairs with
+    ``only_observer=True`` carrying ``{out}@scale`` (an identity at run time; the
+    runtime reads the scale), except on tensors that already have a pair.
+
+Old format (``onnx_format=False``)
+    Weights become integer values stored as float32 (``{W}@frozen``), the weight
+    quantizers are removed, the op reads the quantized activation directly and a
+    dequantizer after the op rescales its output (``fake_channel_wise_dequantize_max_abs``
+    with [channel scales, activation scale], or ``fake_dequantize_max_abs`` with
+    ``max_range = qmax_w * qmax_a / w_scale``). Observer scales become the
+    ``out_threshold`` / ``{Slot}{i}_threshold`` attributes of the producing op.
+
+The input program is cloned and the float parameters in the scope stay as
+they were, so the eval program keeps running after ``convert``.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from paddle.base import core
+
+from .. import naming
+from .._program import read_tensor, write_tensor
+from ..errors import ProgramStateError
+from ..numerics import abs_max_scale, qmax, weight_to_int
+from .quantizers import qdq_attrs
+from .rewrite import QUANTIZED_OP_ATTR
+
+__all__ = ["freeze_program"]
+
+_TRAIN_ONLY_OPS = {
+    "fake_quantize_dequantize_abs_max", "fake_channel_wise_quantize_dequantize_abs_max",
+}
+_FAKE_WEIGHT_QUANT_OPS = {
+    "fake_channel_wise_quantize_abs_max", "fake_quantize_abs_max",
+    "fake_quantize_range_abs_max", "fake_quantize_moving_average_abs_max",
+}
+_FAKE_DEQUANT_OPS = {"fake_dequantize_max_abs", "fake_channel_wise_dequantize_max_abs"}
+_INT_DTYPES = {8: (np.int8, core.VarDesc.VarType.INT8), 16: (np.int16, core.VarDesc.VarType.INT16)}
+
+
+def _check_quantized_eval_program(program) -> None:
+    ops = program.global_block().ops
+    if not any(op.has_attr(QUANTIZED_OP_ATTR) for op in ops):
+        raise ProgramStateError(
+            "convert needs the eval program returned by quant_aware(..., for_test=True); this program "
+            "has no op quantized by paddle_quant"
+        )
+    training = sorted({op.type for op in ops if op.type in _TRAIN_ONLY_OPS or
+                       (op.has_attr("is_test") and not op.attr("is_test") and "quant" in op.type)})
+    if training:
+        raise ProgramStateError(
+            f"convert got a training program (it contains {training}); pass the program returned by "
+            "quant_aware(..., for_test=True)"
+        )
+
+
+def _consumers(block, name, start):
+    return [op for op in block.ops[start:] if name in op.input_arg_names]
+
+
+def _producer_index(block, name) -> int:
+    for index, op in enumerate(block.ops):
+        if name in op.output_arg_names:
+            return index
+    raise KeyError(name)
+
+
+def _is_weight(block, name) -> bool:
+    return block.has_var(name) and block.var(name).persistable
+
+
+def _int_weight_var(block, scope, place, weight, scale, bits, axis, round_half):
+    dtype, var_type = _INT_DTYPES[8 if bits <= 8 else 16]
+    values = weight_to_int(read_tensor(scope, weight), scale, bits, axis, round_half=round_half)
+    name = naming.int_weight(weight)
+    write_tensor(scope, place, name, values.astype(dtype))
+    if not block.has_var(name):
+        block.create_var(name=name, shape=list(values.shape), dtype=var_type, persistable=True)
+    return name
+
+
+# ---------------------------------------------------------------- QDQ format
+def _fold_qdq_weights(block, scope, place) -> None:
+    for op in [op for op in block.ops if op.type == "quantize_linear" and _is_weight(block, op.input("X")[0])]:
+        weight, quantized = op.input("X")[0], op.output("Y")[0]
+        scale = read_tensor(scope, op.input("Scale")[0]).reshape(-1)
+        axis, bits = op.attr("quant_axis"), op.attr("bit_length")
+        int_name = _int_weight_var(block, scope, place, weight, scale, bits, axis, "even")
+        for consumer in _consumers(block, quantized, 0):
+            consumer._rename_input(quantized, int_name)
+        block._remove_op(list(block.ops).index(op))
+
+
+def _observer_qdq(var, attrs_bits):
+    scale = naming.scale(var)
+    q, dq = naming.quantized(var), naming.dequantized(var)
+    attrs = qdq_attrs(attrs_bits, -1, only_observer=True)
+    return [
+        ("quantize_linear", {"X": [var], "Scale": [scale], "ZeroPoint": [naming.zero_point(q)]}, {"Y": [q]}, attrs),
+        ("dequantize_linear", {"X": [q], "Scale": [scale], "ZeroPoint": [naming.zero_point(dq)]}, {"Y": [dq]}, attrs),
+    ]
+
+
+def _replace_observers_qdq(block, scope, place, bits) -> None:
+    quantized = {op.input("X")[0] for op in block.ops if op.type == "quantize_linear"}
+    for op in [op for op in block.ops if op.type == "moving_average_abs_max_scale"]:
+        var = op.input("X")[0]
+        index = list(block.ops).index(op)
+        block._remove_op(index)
+        if var in quantized:
+            continue
+        quantized.add(var)
+        for consumer in _consumers(block, var, index):
+            consumer._rename_input(var, naming.dequantized(var))
+        _insert_observer_pair(block, scope, place, index, var, bits)
+
+
+def _insert_observer_pair(block, scope, place, index, var, bits):
+    source = block.var(var)
+    for name in (naming.quantized(var), naming.dequantized(var)):
+        if not block.has_var(name):
+            block.create_var(name=name, shape=source.shape, dtype=source.dtype)
+    for name in (naming.zero_point(naming.quantized(var)), naming.zero_point(naming.dequantized(var))):
+        if not block.has_var(name):
+            block.create_var(name=name, shape=[1], dtype=core.VarDesc.VarType.INT32, persistable=True)
+        write_tensor(scope, place, name, np.zeros([1], np.int32))
+    for offset, (op_type, inputs, outputs, attrs) in enumerate(_observer_qdq(var, bits)):
+        block._insert_op(index + offset, type=op_type, inputs=inputs, outputs=outputs, attrs=attrs)
+
+
+# ---------------------------------------------------------------- old format
+def _fake_weight_scale(op, scope, weight_values):
+    """The scale the eval op uses: stored channel scales (is_test), abs max, or the trained InScale."""
+    if op.type == "fake_channel_wise_quantize_abs_max":
+        return read_tensor(scope, op.output("OutScale")[0]).reshape(-1), op.attr("quant_axis")
+    if op.type == "fake_quantize_abs_max":
+        return abs_max_scale(weight_values), -1
+    return read_tensor(scope, op.input("InScale")[0]).reshape(-1), -1
+
+
+def _output_channel_dims(block, op, out) -> int:
+    """``x_num_col_dims`` of the post-op channel dequantizer: where the output channels start."""
+    if op.has_attr("x_num_col_dims"):
+        return int(op.attr("x_num_col_dims"))
+    if op.type in ("mul", "matmul", "matmul_v2"):
+        return len(block.var(out).shape) - 1
+    return 1
+
+
+def _dequant_after(axis, out, weight_scale_name, act_scale, w_scale, w_bits, a_bits, col_dims):
+    dq = naming.dequantized(out)
+    if axis >= 0:
+        return ("fake_channel_wise_dequantize_max_abs", {"X": [out], "Scales": [weight_scale_name, act_scale]},
+                {"Out": [dq]}, {"quant_axis": axis, "quant_bits": [w_bits, a_bits], "x_num_col_dims": col_dims})
+    max_range = float(qmax(w_bits) * qmax(a_bits) / float(w_scale[0]))
+    return ("fake_dequantize_max_abs", {"X": [out], "Scale": [act_scale]}, {"Out": [dq]}, {"max_range": max_range})
+
+
+def _freeze_fake_weight(block, scope, place, quant_op) -> None:
+    weight, quantized = quant_op.input("X")[0], quant_op.output("Out")[0]
+    dequant_op = _consumers(block, quantized, 0)[0]
+    dequantized = dequant_op.output("Out")[0]
+    values = read_tensor(scope, weight)
+    w_scale, axis = _fake_weight_scale(quant_op, scope, values)
+    bits = quant_op.attr("bit_length")
+    frozen = naming.frozen_weight(weight)
+    write_tensor(scope, place, frozen, weight_to_int(values, w_scale, bits, axis, round_half="away").astype(np.float32))
+    if not block.has_var(frozen):
+        block.create_var(name=frozen, shape=list(values.shape), dtype=core.VarDesc.VarType.FP32, persistable=True)
+    channel_scale = naming.channel_scale(weight)
+    write_tensor(scope, place, channel_scale, w_scale.astype(np.float32))
+    if not block.has_var(channel_scale):
+        block.create_var(name=channel_scale, shape=list(w_scale.shape), dtype=core.VarDesc.VarType.FP32, persistable=True)
+    for op in _consumers(block, dequantized, 0):
+        op._rename_input(dequantized, frozen)
+        _fold_activation_and_dequant_output(block, op, axis, channel_scale, w_scale, bits)
+    for dead in (dequant_op, quant_op):
+        block._remove_op(list(block.ops).index(dead))
+
+
+def _quantized_activation_input(block, op):
+    """(slot arg dequantized, quantized arg, scale name, bits) of the op's quantized activation input."""
+    for name in op.input_arg_names:
+        producers = [p for p in block.ops if name in p.output_arg_names and p.type == "fake_dequantize_max_abs"]
+        if producers:
+            dequant = producers[0]
+            quant_name = dequant.input("X")[0]
+            quant_op = [p for p in block.ops if quant_name in p.output_arg_names][0]
+            return name, quant_name, quant_op.output("OutScale")[0], quant_op.attr("bit_length")
+    return None
+
+
+def _fold_activation_and_dequant_output(block, op, axis, channel_scale, w_scale, w_bits) -> None:
+    found = _quantized_activation_input(block, op)
+    if found is None:
+        raise ProgramStateError(f"{op.type} has a quantized weight but no quantized activation input")
+    dequantized_act, quantized_act, act_scale, a_bits = found
+    op._rename_input(dequantized_act, quantized_act)
+    out = op.output_arg_names[0]
+    index = list(block.ops).index(op)
+    op_type, inputs, outputs, attrs = _dequant_after(axis, out, channel_scale, act_scale, w_scale, w_bits, a_bits,
+                                                     _output_channel_dims(block, op, out))
+    source = block.var(out)
+    block.create_var(name=outputs["Out"][0], shape=source.shape, dtype=source.dtype)
+    for consumer in _consumers(block, out, index + 1):
+        consumer._rename_input(out, outputs["Out"][0])
+    block._insert_op(index + 1, type=op_type, inputs=inputs, outputs=outputs, attrs=attrs)
+
+
+def _remove_unused_dequants(block) -> None:
+    for op in [op for op in block.ops if op.type in _FAKE_DEQUANT_OPS]:
+        if not _consumers(block, op.output("Out")[0], 0):
+            block._remove_op(list(block.ops).index(op))
+
+
+def _observers_to_thresholds(block, scope) -> None:
+    for op in [op for op in block.ops if op.type == "moving_average_abs_max_scale"]:
+        var = op.input("X")[0]
+        threshold = float(read_tensor(scope, op.output("OutScale")[0]).reshape(-1)[0])
+        block._remove_op(list(block.ops).index(op))
+        producer = block.ops[_producer_index(block, var)]
+        producer._set_attr("out_threshold", threshold)
+        producer._set_attr("with_quant_attr", True)
+        for slot in producer.output_names:
+            if var in producer.output(slot):
+                producer._set_attr(f"{slot}{producer.output(slot).index(var)}_threshold", threshold)
+
+
+def _fake_weight_quant_ops(block):
+    return [op for op in block.ops if op.type in _FAKE_WEIGHT_QUANT_OPS and _is_weight(block, op.input("X")[0])]
+
+
+def _freeze_fake(block, scope, place) -> None:
+    _observers_to_thresholds(block, scope)
+    for quant_op in _fake_weight_quant_ops(block):
+        _freeze_fake_weight(block, scope, place, quant_op)
+    _remove_unused_dequants(block)
+
+
+def _int8_fake_program(frozen_program, scope, place):
+    """Old format: a copy whose frozen weights are stored int8 and cast to float at run time."""
+    program = frozen_program.clone()
+    block = program.global_block()
+    for name in [v.name for v in block.vars.values() if v.name.endswith("@frozen") and v.persistable]:
+        weight = name[: -len("@frozen")]
+        values = read_tensor(scope, name)
+        int_name = naming.int_weight(weight)
+        write_tensor(scope, place, int_name, values.astype(np.int8))
+        block.create_var(name=int_name, shape=list(values.shape), dtype=core.VarDesc.VarType.INT8, persistable=True)
+        block.var(name).persistable = False
+        block.var(name).desc.set_persistable(False)
+        block._insert_op(0, type="cast", inputs={"X": [int_name]}, outputs={"Out": [name]},
+                         attrs={"in_dtype": core.VarDesc.VarType.INT8, "out_dtype": core.VarDesc.VarType.FP32})
+    program._sync_with_cpp()
+    return program
+
+
+def freeze_program(program, config, scope, place):
+    """Return ``(inference_program, int8_program)`` frozen from the eval ``program``.
+
+    In the QDQ format both programs are runnable and store int8 weights (the
+    second is a copy). In the old format the second stores int8 weights and casts
+    them to float32 at run time, so it runs and saves at a quarter of the size.
+    """
+    _check_quantized_eval_program(program)
+    frozen = program.clone(for_test=True)
+    block = frozen.global_block()
+    if config.onnx_format:
+        _fold_qdq_weights(block, scope, place)
+        _replace_observers_qdq(block, scope, place, config.activation_bits)
+        frozen._sync_with_cpp()
+        return frozen, frozen.clone()
+    _freeze_fake(block, scope, place)
+    frozen._sync_with_cpp()
+    return frozen, _int8_fake_program(frozen, scope, place)

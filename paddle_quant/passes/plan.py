@@ -1,0 +1,190 @@
+"""Plan: walk a Program and decide, without changing it, what gets quantized.
+
+The plan is pure data (frozen dataclasses) so tests can inspect it and the
+rewrite step can apply it to a training or an inference program alike.
+
+Rules (the same as PaddleSlim's passes, minus their duplicates):
+- An op whose type is one of the config's weight op types and which reads a
+  persistable weight in its weight slot: every input slot is quantized, the
+  weight with ``weight_quantize_type`` (per channel along the registry's axis
+  when channel-wise), the others with ``activation_quantize_type``.
+- An op whose type is one of the config's activation-only op types: each float,
+  non-persistable input is quantized with the activation quantizer.
+- A tensor is quantized once, however many quantized ops read it.
+- Ops whose ``op_namescope`` contains a ``not_quant_pattern`` are skipped.
+- Every float output of a supported op gets an output-scale observer.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+from .. import registry
+from .._program import is_float_var, is_forward_op
+from ..config import QuantConfig
+
+__all__ = ["TensorQuant", "OpQuant", "SkippedOp", "ObservedOutput", "QuantPlan", "plan_quantization"]
+
+Role = Literal["weight", "activation"]
+
+
+@dataclass(frozen=True)
+class TensorQuant:
+    """One quantizer on one tensor.
+
+    Attributes:
+        var: name of the tensor quantized.
+        role: ``"weight"`` (persistable parameter) or ``"activation"``.
+        method: quantize type (``abs_max``, ``channel_wise_abs_max``, ``range_abs_max``, ``moving_average_abs_max``).
+        bits: bit width.
+        axis: channel axis for per-channel scales, -1 for a per-tensor scale.
+        first_consumer: index of the first op (in the original block) that reads the quantized tensor.
+    """
+
+    var: str
+    role: Role
+    method: str
+    bits: int
+    axis: int
+    first_consumer: int
+
+
+@dataclass(frozen=True)
+class OpQuant:
+    """A quantized op: which of its input arguments are replaced by dequantized tensors."""
+
+    index: int
+    op_type: str
+    inputs: tuple[tuple[str, str], ...]
+    with_weight: bool
+
+
+@dataclass(frozen=True)
+class SkippedOp:
+    """An op of a configured type that is left in float, and why."""
+
+    index: int
+    op_type: str
+    reason: str
+
+
+@dataclass(frozen=True)
+class ObservedOutput:
+    """A float output whose range is observed for inference annotations."""
+
+    var: str
+    producer: int
+
+
+@dataclass(frozen=True)
+class QuantPlan:
+    """Everything the rewrite step needs; built by :func:`plan_quantization`."""
+
+    tensors: tuple[TensorQuant, ...]
+    ops: tuple[OpQuant, ...]
+    observers: tuple[ObservedOutput, ...]
+    skipped: tuple[SkippedOp, ...]
+
+    @property
+    def is_empty(self) -> bool:
+        """True when no tensor would be quantized."""
+        return not self.tensors
+
+    def tensor(self, var: str) -> TensorQuant:
+        """The quantizer planned for ``var`` (KeyError if none)."""
+        for tensor in self.tensors:
+            if tensor.var == var:
+                return tensor
+        raise KeyError(var)
+
+
+def _namescope_skipped(op, patterns: tuple[str, ...]) -> bool:
+    scope = op.attr("op_namescope") if op.has_attr("op_namescope") else ""
+    return bool(scope) and any(pattern in scope for pattern in patterns)
+
+
+def _weight_tensor(block, op, spec, config: QuantConfig, index: int) -> TensorQuant | None:
+    names = op.input(spec.weight_slot) if spec.weight_slot in op.input_names else []
+    if len(names) != 1 or not block.has_var(names[0]) or not block.var(names[0]).persistable:
+        return None
+    channel_wise = config.weight_quantize_type == "channel_wise_abs_max"
+    axis = registry.weight_channel_axis(spec, {a: op.attr(a) for a in op.attr_names}) if channel_wise else -1
+    return TensorQuant(names[0], "weight", config.weight_quantize_type, config.weight_bits, axis, index)
+
+
+def _activation_tensor(name: str, config: QuantConfig, index: int) -> TensorQuant:
+    return TensorQuant(name, "activation", config.activation_quantize_type, config.activation_bits, -1, index)
+
+
+def _activation_inputs(block, op, slots):
+    for slot in slots:
+        if slot not in op.input_names:
+            continue
+        for name in op.input(slot):
+            if is_float_var(block, name) and not block.var(name).persistable:
+                yield slot, name
+
+
+def _plan_op(block, op, index, config, tensors):
+    """Quantizers for one op, or a skip reason string."""
+    weight_spec = registry.WEIGHT_OP_SPECS.get(op.type) if op.type in config.weight_op_types else None
+    if weight_spec is not None:
+        weight = _weight_tensor(block, op, weight_spec, config, index)
+        if weight is None:
+            return f"no persistable weight in slot '{weight_spec.weight_slot}'"
+        tensors.setdefault(weight.var, weight)
+        args = [(weight_spec.weight_slot, weight.var)]
+        act_slots = [s for s in weight_spec.inputs if s != weight_spec.weight_slot]
+        with_weight = True
+    else:
+        act_slots = registry.ACTIVATION_OP_SPECS[op.type].inputs
+        args, with_weight = [], False
+    for slot, name in _activation_inputs(block, op, act_slots):
+        tensors.setdefault(name, _activation_tensor(name, config, index))
+        args.append((slot, name))
+    if not args:
+        return "no float activation input"
+    return OpQuant(index, op.type, tuple(args), with_weight)
+
+
+def _observed_outputs(block, op, index):
+    spec = registry.WEIGHT_OP_SPECS.get(op.type) or registry.ACTIVATION_OP_SPECS.get(op.type)
+    if spec is None:
+        return []
+    names = [n for slot in spec.outputs if slot in op.output_names for n in op.output(slot)]
+    return [ObservedOutput(n, index) for n in names if is_float_var(block, n)]
+
+
+def plan_quantization(block, config: QuantConfig) -> QuantPlan:
+    """Decide which tensors of ``block`` get quantized under ``config``.
+
+    Only forward ops are considered; backward and optimizer ops are left to the
+    rewrite step (which rewires gradient ops for the straight-through estimator).
+
+    Args:
+        block: the global block of a legacy Program.
+        config: validated configuration.
+
+    Returns:
+        The immutable plan; ``plan.is_empty`` when nothing matched.
+    """
+    wanted = set(config.weight_op_types) | set(config.activation_op_types)
+    patterns = config.not_quant_patterns
+    tensors: dict[str, TensorQuant] = {}
+    ops, skipped, observers = [], [], []
+    for index, op in enumerate(block.ops):
+        if not is_forward_op(op):
+            continue
+        observers.extend(_observed_outputs(block, op, index))
+        if op.type not in wanted:
+            continue
+        if _namescope_skipped(op, patterns):
+            skipped.append(SkippedOp(index, op.type, "op_namescope matches not_quant_pattern"))
+            continue
+        outcome = _plan_op(block, op, index, config, tensors)
+        if isinstance(outcome, str):
+            skipped.append(SkippedOp(index, op.type, outcome))
+        else:
+            ops.append(outcome)
+    return QuantPlan(tuple(tensors.values()), tuple(ops), tuple(observers), tuple(skipped))
