@@ -19,3 +19,13 @@ def legacy_static_mode():
 def rng():
     """A seeded numpy Generator."""
     return np.random.default_rng(0)
+
+
+def pytest_collection_modifyitems(config, items):
+    """Skip tests marked ``gpu`` when Paddle has no CUDA device."""
+    if paddle.device.is_compiled_with_cuda() and paddle.device.cuda.device_count() > 0:
+        return
+    skip = pytest.mark.skip(reason="needs a CUDA device")
+    for item in items:
+        if "gpu" in item.keywords:
+            item.add_marker(skip)

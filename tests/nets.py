@@ -27,6 +27,16 @@ class Net:
                 "y": rng.integers(0, 10, (batch, 1)).astype("int64")}
 
 
+def _matmul_v2_trans_y(main, h, out_features):
+    """``matmul_v2(h, W, trans_y=True)`` with W of shape [out, in], appended op by op."""
+    block = main.global_block()
+    w = paddle.static.create_parameter([out_features, h.shape[1]], "float32", name="head_w")
+    out = block.create_var(name="head.out", shape=[-1, out_features], dtype="float32")
+    block.append_op(type="matmul_v2", inputs={"X": [h], "Y": [w]}, outputs={"Out": [out]},
+                    attrs={"trans_x": False, "trans_y": True})
+    return out
+
+
 def conv_net(*, minimize=True, skip_second_conv=False, seed=1, optimizer="sgd", matmul_trans_y=False) -> Net:
     """conv-relu-conv-relu-pool-fc(-matmul_v2) classifier on 1x8x8 inputs.
 
@@ -51,8 +61,7 @@ def conv_net(*, minimize=True, skip_second_conv=False, seed=1, optimizer="sgd", 
         h = paddle.nn.functional.max_pool2d(h, 2)
         h = paddle.flatten(h, 1)
         if matmul_trans_y:
-            w = paddle.static.create_parameter([10, 128], "float32", name="head_w")
-            logits = paddle.matmul(h, w, transpose_y=True)
+            logits = _matmul_v2_trans_y(main, h, 10)
         else:
             logits = paddle.static.nn.fc(h, 10)
         loss = paddle.mean(paddle.nn.functional.cross_entropy(logits, y))

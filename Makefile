@@ -1,0 +1,31 @@
+# Every target sets itself up: `make demo` and `make test` work on a fresh clone.
+PY ?= python3
+VENV := .venv
+PYTHON := $(VENV)/bin/python
+PIP := $(PYTHON) -m pip
+
+.PHONY: venv install install-demo install-test demo test bench
+
+# Create .venv only if it is missing; pip is upgraded when it is created.
+venv: $(PYTHON)
+
+$(PYTHON):
+	$(PY) -m venv $(VENV)
+	$(PIP) install --upgrade pip
+
+# Editable install with runtime dependencies only.
+install: venv
+	$(PIP) install -e .
+
+# Editable install plus an extra from setup.py (demo: scikit-learn; test: pytest, paddleslim, ...).
+install-demo install-test: install-%: venv
+	$(PIP) install -e ".[$*]"
+
+demo: install-demo
+	$(PYTHON) demos/qat_digits.py
+
+test: install-test
+	$(PYTHON) -m pytest -q
+
+bench: install-test
+	$(PYTHON) bench/qat_overhead.py
