@@ -8,7 +8,7 @@ import paddle
 
 from ._program import check_program, has_backward, legacy_ir, resolve_scope
 from .config import QuantConfig, as_quant_config
-from .errors import ProgramStateError
+from .errors import ConfigError, ProgramStateError
 from .passes.freeze import freeze_program
 from .passes.plan import QuantPlan, plan_quantization
 from .passes.rewrite import QUANTIZED_OP_ATTR, apply_plan
@@ -22,6 +22,19 @@ def _refuse_requantization(program) -> None:
     if any(op.has_attr(QUANTIZED_OP_ATTR) for op in program.global_block().ops):
         raise ProgramStateError(
             "program already went through quant_aware; pass the original (unquantized) program"
+        )
+
+
+def _check_supported_options(config: QuantConfig) -> None:
+    if config.quant_post_first:
+        raise ConfigError(
+            "config key 'quant_post_first' got True: calibrating scales with post-training quantization "
+            "before QAT is not available in paddle_quant yet; allowed: False"
+        )
+    if config.deploy_backend is not None:
+        _logger.warning(
+            "deploy_backend=%r is recorded but does not change the program yet; the program is the "
+            "generic %s format", config.deploy_backend, "QDQ" if config.onnx_format else "fake-quant",
         )
 
 
@@ -58,6 +71,7 @@ def quant_aware(program, place, config=None, scope=None, for_test=False, return_
         A Program (``for_test`` or ``return_program``) or a CompiledProgram (training).
     """
     config = as_quant_config(config)
+    _check_supported_options(config)
     program = check_program(program)
     scope = resolve_scope(scope)
     with legacy_ir():

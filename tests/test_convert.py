@@ -34,6 +34,8 @@ CONFIGS = [
     {"onnx_format": False, "weight_quantize_type": "abs_max", "activation_quantize_type": "abs_max"},
     {"weight_quantize_type": "moving_average_abs_max", "weight_bits": 4, "activation_bits": 6},
     {"onnx_format": False, "weight_bits": 5, "quantize_op_types": ["conv2d", "mul", "relu", "pool2d"]},
+    {"weight_quantize_type": "range_abs_max", "activation_quantize_type": "abs_max"},
+    {"onnx_format": False, "weight_quantize_type": "range_abs_max"},
 ]
 
 
@@ -143,3 +145,9 @@ def test_convert_on_training_program_is_refused():
     train = quant.quant_aware(net.main, PLACE, None, scope=net.scope, return_program=True)
     with pytest.raises(quant.ProgramStateError, match="training program"):
         quant.convert(train, PLACE, None, scope=net.scope)
+
+
+def test_convert_with_the_other_format_is_refused(rng):
+    net, test = _trained(rng, {}, steps=1)
+    with pytest.raises(quant.ProgramStateError, match="onnx_format"):
+        quant.convert(test, PLACE, {"onnx_format": False}, scope=net.scope)

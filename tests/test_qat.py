@@ -167,3 +167,26 @@ def test_bad_config_is_refused_before_touching_anything():
     with pytest.raises(quant.ConfigError, match="weight_bits"):
         quant.quant_aware(net.test, PLACE, {"weight_bits": 17}, scope=net.scope, for_test=True)
     assert not net.scope.find_var("x@scale")
+
+
+def test_scale_trainable_false_keeps_activation_scales_fixed(rng):
+    net = conv_net(minimize=True)
+    train = quant.quant_aware(net.main, PLACE, {"scale_trainable": False}, scope=net.scope)
+    before = np.array(net.scope.find_var("x@scale").get_tensor())
+    weights_before = param_values(net)
+    _train(net, train, rng, steps=3)
+    np.testing.assert_array_equal(np.array(net.scope.find_var("x@scale").get_tensor()), before)
+    _assert_every_parameter_moved(weights_before, param_values(net))
+
+
+def test_quant_post_first_is_refused_until_ptq_exists():
+    net = conv_net(minimize=False)
+    with pytest.raises(quant.ConfigError, match="quant_post_first"):
+        quant.quant_aware(net.test, PLACE, {"quant_post_first": True}, scope=net.scope, for_test=True)
+
+
+def test_deploy_backend_is_reported_not_silently_dropped(caplog):
+    net = conv_net(minimize=False)
+    with caplog.at_level(logging.WARNING, logger="paddle_quant"):
+        quant.quant_aware(net.test, PLACE, {"deploy_backend": "mkldnn"}, scope=net.scope, for_test=True)
+    assert "deploy_backend='onednn'" in caplog.text

@@ -45,7 +45,18 @@ _FAKE_DEQUANT_OPS = {"fake_dequantize_max_abs", "fake_channel_wise_dequantize_ma
 _INT_DTYPES = {8: (np.int8, core.VarDesc.VarType.INT8), 16: (np.int16, core.VarDesc.VarType.INT16)}
 
 
-def _check_quantized_eval_program(program) -> None:
+def _check_format(ops, config) -> None:
+    qdq = any(op.type in ("quantize_linear", "dequantize_linear") for op in ops)
+    fake = any(op.type.startswith("fake_") for op in ops)
+    if (config.onnx_format and fake and not qdq) or (not config.onnx_format and qdq):
+        found = "QDQ (quantize_linear)" if qdq else "old fake_* ops"
+        raise ProgramStateError(
+            f"config key 'onnx_format' is {config.onnx_format} but the program was quantized in the {found} "
+            "format; pass convert the config given to quant_aware"
+        )
+
+
+def _check_quantized_eval_program(program, config) -> None:
     ops = program.global_block().ops
     if not any(op.has_attr(QUANTIZED_OP_ATTR) for op in ops):
         raise ProgramStateError(
@@ -59,6 +70,7 @@ def _check_quantized_eval_program(program) -> None:
             f"convert got a training program (it contains {training}); pass the program returned by "
             "quant_aware(..., for_test=True)"
         )
+    _check_format(ops, config)
 
 
 def _consumers(block, name, start):
@@ -269,7 +281,7 @@ def freeze_program(program, config, scope, place):
     second is a copy). In the old format the second stores int8 weights and casts
     them to float32 at run time, so it runs and saves at a quarter of the size.
     """
-    _check_quantized_eval_program(program)
+    _check_quantized_eval_program(program, config)
     frozen = program.clone(for_test=True)
     block = frozen.global_block()
     if config.onnx_format:

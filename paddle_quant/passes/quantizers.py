@@ -143,6 +143,7 @@ def _fake(tensor: TensorQuant, info: TensorInfo, config) -> Emission:
 
 
 def _train_fused(tensor: TensorQuant, info: TensorInfo, config, round_type: int, is_test: bool = False) -> Emission:
+    """One fused quantize-dequantize op with an identity gradient; ``is_test`` freezes a moving scale."""
     scale = _scale_var(tensor, info)
     dq_name = naming.dequantized(tensor.var)
     attrs = {"bit_length": tensor.bits, "round_type": round_type, "is_test": is_test}
@@ -183,22 +184,27 @@ def _train_range(tensor: TensorQuant, info: TensorInfo, config, round_type: int)
 
 
 def emit_quantizer(tensor: TensorQuant, info: TensorInfo, config, mode: str) -> Emission:
-    """Ops simulating ``tensor``'s quantizer in ``mode`` ('train' or 'test') and the config's format."""
+    """Ops simulating ``tensor``'s quantizer in ``mode`` ('train' or 'test') and the config's format.
+
+    With ``scale_trainable=False`` a training program keeps the stored scales of
+    ``range_abs_max``/``moving_average_abs_max`` quantizers fixed (as PaddleSlim).
+    """
     fmt = "qdq" if config.onnx_format else "fake"
     if mode == "test":
         return _qdq(tensor, info, config) if fmt == "qdq" else _fake(tensor, info, config)
-    if tensor.method == "range_abs_max" and tensor.axis < 0:
-        return _train_range(tensor, info, config, ROUND_TYPE[fmt])
+    if not config.scale_trainable and tensor.method in ("range_abs_max", "moving_average_abs_max"):
+        return _train_fused(tensor, info, config, ROUND_TYPE[fmt], is_test=True)
     if tensor.method == "range_abs_max":
-        raise AssertionError("range_abs_max is per tensor")  # pragma: no cover - config forbids it
+        return _train_range(tensor, info, config, ROUND_TYPE[fmt])
     return _train_fused(tensor, info, config, ROUND_TYPE[fmt])
 
 
 def emit_observer(var: str, config, mode: str) -> Emission:
     """``moving_average_abs_max_scale`` recording the range of output ``var`` into ``{var}@scale``."""
     scale = VarSpec(naming.scale(var), (1,), "float32", True, np.ones([1], np.float32))
-    attrs = {"moving_rate": config.moving_rate, "is_test": mode == "test"}
-    if mode == "test":
+    frozen = mode == "test" or not config.scale_trainable
+    attrs = {"moving_rate": config.moving_rate, "is_test": frozen}
+    if frozen:
         return Emission([OpSpec("moving_average_abs_max_scale", {"X": [var]}, {"OutScale": [scale.name]}, attrs)], [scale])
     state, accum = _moving_state(var)
     op = OpSpec("moving_average_abs_max_scale", {"X": [var], "InState": [state.name], "InAccum": [accum.name]},
