@@ -16,14 +16,7 @@ import paddle
 
 import paddle_quant as quant
 
-QUANT_CONFIG = {
-    "weight_quantize_type": "channel_wise_abs_max",
-    "activation_quantize_type": "moving_average_abs_max",
-    "weight_bits": 8,
-    "activation_bits": 8,
-    "quantize_op_types": ["conv2d", "depthwise_conv2d", "mul"],
-    "onnx_format": True,
-}
+QUANT_CONFIG = quant.QuantConfig().to_dict()  # PaddleSlim 2.6's defaults, given to both libraries
 
 
 def parse_args(argv=None):

@@ -33,7 +33,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from pydantic_core import PydanticCustomError
 
 from paddle_quant import registry
-from paddle_quant.errors import ConfigError, ConfigTypeError, PaddleQuantError, closest_match
+from paddle_quant._validation import translate_validation_error
+from paddle_quant.errors import ConfigError, ConfigTypeError, closest_match
 
 __all__ = [
     "WeightQuantizeType",
@@ -146,7 +147,7 @@ class QuantConfig(BaseModel):
         try:
             super().__init__(**data)
         except ValidationError as exc:
-            raise _translate(exc, data) from None
+            raise translate_validation_error(exc, data, type(self).model_fields, _ALLOWED) from None
 
     def __setattr__(self, name: str, value: Any) -> None:
         try:
@@ -283,55 +284,6 @@ def as_quant_config(config: Union[QuantConfig, Mapping[str, Any], None]) -> Quan
     if isinstance(config, QuantConfig):
         return config
     return QuantConfig.from_dict(config)
-
-
-def _is_type_error(error: Mapping[str, Any]) -> bool:
-    if error["type"] == "literal_error":
-        return not isinstance(error["input"], str)
-    return error["type"].endswith("_type")
-
-
-def _unknown_key_message(key: str, value: Any) -> str:
-    hint = closest_match(key, QuantConfig.model_fields)
-    suggestion = f"; did you mean {hint!r}?" if hint else ";"
-    return f"unknown config key {key!r} (value {value!r}){suggestion} allowed keys: {list(QuantConfig.model_fields)}"
-
-
-def _type_problem(value: Any, errors: list[Mapping[str, Any]]) -> str:
-    for error in errors:
-        if isinstance(value, (list, tuple)) and isinstance(error["loc"][-1], int):
-            item = error["input"]
-            return f"item {error['loc'][-1]} ({item!r}) has wrong type {type(item).__name__}"
-    return f"wrong type {type(value).__name__}"
-
-
-def _key_message(key: str, value: Any, errors: list[Mapping[str, Any]]) -> str:
-    if errors[0]["type"] == "extra_forbidden":
-        return _unknown_key_message(key, value)
-    cause = errors[0].get("ctx", {}).get("error")
-    if isinstance(cause, PaddleQuantError):
-        problem = str(cause)
-    elif all(_is_type_error(e) for e in errors):
-        problem = _type_problem(value, errors)
-    else:
-        problem = "value not allowed"
-    return f"config key {key!r} got {value!r}: {problem}; allowed: {_ALLOWED[key]}"
-
-
-def _translate(exc: ValidationError, data: Mapping[str, Any]) -> PaddleQuantError:
-    """Turn pydantic's ValidationError into one ConfigError/ConfigTypeError naming every failing key."""
-    by_key: dict[Any, list[Mapping[str, Any]]] = {}
-    for error in exc.errors():
-        by_key.setdefault(error["loc"][0] if error["loc"] else None, []).append(error)
-    messages = []
-    for key, errors in by_key.items():
-        cause = errors[0].get("ctx", {}).get("error")
-        if key is None:
-            messages.append(str(cause) if isinstance(cause, PaddleQuantError) else errors[0]["msg"])
-        else:
-            messages.append(_key_message(key, data.get(key), errors))
-    only_types = all(_is_type_error(e) for e in exc.errors())
-    return (ConfigTypeError if only_types else ConfigError)("; ".join(messages))
 
 
 DEFAULT_CONFIG: QuantConfig = QuantConfig()

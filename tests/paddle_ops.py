@@ -17,29 +17,17 @@ Example:
 
 from __future__ import annotations
 
-import contextlib
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
 import paddle
 
-__all__ = ["run_op", "legacy_static_mode"]
+from paddle_quant._program import legacy_ir
+
+__all__ = ["run_op"]
 
 _ArrayOrList = np.ndarray | Sequence[np.ndarray]
-
-
-@contextlib.contextmanager
-def legacy_static_mode() -> Iterator[None]:
-    """Enter legacy-IR static mode, restoring dynamic mode on exit if it was on."""
-    was_dynamic = paddle.in_dynamic_mode()
-    with paddle.pir_utils.OldIrGuard():
-        paddle.enable_static()
-        try:
-            yield
-        finally:
-            if was_dynamic:
-                paddle.disable_static()
 
 
 def _as_list(value: Any) -> tuple[list[Any], bool]:
@@ -118,7 +106,7 @@ def run_op(
     """
     inplace = dict(inplace or {})
     preset = dict(preset or {})
-    with legacy_static_mode():
+    with legacy_ir():
         program = paddle.static.Program()
         block = program.global_block()
         in_names, values = _declare_inputs(block, inputs)
