@@ -58,6 +58,7 @@ def build_programs(seed, lr=1e-3):
     Returns (train_program, test_program, startup_program, image, label, logits, loss, acc).
     test_program is cloned before minimize(), so it holds the forward pass only.
     """
+    paddle.seed(seed)  # nn.Conv2D initialises from the global generator, not the program's seed
     train_program, startup_program = paddle.static.Program(), paddle.static.Program()
     train_program.random_seed = startup_program.random_seed = seed
     with paddle.static.program_guard(train_program, startup_program):

@@ -8,11 +8,14 @@ from .config import QuantConfig, as_quant_config
 from .errors import (
     ConfigError,
     ConfigTypeError,
+    NonFiniteError,
     PaddleQuantError,
     ProgramStateError,
     ScopeError,
     UnsupportedProgramError,
 )
+from .ptq import PTQResult, quant_post, quant_post_static
+from .ptq_config import PTQConfig
 from .qat import convert, quant_aware
 from .registry import QUANT_DEQUANT_PASS_OP_TYPES, TENSORRT_OP_TYPES, TRANSFORM_PASS_OP_TYPES
 
@@ -23,12 +26,17 @@ __all__ = [
     "as_quant_config",
     "quant_aware",
     "convert",
+    "quant_post",
+    "quant_post_static",
+    "PTQConfig",
+    "PTQResult",
     "TENSORRT_OP_TYPES",
     "TRANSFORM_PASS_OP_TYPES",
     "QUANT_DEQUANT_PASS_OP_TYPES",
     "PaddleQuantError",
     "ConfigError",
     "ConfigTypeError",
+    "NonFiniteError",
     "ProgramStateError",
     "ScopeError",
     "UnsupportedProgramError",

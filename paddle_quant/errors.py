@@ -17,6 +17,7 @@ __all__ = [
     "UnsupportedProgramError",
     "ProgramStateError",
     "ScopeError",
+    "NonFiniteError",
     "closest_match",
 ]
 
@@ -43,6 +44,10 @@ class ProgramStateError(PaddleQuantError, ValueError):
 
 class ScopeError(PaddleQuantError, RuntimeError):
     """A variable the program needs is missing from the scope (e.g. startup program not run)."""
+
+
+class NonFiniteError(PaddleQuantError, ValueError):
+    """An observed tensor holds NaN or inf, so no threshold can be computed."""
 
 
 def closest_match(word: str, candidates: Iterable[str]) -> str | None:

@@ -19,10 +19,12 @@ __all__ = [
     "range_scratch",
     "global_step",
     "channel_scale",
+    "corrected_bias",
+    "int8_scale",
     "is_derived",
 ]
 
-_SUFFIXES = (".quantized", ".dequantized", "@scale", "@zero_point", "@state", "@accum", "@int8", "@frozen", "@window", ".range_out")
+_SUFFIXES = (".quantized", ".dequantized", "@scale", "@zero_point", "@state", "@accum", "@int8", "@frozen", "@window", ".range_out", "@corrected", "@int8_scale")
 
 
 def quantized(name: str) -> str:
@@ -83,6 +85,16 @@ def global_step() -> str:
 def channel_scale(name: str) -> str:
     """Per-channel weight scale carried by an old-format post-op dequantizer."""
     return f"{name}@channel_scale"
+
+
+def corrected_bias(name: str) -> str:
+    """Bias with the mean weight-quantization error removed (bias correction)."""
+    return f"{name}@corrected"
+
+
+def int8_scale(name: str) -> str:
+    """Scale of a sub-8-bit weight restated for a 127 range (runtimes that assume int8)."""
+    return f"{name}@int8_scale"
 
 
 def is_derived(name: str) -> bool:

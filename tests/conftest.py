@@ -1,8 +1,13 @@
-"""Shared fixtures: legacy static mode for every test, seeded RNG."""
+"""Shared fixtures: legacy static mode for every test, seeded RNG, a trained digits model."""
+
+import pathlib
+import sys
 
 import numpy as np
 import paddle
 import pytest
+
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1] / "demos"))
 
 
 @pytest.fixture(autouse=True)
@@ -29,3 +34,11 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         if "gpu" in item.keywords:
             item.add_marker(skip)
+
+
+@pytest.fixture(scope="session")
+def digits_model(tmp_path_factory):
+    """A trained fp32 digits CNN saved as an inference model (see tests/digits_model.py)."""
+    from digits_model import build_digits_model
+
+    return build_digits_model(tmp_path_factory.mktemp("digits_fp32"))

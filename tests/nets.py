@@ -47,6 +47,7 @@ def conv_net(*, minimize=True, skip_second_conv=False, seed=1, optimizer="sgd", 
         optimizer: "sgd" or "adam".
         matmul_trans_y: end with ``matmul_v2(h, W, trans_y=True)`` instead of ``fc``.
     """
+    paddle.seed(seed)
     main, startup = paddle.static.Program(), paddle.static.Program()
     main.random_seed = startup.random_seed = seed
     with paddle.static.program_guard(main, startup):

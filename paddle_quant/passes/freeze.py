@@ -107,7 +107,25 @@ def _fold_qdq_weights(block, scope, place) -> None:
         int_name = _int_weight_var(block, scope, place, weight, scale, bits, axis, "even")
         for consumer in _consumers(block, quantized, 0):
             consumer._rename_input(quantized, int_name)
+            if bits < 8:
+                _as_int8_convention(block, scope, place, consumer, weight, scale, bits)
         block._remove_op(list(block.ops).index(op))
+
+
+def _as_int8_convention(block, scope, place, dequant, weight, scale, bits) -> None:
+    """Express a sub-8-bit weight in int8 terms: same integers, scale ``s·127/qmax(bits)``.
+
+    ``q·s/qmax(bits) == q·s'/127``, so the values are unchanged, and runtimes
+    that assume int8 weights with a 127 range (oneDNN) dequantize them right.
+    """
+    name = naming.int8_scale(weight)
+    write_tensor(scope, place, name, (scale * np.float32(qmax(8) / qmax(bits))).astype(np.float32))
+    if not block.has_var(name):
+        block.create_var(name=name, shape=list(scale.shape), dtype=core.VarDesc.VarType.FP32, persistable=True)
+    dequant._rename_input(dequant.input("Scale")[0], name)
+    for attr, value in qdq_attrs(8, dequant.attr("quant_axis")).items():
+        if attr in ("bit_length", "qmin", "qmax"):
+            dequant._set_attr(attr, value)
 
 
 def _observer_qdq(var, attrs_bits):

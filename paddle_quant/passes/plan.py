@@ -91,6 +91,19 @@ class QuantPlan:
         """True when no tensor would be quantized."""
         return not self.tensors
 
+    def without_tensors(self, names) -> "QuantPlan":
+        """A plan that leaves the tensors ``names`` in float (ops left with no quantized input are skipped)."""
+        names = set(names)
+        tensors = tuple(t for t in self.tensors if t.var not in names)
+        ops, skipped = [], list(self.skipped)
+        for op in self.ops:
+            inputs = tuple(arg for arg in op.inputs if arg[1] not in names)
+            if inputs:
+                ops.append(OpQuant(op.index, op.op_type, inputs, op.with_weight))
+            else:
+                skipped.append(SkippedOp(op.index, op.op_type, "every input is in skip_tensor_list"))
+        return QuantPlan(tensors, tuple(ops), self.observers, tuple(skipped))
+
     def tensor(self, var: str) -> TensorQuant:
         """The quantizer planned for ``var`` (KeyError if none)."""
         for tensor in self.tensors:

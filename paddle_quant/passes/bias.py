@@ -1,0 +1,124 @@
+"""Find the bias of each quantized linear op and swap in a corrected copy after freezing.
+
+Planning (:func:`bias_corrections`) reads the fp32 program: which op, weight,
+input and bias. Applying (:func:`apply_bias_corrections`) computes the shift
+from the frozen integer weights and the calibration means, writes
+``{bias}@corrected`` to the scope and makes the bias add read it; the original
+bias tensor is left untouched.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+from dataclasses import dataclass
+from typing import Callable
+
+import numpy as np
+
+from .. import naming
+from .._program import read_tensor, write_tensor
+from ..bias_correction import conv_input_mean, conv_output_shift, matmul_input_mean, matmul_output_shift
+from ..numerics import dequantize_linear
+from .plan import QuantPlan
+
+__all__ = ["BiasCorrection", "bias_corrections", "apply_bias_corrections"]
+
+_logger = logging.getLogger(__name__)
+_CONV = ("conv2d", "depthwise_conv2d")
+_MATMUL = ("mul", "matmul", "matmul_v2")
+
+
+@dataclass(frozen=True)
+class BiasCorrection:
+    """One weight op whose bias absorbs the weight-quantization shift."""
+
+    op_type: str
+    weight: str
+    input: str
+    bias: str
+    groups: int
+    transposed: bool
+    input_mean: Callable[[np.ndarray], np.ndarray]
+
+
+_RESHAPES = ("reshape2", "reshape", "unsqueeze2", "unsqueeze")
+
+
+def _persistable_vector(block, name: str) -> str | None:
+    """``name`` if it is a 1-D parameter, or the 1-D parameter a reshape turned into ``name``."""
+    var = block.var(name)
+    if var.persistable:
+        return name if len(var.shape) == 1 else None
+    producers = [op for op in block.ops if name in op.output_arg_names]
+    if len(producers) == 1 and producers[0].type in _RESHAPES:
+        return _persistable_vector(block, producers[0].input("X")[0])
+    return None
+
+
+def _bias_add(block, output: str):
+    """The bias parameter added to ``output`` (``nn.Conv2D`` reshapes it to [1, C, 1, 1] first)."""
+    readers = [op for op in block.ops if output in op.input_arg_names]
+    if len(readers) != 1 or readers[0].type != "elementwise_add" or readers[0].input("X") != [output]:
+        return None
+    return _persistable_vector(block, readers[0].input("Y")[0])
+
+
+def _correction(block, op, weight: str):
+    activation = next(n for slot in op.input_names for n in op.input(slot) if n != weight)
+    bias = _bias_add(block, op.output_arg_names[0])
+    if bias is None:
+        return None
+    if op.type in _CONV:
+        return BiasCorrection(op.type, weight, activation, bias, int(op.attr("groups")), False, conv_input_mean)
+    leading = int(op.attr("x_num_col_dims")) if op.type == "mul" else len(block.var(activation).shape) - 1
+    transposed = bool(op.attr("trans_y")) if op.type == "matmul_v2" else (
+        bool(op.attr("transpose_Y")) if op.type == "matmul" else False)
+    mean = functools.partial(matmul_input_mean, leading_dims=leading)
+    return BiasCorrection(op.type, weight, activation, bias, 1, transposed, mean)
+
+
+def bias_corrections(program, plan: QuantPlan) -> list[BiasCorrection]:
+    """The planned weight ops (conv2d, depthwise_conv2d, mul, matmul, matmul_v2) followed by a bias add."""
+    block, found = program.global_block(), []
+    for op_quant in plan.ops:
+        op = block.ops[op_quant.index]
+        weights = [name for _, name in op_quant.inputs if block.var(name).persistable]
+        if not weights or op.type not in _CONV + _MATMUL:
+            continue
+        correction = _correction(block, op, weights[0])
+        if correction is None:
+            _logger.info("bias correction: %s reading %s has no bias add; left as is", op.type, weights[0])
+        else:
+            found.append(correction)
+    return found
+
+
+def _shift(correction: BiasCorrection, delta: np.ndarray, mean: np.ndarray) -> np.ndarray:
+    if correction.op_type in _CONV:
+        return conv_output_shift(delta, mean, correction.groups)
+    return matmul_output_shift(delta, mean, transposed=correction.transposed)
+
+
+def _dequantized_weight(block, scope, weight: str) -> np.ndarray:
+    dequant = next(op for op in block.ops if op.type == "dequantize_linear" and op.input("X") == [naming.int_weight(weight)])
+    return dequantize_linear(read_tensor(scope, naming.int_weight(weight)).astype(np.float32),
+                             read_tensor(scope, dequant.input("Scale")[0]), dequant.attr("bit_length"),
+                             dequant.attr("quant_axis"))
+
+
+def apply_bias_corrections(frozen, corrections, means: dict[str, np.ndarray], scope, place) -> None:
+    """Write ``{bias}@corrected = bias - shift`` and point each bias add of ``frozen`` at it."""
+    block = frozen.global_block()
+    for correction in corrections:
+        weight = read_tensor(scope, correction.weight)
+        delta = _dequantized_weight(block, scope, correction.weight) - weight
+        bias = read_tensor(scope, correction.bias)
+        corrected = (bias - _shift(correction, delta, means[correction.input])).astype(bias.dtype)
+        name = naming.corrected_bias(correction.bias)
+        write_tensor(scope, place, name, corrected)
+        if not block.has_var(name):
+            block.create_var(name=name, shape=list(bias.shape), dtype=block.var(correction.bias).dtype, persistable=True)
+        for op in block.ops:
+            if correction.bias in op.input_arg_names:
+                op._rename_input(correction.bias, name)

@@ -1,0 +1,248 @@
+"""Post-training quantization: ``quant_post`` / ``quant_post_static`` with PaddleSlim's signatures.
+
+Flow: load the inference model -> plan which tensors to quantize -> stream the
+calibration batches through observers -> weight scales -> insert QDQ ops with
+the calibrated scales -> freeze -> save into a temporary folder and rename it
+into place. The model folder is never written to.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import paddle
+
+from . import naming
+from ._program import legacy_ir, read_tensor, write_tensor
+from .calibration import calibrate
+from .errors import ConfigError, ProgramStateError
+from .feeds import feed_batches
+from .observers import make_observer
+from .passes.bias import bias_corrections, apply_bias_corrections
+from .passes.freeze import freeze_program
+from .passes.plan import QuantPlan, plan_quantization
+from .passes.rewrite import apply_plan
+from .ptq_config import PTQConfig
+from .weight_methods import weight_scale
+
+__all__ = ["quant_post", "quant_post_static", "PTQResult"]
+
+_logger = logging.getLogger(__name__)
+_MODEL_SUFFIXES = (".pdmodel", "__model__")
+
+
+@dataclass(frozen=True)
+class PTQResult:
+    """What a post-training run did: where the model is, how many batches, what was quantized."""
+
+    model_file: Path
+    params_file: Path
+    batches: int
+    quantized_tensors: tuple[str, ...]
+    skipped_ops: tuple[str, ...]
+
+
+# ---------------------------------------------------------------- model files
+def _model_files(model_dir, model_filename, params_filename) -> tuple[Path, Path | None]:
+    folder = Path(model_dir)
+    if not folder.is_dir():
+        raise ConfigError(f"model_dir {str(model_dir)!r} is not a directory")
+    if model_filename is None:
+        found = sorted(p.name for p in folder.iterdir() if p.name.endswith(_MODEL_SUFFIXES))
+        if len(found) != 1:
+            raise ConfigError(f"model_dir {str(model_dir)!r} holds model files {found}; pass model_filename= to pick one")
+        model_filename = found[0]
+        guess = folder / (Path(model_filename).stem + ".pdiparams")
+        params_filename = params_filename or (guess.name if guess.exists() else None)
+    model = folder / model_filename
+    if not model.is_file():
+        raise ConfigError(f"model_filename {model_filename!r} not found in {str(model_dir)!r}; it holds "
+                          f"{sorted(p.name for p in folder.iterdir())}")
+    params = folder / params_filename if params_filename else None
+    if params is not None and not params.is_file():
+        raise ConfigError(f"params_filename {params_filename!r} not found in {str(model_dir)!r}")
+    return model, params
+
+
+def _load(exe, scope, model: Path, params: Path | None):
+    try:
+        with paddle.static.scope_guard(scope):
+            program, feed_names, fetch_targets = paddle.static.load_inference_model(
+                str(model.parent), exe, model_filename=model.name, params_filename=params.name if params else None)
+    except Exception as exc:  # Paddle raises bare RuntimeError/ValueError/protobuf errors here
+        raise ConfigError(f"model file {str(model)!r} could not be loaded as a Paddle inference Program: {exc}") from exc
+    return program, list(feed_names), [v.name for v in fetch_targets]
+
+
+def _check_output(model_dir, output, allow_inside: bool) -> Path:
+    source, target = Path(model_dir).resolve(), Path(output).resolve()
+    if target == source or (source in target.parents and not allow_inside):
+        raise ConfigError(
+            f"quantize_model_path {str(output)!r} is the model folder or inside it; choose another folder "
+            "(pass allow_output_in_model_dir=True to write a subfolder of model_dir)"
+        )
+    if target.exists() and not target.is_dir():
+        raise ConfigError(f"quantize_model_path {str(output)!r} exists and is not a directory")
+    return target
+
+
+# ---------------------------------------------------------------- scales
+def _observers(plan: QuantPlan, ptq: PTQConfig) -> dict:
+    names = [t.var for t in plan.tensors if t.role == "activation"]
+    quantized = {t.var for t in plan.tensors}
+    names += [o.var for o in plan.observers if o.var not in quantized]
+    algo = ptq.activation_algorithm
+    return {name: make_observer(algo, bits=ptq.activation_bits, hist_percent=ptq.hist_percent)
+            for name in dict.fromkeys(names)}
+
+
+def _weight_scales(plan: QuantPlan, scope, ptq: PTQConfig) -> dict[str, np.ndarray]:
+    return {t.var: weight_scale(read_tensor(scope, t.var), ptq.weight_method, bits=t.bits, axis=t.axis)
+            for t in plan.tensors if t.role == "weight"}
+
+
+def _write_scales(scope, place, scales: dict[str, np.ndarray]) -> None:
+    for name, value in scales.items():
+        write_tensor(scope, place, naming.scale(name), np.asarray(value, np.float32).reshape(-1))
+
+
+# ---------------------------------------------------------------- saving
+def _save(exe, scope, program, feed_names, fetch_names, target: Path, model_filename, params_filename):
+    target.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
+    try:
+        block = program.global_block()
+        with paddle.static.scope_guard(scope):
+            paddle.static.save_inference_model(
+                str(staging / "model"), [block.var(n) for n in feed_names], [block.var(n) for n in fetch_names],
+                exe, program=program)
+        os.replace(staging / "model.pdmodel", staging / model_filename)
+        os.replace(staging / "model.pdiparams", staging / params_filename)
+        _swap_into_place(staging, target)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return target / model_filename, target / params_filename
+
+
+def _swap_into_place(staging: Path, target: Path) -> None:
+    if not target.exists():
+        os.replace(staging, target)
+        return
+    old = Path(tempfile.mkdtemp(prefix=f".{target.name}.old.", dir=target.parent))
+    os.replace(target, old / "previous")
+    os.replace(staging, target)
+    shutil.rmtree(old, ignore_errors=True)
+
+
+# ---------------------------------------------------------------- the run
+def _plan(program, ptq: PTQConfig) -> QuantPlan:
+    config = ptq.to_quant_config()
+    plan = plan_quantization(program.global_block(), config).without_tensors(ptq.skip_tensor_list)
+    present = {op.type for op in program.global_block().ops}
+    absent = sorted(set(config.effective_op_types) - present) if not ptq.is_full_quantize else []
+    if absent:
+        _logger.warning("quant_post: op types %s are not in the model; nothing of those types is quantized", absent)
+    if plan.is_empty:
+        raise ProgramStateError(
+            f"no tensor of the model can be quantized with quantizable_op_type={list(config.effective_op_types)}; "
+            f"the model's op types are {sorted(present)}"
+        )
+    return plan
+
+
+def run_post_training(exe, model_dir, quantize_model_path, ptq: PTQConfig, *, sources: dict, scope=None,
+                      model_filename=None, params_filename=None, save_model_filename="model.pdmodel",
+                      save_params_filename="model.pdiparams", allow_output_in_model_dir=False) -> PTQResult:
+    """The post-training run behind ``quant_post``/``quant_post_static`` (see them for the arguments)."""
+    model, params = _model_files(model_dir, model_filename, params_filename)
+    target = _check_output(model_dir, quantize_model_path, allow_output_in_model_dir)
+    scope = paddle.static.Scope() if scope is None else scope
+    place = getattr(exe, "place", None) or paddle.CPUPlace()
+    with legacy_ir():
+        program, feed_names, fetch_names = _load(exe, scope, model, params)
+        plan = _plan(program, ptq)
+        observers = _observers(plan, ptq)
+        corrections = bias_corrections(program, plan) if ptq.bias_correction else []
+        batches = feed_batches(feed_names, batch_size=ptq.batch_size, **sources)
+        stats = calibrate(exe, program, scope, batches, observers, feed_names=feed_names,
+                          batch_nums=ptq.batch_nums, show_progress=ptq.show_progress,
+                          mean_of={c.input: c.input_mean for c in corrections})
+        quantized = program.clone(for_test=True)
+        apply_plan(quantized, plan, ptq.to_quant_config(), scope, place, mode="test", rewire_backward=False)
+        _write_scales(scope, place, {n: o.compute_scale() for n, o in observers.items()})
+        _write_scales(scope, place, _weight_scales(plan, scope, ptq))
+        frozen, _ = freeze_program(quantized, ptq.to_quant_config(), scope, place)
+        apply_bias_corrections(frozen, corrections, stats.channel_means, scope, place)
+        files = _save(exe, scope, frozen, feed_names, fetch_names, target, save_model_filename, save_params_filename)
+    skipped = tuple(f"{s.op_type}#{s.index}: {s.reason}" for s in plan.skipped)
+    return PTQResult(files[0], files[1], stats.batches, tuple(t.var for t in plan.tensors), skipped)
+
+
+def quant_post(executor, model_dir, quantize_model_path, sample_generator=None, model_filename=None,
+               params_filename=None, batch_size=16, batch_nums=None, scope=None, algo="KL",
+               quantizable_op_type=("conv2d", "depthwise_conv2d", "mul"), is_full_quantize=False,
+               is_use_cache_file=False, cache_dir="./temp_post_training", *, batch_generator=None,
+               data_loader=None, save_model_filename="model.pdmodel", save_params_filename="model.pdiparams",
+               allow_output_in_model_dir=False, **options) -> PTQResult:
+    """Quantize a saved inference model with calibration data (PaddleSlim's documented ``quant_post``).
+
+    Args:
+        executor: a ``paddle.static.Executor`` (its place holds the tensors).
+        model_dir: folder of the fp32 inference model; never written to.
+        quantize_model_path: output folder, written atomically (a temporary folder renamed into place).
+        sample_generator: callable returning an iterable of single samples, batched by ``batch_size``.
+        model_filename / params_filename: file names inside ``model_dir`` (found automatically when the
+            folder holds one ``*.pdmodel``).
+        batch_size: samples per batch for ``sample_generator``.
+        batch_nums: number of calibration batches (None: all the data).
+        scope: scope to load the model into; None uses a fresh private scope.
+        algo: activation algorithm: KL, hist, mse, emd, avg, abs_max (alias direct), min_max.
+        quantizable_op_type: op types to quantize; ``is_full_quantize`` quantizes every supported type.
+        is_use_cache_file / cache_dir: accepted for compatibility; calibration keeps only observer state
+            (histograms, running maxima), so nothing is cached and nothing is written to ``cache_dir``.
+        batch_generator / data_loader: alternative sources (whole batches; feed dicts or a DataLoader).
+        save_model_filename / save_params_filename: names of the written files.
+        allow_output_in_model_dir: permit ``quantize_model_path`` inside ``model_dir``.
+        **options: the other :class:`~paddle_quant.ptq_config.PTQConfig` fields (hist_percent,
+            weight_bits, activation_bits, weight_quantize_type, weight_method, bias_correction,
+            skip_tensor_list, onnx_format, round_type, show_progress, ...).
+
+    Returns:
+        A :class:`PTQResult` (PaddleSlim returns None).
+    """
+    del is_use_cache_file, cache_dir  # nothing to cache: see the docstring
+    ptq = PTQConfig(algo=algo, batch_size=batch_size, batch_nums=batch_nums,
+                    quantizable_op_type=tuple(quantizable_op_type), is_full_quantize=is_full_quantize, **options)
+    sources = {"sample_generator": sample_generator, "batch_generator": batch_generator, "data_loader": data_loader}
+    return run_post_training(executor, model_dir, quantize_model_path, ptq, sources=sources, scope=scope,
+                             model_filename=model_filename, params_filename=params_filename,
+                             save_model_filename=save_model_filename, save_params_filename=save_params_filename,
+                             allow_output_in_model_dir=allow_output_in_model_dir)
+
+
+def quant_post_static(executor, model_dir, quantize_model_path, batch_generator=None, sample_generator=None,
+                      data_loader=None, model_filename=None, params_filename=None,
+                      save_model_filename="model.pdmodel", save_params_filename="model.pdiparams", batch_size=1,
+                      batch_nums=None, scope=None, algo="hist", round_type="round", hist_percent=0.9999,
+                      bias_correction=False, quantizable_op_type=("conv2d", "depthwise_conv2d", "conv2d_transpose",
+                                                                  "mul", "matmul", "matmul_v2"),
+                      is_full_quantize=False, weight_bits=8, activation_bits=8,
+                      activation_quantize_type="range_abs_max", weight_quantize_type="channel_wise_abs_max",
+                      optimize_model=False, onnx_format=True, skip_tensor_list=None, deploy_backend=None,
+                      **options) -> PTQResult:
+    """PaddleSlim 2.6's ``quant_post_static`` signature and defaults; same run as :func:`quant_post`."""
+    return quant_post(
+        executor, model_dir, quantize_model_path, sample_generator=sample_generator, model_filename=model_filename,
+        params_filename=params_filename, batch_size=batch_size, batch_nums=batch_nums, scope=scope, algo=algo,
+        quantizable_op_type=quantizable_op_type, is_full_quantize=is_full_quantize, batch_generator=batch_generator,
+        data_loader=data_loader, save_model_filename=save_model_filename, save_params_filename=save_params_filename,
+        round_type=round_type, hist_percent=hist_percent, bias_correction=bias_correction, weight_bits=weight_bits,
+        activation_bits=activation_bits, activation_quantize_type=activation_quantize_type,
+        weight_quantize_type=weight_quantize_type, optimize_model=optimize_model, onnx_format=onnx_format,
+        skip_tensor_list=skip_tensor_list, deploy_backend=deploy_backend, **options)

@@ -1,0 +1,116 @@
+"""Options of post-training quantization (``quant_post``), validated.
+
+One pydantic model behind ``quant_post``/``quant_post_static`` (and the command
+line): every bad value raises :class:`~paddle_quant.errors.ConfigError` or
+:class:`~paddle_quant.errors.ConfigTypeError` naming the option, the value and
+what is allowed.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal, Optional
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from . import registry
+from ._validation import translate_validation_error
+from .config import QuantConfig
+from .errors import ConfigError, closest_match
+
+__all__ = ["Algorithm", "WeightMethod", "PTQConfig", "ALGORITHMS", "WEIGHT_METHODS"]
+
+Algorithm = Literal["KL", "hist", "mse", "emd", "avg", "abs_max", "min_max", "direct"]
+"""Activation calibration algorithms; ``direct`` is the seed docs' name for ``abs_max``."""
+
+WeightMethod = Literal["abs_max", "admm", "power_of_two"]
+"""How weight scales are chosen: abs max, ADMM-refined (TNN), or rounded up to a power of two (TVM)."""
+
+ALGORITHMS: tuple[str, ...] = ("KL", "hist", "mse", "emd", "avg", "abs_max", "min_max", "direct")
+WEIGHT_METHODS: tuple[str, ...] = ("abs_max", "admm", "power_of_two")
+
+_ALLOWED = {
+    "algo": f"one of {list(ALGORITHMS)}",
+    "hist_percent": "a float in (0, 1]",
+    "weight_bits": "an int in [2, 16] (int8 storage up to 8 bits, int16 above)",
+    "activation_bits": "an int in [2, 16]",
+    "weight_quantize_type": "'channel_wise_abs_max' or 'abs_max'",
+    "activation_quantize_type": "one of ['abs_max', 'range_abs_max', 'moving_average_abs_max'] (kept for "
+                                "compatibility; the scales come from algo)",
+    "weight_method": f"one of {list(WEIGHT_METHODS)}",
+    "quantizable_op_type": f"a list of op types from {sorted(registry.SUPPORTED_OP_TYPES)}",
+    "is_full_quantize": "True or False",
+    "skip_tensor_list": "a list of tensor names, or None",
+    "onnx_format": "True (QDQ; the old fake-quant format is available from quant_aware/convert)",
+    "bias_correction": "True or False",
+    "round_type": "'round' ('adaround' is not implemented)",
+    "batch_size": "an int >= 1",
+    "batch_nums": "an int >= 1, or None for all batches",
+    "optimize_model": "False (conv+batch_norm folding before quantization is not implemented)",
+    "deploy_backend": "None, 'onednn', 'tensorrt', 'paddle_lite' or 'onnx'",
+    "show_progress": "True, False, or None (a progress bar when stderr is a terminal)",
+}
+
+
+class PTQConfig(BaseModel):
+    """Post-training quantization options (PaddleSlim ``quant_post_static`` names)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid", strict=True)
+
+    algo: Algorithm = Field("KL", description="Activation calibration algorithm.")
+    hist_percent: float = Field(0.9999, gt=0.0, le=1.0, description="Quantile kept by algo='hist'.")
+    weight_bits: int = Field(8, ge=2, le=16, description="Bits of weights.")
+    activation_bits: int = Field(8, ge=2, le=16, description="Bits of activations.")
+    weight_quantize_type: Literal["channel_wise_abs_max", "abs_max"] = Field(
+        "channel_wise_abs_max", description="Per-channel or per-tensor weight scales.")
+    activation_quantize_type: Literal["abs_max", "range_abs_max", "moving_average_abs_max"] = Field(
+        "range_abs_max", description="Accepted for PaddleSlim compatibility; calibrated scales come from algo.")
+    weight_method: WeightMethod = Field("abs_max", description="How weight scales are chosen.")
+    quantizable_op_type: tuple[str, ...] = Field(
+        ("conv2d", "depthwise_conv2d", "mul"), description="Op types to quantize.")
+    is_full_quantize: bool = Field(False, description="Quantize every supported op type.")
+    skip_tensor_list: tuple[str, ...] = Field((), description="Tensors left in float.")
+    onnx_format: Literal[True] = Field(True, description="Emit the QDQ format.")
+    bias_correction: bool = Field(False, description="Correct biases for the mean weight-quantization error.")
+    round_type: Literal["round"] = Field("round", description="Weight rounding.")
+    batch_size: int = Field(16, ge=1, description="Samples per batch for sample_generator.")
+    batch_nums: Optional[int] = Field(None, ge=1, description="Number of calibration batches (None: all).")
+    optimize_model: Literal[False] = Field(False, description="Fold batch norms first (not implemented).")
+    deploy_backend: Optional[Literal["onednn", "tensorrt", "paddle_lite", "onnx"]] = Field(
+        None, description="Target runtime (recorded).")
+    show_progress: Optional[bool] = Field(None, description="Progress bar; None: only on a terminal.")
+
+    def __init__(self, **data: Any) -> None:
+        """Validate ``data``; bad values raise ConfigError/ConfigTypeError."""
+        data = {k: (tuple(v) if isinstance(v, list) else v) for k, v in data.items()}
+        if data.get("skip_tensor_list", ()) is None:
+            data["skip_tensor_list"] = ()
+        if isinstance(data.get("deploy_backend"), str) and data["deploy_backend"].lower() == "mkldnn":
+            data["deploy_backend"] = "onednn"
+        try:
+            super().__init__(**data)
+        except ValidationError as exc:
+            raise translate_validation_error(exc, data, type(self).model_fields, _ALLOWED) from None
+
+    @field_validator("quantizable_op_type")
+    @classmethod
+    def _known_op_types(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        for op_type in value:
+            if op_type not in registry.SUPPORTED_OP_TYPES:
+                hint = closest_match(op_type, sorted(registry.SUPPORTED_OP_TYPES))
+                raise ConfigError(f"unknown op type {op_type!r}" + (f"; did you mean {hint!r}?" if hint else ""))
+        return value
+
+    @property
+    def activation_algorithm(self) -> str:
+        """The algorithm name with ``direct`` resolved to ``abs_max``."""
+        return "abs_max" if self.algo == "direct" else self.algo
+
+    def to_quant_config(self) -> QuantConfig:
+        """The graph-pass config that plans which tensors this run quantizes."""
+        return QuantConfig(
+            weight_quantize_type=self.weight_quantize_type,
+            activation_quantize_type=self.activation_quantize_type,
+            weight_bits=self.weight_bits, activation_bits=self.activation_bits,
+            quantize_op_types=self.quantizable_op_type, is_full_quantize=self.is_full_quantize,
+            onnx_format=self.onnx_format,
+        )

@@ -1,0 +1,226 @@
+"""quant_post end to end on a trained digits CNN: algorithms, data sources, outputs, bad input."""
+
+import hashlib
+import logging
+
+import numpy as np
+import paddle
+import pytest
+
+import paddle_quant as quant
+from paddle_quant.ptq_config import ALGORITHMS
+
+from digits_model import accuracy
+
+EXE = None
+
+
+def _exe():
+    return paddle.static.Executor(paddle.CPUPlace())
+
+
+def _digest(folder):
+    return {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(folder.iterdir())}
+
+
+def _run(digits_model, out, **kwargs):
+    kwargs.setdefault("data_loader", digits_model.calibration_batches())
+    return quant.quant_post(_exe(), str(digits_model.folder), str(out), **kwargs)
+
+
+@pytest.fixture(scope="module")
+def fp32_accuracy(digits_model):
+    return accuracy(digits_model.folder / "model.pdmodel", digits_model.folder / "model.pdiparams",
+                    digits_model.test_images, digits_model.test_labels, int8=False)
+
+
+@pytest.mark.parametrize("algo", ALGORITHMS)
+def test_every_algorithm_gives_an_int8_model_close_to_fp32(digits_model, fp32_accuracy, tmp_path, algo):
+    result = _run(digits_model, tmp_path / "int8", algo=algo)
+    int8 = accuracy(result.model_file, result.params_file, digits_model.test_images, digits_model.test_labels,
+                    int8=True)
+    assert result.batches == 4
+    # 128 calibration images. KL minimises the divergence, not the error: it clips the fc input at
+    # 0.74 x abs max here and loses 3.5 points (measured); the others lose < 0.5. Real-model
+    # accuracy per algorithm is measured in bench/ptq_vs_paddleslim.py.
+    allowed_drop = 5.0 if algo == "KL" else 1.0
+    assert int8 >= fp32_accuracy - allowed_drop, (algo, int8, fp32_accuracy)
+
+
+@pytest.mark.parametrize("method", ["abs_max", "admm", "power_of_two"])
+@pytest.mark.parametrize("weight_type", ["channel_wise_abs_max", "abs_max"])
+def test_weight_methods_and_granularity(digits_model, fp32_accuracy, tmp_path, method, weight_type):
+    result = _run(digits_model, tmp_path / "int8", algo="abs_max", weight_method=method,
+                  weight_quantize_type=weight_type)
+    int8 = accuracy(result.model_file, result.params_file, digits_model.test_images, digits_model.test_labels,
+                    int8=True)
+    assert int8 >= fp32_accuracy - 3.0, (method, weight_type, int8)
+
+
+def test_sample_generator_is_batched_by_batch_size(digits_model, tmp_path):
+    images = digits_model.train_images[:50]
+    result = quant.quant_post(_exe(), str(digits_model.folder), str(tmp_path / "q"),
+                              sample_generator=lambda: iter(images), batch_size=16, algo="hist")
+    assert result.batches == 4  # 16 + 16 + 16 + 2
+
+
+def test_batch_generator_and_paddle_dataloader(digits_model, tmp_path):
+    images = digits_model.train_images[:64]
+    result = quant.quant_post(_exe(), str(digits_model.folder), str(tmp_path / "a"), algo="avg",
+                              batch_generator=lambda: ([images[i:i + 16]] for i in range(0, 64, 16)))
+    assert result.batches == 4
+
+    class Images(paddle.io.Dataset):
+        def __len__(self):
+            return len(images)
+
+        def __getitem__(self, index):
+            return images[index]
+
+    paddle.disable_static()
+    loader = paddle.io.DataLoader(Images(), batch_size=32, return_list=True)
+    paddle.enable_static()
+    result = quant.quant_post(_exe(), str(digits_model.folder), str(tmp_path / "b"), algo="mse", data_loader=loader)
+    assert result.batches == 2
+
+
+def test_batch_nums_limits_calibration(digits_model, tmp_path):
+    assert _run(digits_model, tmp_path / "q", batch_nums=2).batches == 2
+
+
+def test_model_dir_is_never_written_and_output_is_replaced_whole(digits_model, tmp_path):
+    before = _digest(digits_model.folder)
+    out = tmp_path / "q"
+    out.mkdir()
+    (out / "stale.txt").write_text("old")
+    _run(digits_model, out, algo="abs_max")
+    assert sorted(p.name for p in out.iterdir()) == ["model.pdiparams", "model.pdmodel"]
+    assert _digest(digits_model.folder) == before
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".q.")]  # no staging left behind
+
+
+def test_skip_tensor_list_leaves_tensor_in_float(digits_model, tmp_path):
+    full = _run(digits_model, tmp_path / "a", algo="abs_max")
+    skipped = _run(digits_model, tmp_path / "b", algo="abs_max", skip_tensor_list=[full.quantized_tensors[0]])
+    assert full.quantized_tensors[0] not in skipped.quantized_tensors
+    assert len(skipped.quantized_tensors) == len(full.quantized_tensors) - 1
+
+
+def test_bias_correction_applies_in_qdq_format(digits_model, fp32_accuracy, tmp_path):
+    result = _run(digits_model, tmp_path / "q", algo="abs_max", weight_bits=4, bias_correction=True)
+    with paddle.static.scope_guard(paddle.static.Scope()):
+        program, _, _ = paddle.static.load_inference_model(str(tmp_path / "q" / "model"), _exe())
+    readers = {name for op in program.global_block().ops for name in op.input_arg_names}
+    corrected = sorted(name for name in readers if name.endswith("@corrected"))
+    assert corrected == ["conv2d_0.b_0@corrected", "conv2d_1.b_0@corrected", "fc_0.b_0@corrected"], corrected
+    int8 = accuracy(result.model_file, result.params_file, digits_model.test_images, digits_model.test_labels,
+                    int8=True)
+    plain = _run(digits_model, tmp_path / "plain", algo="abs_max", weight_bits=4)
+    int8_plain = accuracy(plain.model_file, plain.params_file, digits_model.test_images, digits_model.test_labels,
+                          int8=True)
+    assert int8 >= int8_plain - 1.0, (int8, int8_plain)
+
+
+def test_abs_max_scales_equal_paddles_post_training_quantization(digits_model, tmp_path):
+    from paddle.static.quantization import PostTrainingQuantization
+
+    ours = _run(digits_model, tmp_path / "ours", algo="abs_max")
+    exe = _exe()
+    scope = paddle.static.Scope()
+    with paddle.static.scope_guard(scope):
+        ptq = PostTrainingQuantization(executor=exe, model_dir=str(digits_model.folder),
+                                       model_filename="model.pdmodel", params_filename="model.pdiparams",
+                                       data_loader=digits_model.calibration_batches(), batch_nums=4, algo="abs_max",
+                                       onnx_format=True, quantizable_op_type=["conv2d", "depthwise_conv2d", "mul"])
+        ptq.quantize()
+        ptq.save_quantized_model(str(tmp_path / "theirs"), model_filename="model.pdmodel",
+                                 params_filename="model.pdiparams")
+    theirs_scope, ours_scope = paddle.static.Scope(), paddle.static.Scope()
+    with paddle.static.scope_guard(theirs_scope):
+        paddle.static.load_inference_model(str(tmp_path / "theirs" / "model"), exe)
+    with paddle.static.scope_guard(ours_scope):
+        paddle.static.load_inference_model(str(ours.model_file.parent / "model"), exe)
+    compared = 0
+    for name in ("image@scale", "relu_0.tmp_0@scale", "flatten_0.tmp_0@scale"):
+        if theirs_scope.find_var(name) and ours_scope.find_var(name):
+            np.testing.assert_allclose(np.array(ours_scope.find_var(name).get_tensor()),
+                                       np.array(theirs_scope.find_var(name).get_tensor()), rtol=1e-6)
+            compared += 1
+    assert compared >= 2
+
+
+# ------------------------------------------------------------------ bad input
+def test_missing_model_dir(tmp_path):
+    with pytest.raises(quant.ConfigError, match="model_dir .* is not a directory"):
+        quant.quant_post(_exe(), str(tmp_path / "nope"), str(tmp_path / "q"), data_loader=lambda: [])
+
+
+def test_model_file_that_is_not_a_program(tmp_path):
+    (tmp_path / "m").mkdir()
+    (tmp_path / "m" / "model.pdmodel").write_bytes(b"not a protobuf")
+    with pytest.raises(quant.ConfigError, match="could not be loaded as a Paddle inference Program"):
+        quant.quant_post(_exe(), str(tmp_path / "m"), str(tmp_path / "q"), data_loader=lambda: [])
+
+
+def test_output_inside_model_dir_is_refused(digits_model):
+    with pytest.raises(quant.ConfigError, match="inside it"):
+        _run(digits_model, digits_model.folder / "int8")
+    with pytest.raises(quant.ConfigError, match="is the model folder"):
+        _run(digits_model, digits_model.folder)
+
+
+def test_generator_that_yields_nothing(digits_model, tmp_path):
+    with pytest.raises(quant.ConfigError, match="yielded no batch"):
+        _run(digits_model, tmp_path / "q", data_loader=lambda: iter([]))
+    assert not (tmp_path / "q").exists()
+
+
+@pytest.mark.parametrize("feed,match", [
+    ({"img": np.zeros((4, 1, 8, 8), "float32")}, "feeds \\['img'\\]; the model's feeds are \\['image'\\]"),
+    ({"image": np.zeros((4, 1, 8, 8), "float64")}, "dtype float64, the model expects float32"),
+    ({"image": np.zeros((4, 3, 8, 8), "float32")}, "shape \\[4, 3, 8, 8\\], the model expects \\[-1, 1, 8, 8\\]"),
+    ({"image": np.full((4, 1, 8, 8), np.nan, "float32")}, "batch 0, feed 'image' contains NaN"),
+])
+def test_bad_batches_name_the_batch_and_tensor(digits_model, tmp_path, feed, match):
+    with pytest.raises(quant.ConfigError, match=match):
+        _run(digits_model, tmp_path / "q", data_loader=lambda: [feed])
+    assert not (tmp_path / "q").exists()
+
+
+def test_inf_inside_the_network_names_tensor_and_batch(digits_model, tmp_path):
+    good = digits_model.train_images[:8]
+    bad = np.full_like(good, 3e38)
+    with pytest.raises(quant.ConfigError, match="tensor '.*' is NaN or Inf in calibration batch 1"):
+        _run(digits_model, tmp_path / "q", data_loader=lambda: [{"image": good}, {"image": bad}])
+    assert not (tmp_path / "q").exists()
+
+
+def test_batch_nums_larger_than_the_data(digits_model, tmp_path):
+    with pytest.raises(quant.ConfigError, match="batch_nums=10 but the calibration data ended after 4"):
+        _run(digits_model, tmp_path / "q", batch_nums=10)
+
+
+@pytest.mark.parametrize("option,value,match", [
+    ("algo", "kl", "algo.*one of \\['KL'"),
+    ("hist_percent", 1.5, "hist_percent.*\\(0, 1\\]"),
+    ("hist_percent", 0.0, "hist_percent"),
+    ("weight_bits", 17, "weight_bits.*\\[2, 16\\]"),
+    ("activation_bits", 1, "activation_bits"),
+    ("round_type", "adaround", "round_type.*adaround"),
+    ("quantizable_op_type", ["conv3d"], "conv3d.*did you mean 'conv2d'"),
+    ("weight_method", "kmeans", "weight_method"),
+])
+def test_bad_options_are_refused_naming_option_and_allowed(digits_model, tmp_path, option, value, match):
+    with pytest.raises(quant.ConfigError, match=match):
+        _run(digits_model, tmp_path / "q", **{option: value})
+
+
+def test_op_types_absent_from_the_model_are_reported(digits_model, tmp_path, caplog):
+    with caplog.at_level(logging.WARNING, logger="paddle_quant"):
+        _run(digits_model, tmp_path / "q", quantizable_op_type=["conv2d", "mul", "matmul_v2"], algo="abs_max")
+    assert "['matmul_v2'] are not in the model" in caplog.text
+
+
+def test_no_quantizable_op_at_all_is_an_error(digits_model, tmp_path):
+    with pytest.raises(quant.ProgramStateError, match="no tensor of the model can be quantized"):
+        _run(digits_model, tmp_path / "q", quantizable_op_type=["lstm"])
