@@ -443,15 +443,17 @@ def compute_kl_divergences(counts: np.ndarray, bits: int = 8) -> tuple[np.ndarra
     return cand, np.where(last > 0, kl, np.inf)
 
 
-def search_kl_threshold(counts: np.ndarray, bin_width: float, bits: int = 8) -> float:
+def search_kl_threshold(counts: np.ndarray, bin_width: float, bits: int = 8, min_threshold: float = 0.0) -> float:
     """TensorRT entropy calibration: ``(i + 0.5) * bin_width`` for the ``i`` of least KL.
 
     Same divergence and threshold rule as Paddle's ``cal_kl_threshold``
-    (first minimum wins), but over candidates ``i = qmax(bits) .. len(counts)``
-    (Paddle: ``(len-1)//2 .. len-1``). See :func:`compute_kl_divergences`.
+    (first minimum wins), over candidates ``i = qmax(bits) .. len(counts)``
+    whose threshold is at least ``min_threshold`` (Paddle: ``(len-1)//2 .. len-1``,
+    relative to its bin count). See :func:`compute_kl_divergences`.
     Returns 0.0 for an empty histogram.
     """
     cand, kl = compute_kl_divergences(counts, bits)
+    kl = np.where((cand + 0.5) * bin_width >= min_threshold, kl, np.inf)
     if not np.isfinite(kl).any():
         return 0.0
     return (int(cand[np.argmin(kl)]) + 0.5) * bin_width
@@ -586,18 +588,28 @@ class HistObserver(_HistogramObserver):
 
 
 class KLObserver(_HistogramObserver):
-    """``KL``: entropy calibration over ``qmax(bits)..bins`` kept bins (see :func:`search_kl_threshold`)."""
+    """``KL``: entropy calibration (see :func:`search_kl_threshold`) with thresholds >= ``min_ratio * absmax``.
+
+    The floor (default 0.5, Paddle's effective window) is measured, not inherited:
+    without it KL clipped PP-OCR cls activations far below their range and int8
+    accuracy fell from 95.0 % to 51.0 % (200 rendered lines, 10 batches of 8).
+    Unlike Paddle's window it is relative to the exact abs max, not to the bin count.
+    """
 
     def __init__(
-        self, *, bits: int = 8, bins: int = DEFAULT_BINS, max_samples: int | None = DEFAULT_MAX_SAMPLES
+        self, *, bits: int = 8, bins: int = DEFAULT_BINS, max_samples: int | None = DEFAULT_MAX_SAMPLES,
+        min_ratio: float = 0.5,
     ) -> None:
         super().__init__(bins, max_samples)
         if _check_bits(bits, "KL") > self.histogram.bins:
             raise ConfigError(f"KL with bits={bits} needs bins >= {_qmax(bits)}, got bins={bins}")
+        if not 0.0 <= min_ratio <= 1.0:
+            raise ConfigError(f"KL min_ratio must be in [0, 1], got {min_ratio!r}")
         self.bits = bits
+        self.min_ratio = float(min_ratio)
 
     def _search(self, hist: StreamingHistogram) -> float:
-        return search_kl_threshold(hist.counts, hist.bin_width, self.bits)
+        return search_kl_threshold(hist.counts, hist.bin_width, self.bits, self.min_ratio * hist.abs_max)
 
 
 class MSEObserver(_HistogramObserver):

@@ -71,10 +71,12 @@ def _model_files(model_dir, model_filename, params_filename) -> tuple[Path, Path
 
 
 def _load(exe, scope, model: Path, params: Path | None):
+    same_stem = model.suffix == ".pdmodel" and params is not None and params.name == model.stem + ".pdiparams"
+    args = {} if same_stem else {"model_filename": model.name, "params_filename": params.name if params else None}
+    location = str(model.with_suffix("")) if same_stem else str(model.parent)
     try:
         with paddle.static.scope_guard(scope):
-            program, feed_names, fetch_targets = paddle.static.load_inference_model(
-                str(model.parent), exe, model_filename=model.name, params_filename=params.name if params else None)
+            program, feed_names, fetch_targets = paddle.static.load_inference_model(location, exe, **args)
     except Exception as exc:  # Paddle raises bare RuntimeError/ValueError/protobuf errors here
         raise ConfigError(f"model file {str(model)!r} could not be loaded as a Paddle inference Program: {exc}") from exc
     return program, list(feed_names), [v.name for v in fetch_targets]

@@ -109,7 +109,7 @@ def _fold_qdq_weights(block, scope, place) -> None:
             consumer._rename_input(quantized, int_name)
             if bits < 8:
                 _as_int8_convention(block, scope, place, consumer, weight, scale, bits)
-        block._remove_op(list(block.ops).index(op))
+        block._remove_op(list(block.ops).index(op), sync=False)
 
 
 def _as_int8_convention(block, scope, place, dequant, weight, scale, bits) -> None:
@@ -143,7 +143,7 @@ def _replace_observers_qdq(block, scope, place, bits) -> None:
     for op in [op for op in block.ops if op.type == "moving_average_abs_max_scale"]:
         var = op.input("X")[0]
         index = list(block.ops).index(op)
-        block._remove_op(index)
+        block._remove_op(index, sync=False)
         if var in quantized:
             continue
         quantized.add(var)
@@ -162,7 +162,7 @@ def _insert_observer_pair(block, scope, place, index, var, bits):
             block.create_var(name=name, shape=[1], dtype=core.VarDesc.VarType.INT32, persistable=True)
         write_tensor(scope, place, name, np.zeros([1], np.int32))
     for offset, (op_type, inputs, outputs, attrs) in enumerate(_observer_qdq(var, bits)):
-        block._insert_op(index + offset, type=op_type, inputs=inputs, outputs=outputs, attrs=attrs)
+        block._insert_op_without_sync(index + offset, type=op_type, inputs=inputs, outputs=outputs, attrs=attrs)
 
 
 # ---------------------------------------------------------------- old format
@@ -212,7 +212,7 @@ def _freeze_fake_weight(block, scope, place, quant_op) -> None:
         op._rename_input(dequantized, frozen)
         _fold_activation_and_dequant_output(block, op, axis, channel_scale, w_scale, bits)
     for dead in (dequant_op, quant_op):
-        block._remove_op(list(block.ops).index(dead))
+        block._remove_op(list(block.ops).index(dead), sync=False)
 
 
 def _quantized_activation_input(block, op):
@@ -241,20 +241,20 @@ def _fold_activation_and_dequant_output(block, op, axis, channel_scale, w_scale,
     block.create_var(name=outputs["Out"][0], shape=source.shape, dtype=source.dtype)
     for consumer in _consumers(block, out, index + 1):
         consumer._rename_input(out, outputs["Out"][0])
-    block._insert_op(index + 1, type=op_type, inputs=inputs, outputs=outputs, attrs=attrs)
+    block._insert_op_without_sync(index + 1, type=op_type, inputs=inputs, outputs=outputs, attrs=attrs)
 
 
 def _remove_unused_dequants(block) -> None:
     for op in [op for op in block.ops if op.type in _FAKE_DEQUANT_OPS]:
         if not _consumers(block, op.output("Out")[0], 0):
-            block._remove_op(list(block.ops).index(op))
+            block._remove_op(list(block.ops).index(op), sync=False)
 
 
 def _observers_to_thresholds(block, scope) -> None:
     for op in [op for op in block.ops if op.type == "moving_average_abs_max_scale"]:
         var = op.input("X")[0]
         threshold = float(read_tensor(scope, op.output("OutScale")[0]).reshape(-1)[0])
-        block._remove_op(list(block.ops).index(op))
+        block._remove_op(list(block.ops).index(op), sync=False)
         producer = block.ops[_producer_index(block, var)]
         producer._set_attr("out_threshold", threshold)
         producer._set_attr("with_quant_attr", True)
@@ -286,7 +286,7 @@ def _int8_fake_program(frozen_program, scope, place):
         block.create_var(name=int_name, shape=list(values.shape), dtype=core.VarDesc.VarType.INT8, persistable=True)
         block.var(name).persistable = False
         block.var(name).desc.set_persistable(False)
-        block._insert_op(0, type="cast", inputs={"X": [int_name]}, outputs={"Out": [name]},
+        block._insert_op_without_sync(0, type="cast", inputs={"X": [int_name]}, outputs={"Out": [name]},
                          attrs={"in_dtype": core.VarDesc.VarType.INT8, "out_dtype": core.VarDesc.VarType.FP32})
     program._sync_with_cpp()
     return program

@@ -61,7 +61,7 @@ def _matches(scope, spec) -> bool:
 
 def _insert(block, position: int, emission: Emission) -> None:
     for offset, op in enumerate(emission.ops):
-        block._insert_op(position + offset, type=op.type, inputs=op.inputs, outputs=op.outputs, attrs=op.attrs)
+        block._insert_op_without_sync(position + offset, type=op.type, inputs=op.inputs, outputs=op.outputs, attrs=op.attrs)
 
 
 def _grad_ops_of(block, forward_op):
