@@ -8,6 +8,7 @@ into place. The model folder is never written to.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import shutil
@@ -150,6 +151,8 @@ def _plan(program, ptq: PTQConfig) -> QuantPlan:
     absent = sorted(set(config.effective_op_types) - present) if not ptq.is_full_quantize else []
     if absent:
         _logger.warning("quant_post: op types %s are not in the model; nothing of those types is quantized", absent)
+    if ptq.output_scales == "none":
+        plan = dataclasses.replace(plan, observers=())
     if plan.is_empty:
         raise ProgramStateError(
             f"no tensor of the model can be quantized with quantizable_op_type={list(config.effective_op_types)}; "

@@ -224,3 +224,27 @@ def test_op_types_absent_from_the_model_are_reported(digits_model, tmp_path, cap
 def test_no_quantizable_op_at_all_is_an_error(digits_model, tmp_path):
     with pytest.raises(quant.ProgramStateError, match="no tensor of the model can be quantized"):
         _run(digits_model, tmp_path / "q", quantizable_op_type=["lstm"])
+
+
+def _program_ops(model_file):
+    with paddle.static.scope_guard(paddle.static.Scope()):
+        program, _, _ = paddle.static.load_inference_model(str(model_file.with_suffix("")), _exe())
+    return program.global_block().ops
+
+
+def test_output_scales_can_be_left_out(digits_model, tmp_path):
+    plain = _run(digits_model, tmp_path / "plain", algo="abs_max", output_scales="none")
+    observed = _run(digits_model, tmp_path / "observed", algo="abs_max")
+    def observers(result):
+        return [op for op in _program_ops(result.model_file)
+                if op.type == "quantize_linear" and op.attr("only_observer")]
+    assert observers(plain) == []
+    assert {op.input("X")[0] for op in observers(observed)} >= {"conv2d_0.tmp_0", "conv2d_1.tmp_1", "fc_0.tmp_0"}
+
+
+def test_quant_post_static_has_paddleslims_defaults(digits_model, tmp_path):
+    result = quant.quant_post_static(_exe(), str(digits_model.folder), str(tmp_path / "q"),
+                                     data_loader=digits_model.calibration_batches(), batch_nums=2)
+    assert result.batches == 2
+    types = {op.type for op in _program_ops(result.model_file)}
+    assert {"quantize_linear", "dequantize_linear"} <= types
