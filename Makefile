@@ -4,7 +4,7 @@ VENV := .venv
 PYTHON := $(VENV)/bin/python
 PIP := $(PYTHON) -m pip
 
-.PHONY: venv install install-demo install-test demo test bench
+.PHONY: venv install install-demo install-test demo demo-qat test bench
 
 # Create .venv only if it is missing; pip is upgraded when it is created.
 venv: $(PYTHON)
@@ -22,6 +22,9 @@ install-demo install-test: install-%: venv
 	$(PIP) install -e ".[$*]"
 
 demo: install-demo
+	$(PYTHON) demos/ptq_ppocr.py
+
+demo-qat: install-demo
 	$(PYTHON) demos/qat_digits.py
 
 test: install-test
