@@ -16,6 +16,8 @@ from paddle.base import core
 from tqdm import tqdm
 
 from .errors import ConfigError
+from .observers import DEFAULT_MAX_SAMPLES, AbsMaxObserver, AvgObserver, MinMaxObserver, sample_stride
+from .passes.statistics import sample_start, shape_program, statistics_program
 
 __all__ = ["CalibrationStats", "check_feed", "calibrate"]
 
@@ -69,11 +71,51 @@ def _progress(batches: Iterator, total, show: bool | None):
     return tqdm(batches, total=total, desc="calibrating", unit="batch", disable=not enabled, leave=False)
 
 
+# Which per-sample statistics each observer needs ("total" is always added, for the NaN/Inf check).
+_NEEDS = ((AbsMaxObserver, {"peak"}), (AvgObserver, {"peak"}), (MinMaxObserver, {"low", "high"}))
+_HISTOGRAM_NEEDS = {"peak", "sample"}
+
+
+def _needs(observer) -> set[str]:
+    for kind, needs in _NEEDS:
+        if isinstance(observer, kind):
+            return needs | {"total"}
+    return _HISTOGRAM_NEEDS | {"total"}
+
+
+def _observation(values: Mapping[str, np.ndarray]) -> np.ndarray:
+    """The array an observer is updated with, rebuilt from the fetched statistics.
+
+    Abs-max and avg observers see one value per sample (its exact abs max), min-max
+    observers the per-sample minima and maxima, histogram observers the strided
+    sample plus the batch's exact abs max (once, so it does not weigh on percentiles).
+    """
+    if "sample" in values:  # the batch's abs max is counted once, as the observers do themselves
+        return np.concatenate([values["sample"].ravel(), values["peak"].max(keepdims=True)])
+    if "low" in values:
+        return np.concatenate([values["low"].ravel(), values["high"].ravel()])
+    return values["peak"].reshape(-1, 1)
+
+
+def _strides(exe, program, scope, feed, wanted) -> dict[str, int]:
+    names = [name for name, needs in wanted.items() if "sample" in needs]
+    if not names:
+        return {}
+    probe, shapes = shape_program(program, names)
+    values = exe.run(probe, feed=dict(feed), fetch_list=[shapes[n] for n in names], scope=scope, return_numpy=True)
+    return {name: sample_stride(int(np.prod(shape)), DEFAULT_MAX_SAMPLES) for name, shape in zip(names, values)}
+
+
 def calibrate(exe, program, scope, batches: Iterator[Mapping[str, np.ndarray]], observers: Mapping[str, object], *,
               feed_names: Sequence[str], batch_nums: int | None = None,
               mean_of: Mapping[str, Callable[[np.ndarray], np.ndarray]] | None = None,
               show_progress: bool | None = None) -> CalibrationStats:
-    """Feed ``batches`` through ``program`` and update ``observers[name]`` with each fetched tensor.
+    """Feed ``batches`` through ``program`` and update ``observers[name]`` with each tensor's statistics.
+
+    The statistics are computed inside a copy of the program right after each
+    tensor is produced (see :mod:`paddle_quant.passes.statistics`), so only a few
+    values per sample are fetched and the activations are freed as usual. The
+    first batch also runs once through a probe that reads the tensors' shapes.
 
     Args:
         exe: executor; ``program`` runs in ``scope``.
@@ -81,31 +123,50 @@ def calibrate(exe, program, scope, batches: Iterator[Mapping[str, np.ndarray]], 
         observers: tensor name -> observer (``update(array)``).
         feed_names: the model's feed names, for checking each batch.
         batch_nums: stop after this many batches; ConfigError if the data ends sooner.
-        mean_of: tensor name -> reducer giving that batch's per-feature mean; the
-            average over batches is returned (for bias correction).
+        mean_of: tensor name -> reducer giving that batch's per-feature mean; these
+            tensors are fetched whole and the average over batches is returned (for bias correction).
         show_progress: progress bar; None shows it only on a terminal.
 
     Returns:
         The number of batches seen and the requested channel means.
     """
     mean_of = dict(mean_of or {})
-    names = list(dict.fromkeys(list(observers) + list(mean_of)))
+    wanted = {name: _needs(observer) for name, observer in observers.items()}
     block, stats = program.global_block(), CalibrationStats()
     sums: dict[str, np.ndarray] = {}
     limited = itertools.islice(batches, batch_nums) if batch_nums is not None else batches
+    runner = fetches = strides = None
     for index, feed in enumerate(_progress(limited, batch_nums, show_progress)):
         check_feed(block, feed_names, feed, index)
-        values = exe.run(program, feed=dict(feed), fetch_list=names, scope=scope, return_numpy=True)
-        for name, value in zip(names, values):
+        if runner is None:
+            strides = _strides(exe, program, scope, feed, wanted)
+            runner, tensor_stats = statistics_program(program, wanted, strides)
+            fetches = [(name, stat, var) for name, ts in tensor_stats.items() for stat, var in ts.fetches.items()]
+        _set_sample_starts(scope, strides, index)
+        values = exe.run(runner, feed=dict(feed), fetch_list=[v for _, _, v in fetches] + list(mean_of),
+                         scope=scope, return_numpy=True)
+        _update(observers, fetches, values[:len(fetches)], index)
+        for name, value in zip(mean_of, values[len(fetches):]):
             _check_finite(name, value, index)
-            if name in observers:
-                observers[name].update(value)
-            if name in mean_of:
-                sums[name] = sums.get(name, 0) + mean_of[name](value).astype(np.float64)
+            sums[name] = sums.get(name, 0) + mean_of[name](value).astype(np.float64)
         stats.batches += 1
     _check_count(stats.batches, batch_nums)
     stats.channel_means = {name: (total / stats.batches).astype(np.float32) for name, total in sums.items()}
     return stats
+
+
+def _set_sample_starts(scope, strides: Mapping[str, int], batch: int) -> None:
+    for name, stride in strides.items():
+        scope.var(sample_start(name)).get_tensor().set(np.array([batch % stride], np.int32), core.CPUPlace())
+
+
+def _update(observers, fetches, values, batch: int) -> None:
+    grouped: dict[str, dict[str, np.ndarray]] = {}
+    for (name, stat, _var), value in zip(fetches, values):
+        grouped.setdefault(name, {})[stat] = value
+    for name, stat_values in grouped.items():
+        _check_finite(name, stat_values.pop("total"), batch)
+        observers[name].update(_observation(stat_values))
 
 
 def _check_count(seen: int, batch_nums: int | None) -> None:

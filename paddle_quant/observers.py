@@ -40,6 +40,7 @@ from .errors import ConfigError, ConfigTypeError, NonFiniteError, closest_match
 from .numerics import qmax as _qmax
 
 __all__ = [
+    "sample_stride",
     "ALGORITHMS",
     "DEFAULT_BINS",
     "DEFAULT_MAX_SAMPLES",
@@ -227,7 +228,7 @@ def _next_prime(n: int) -> int:
     return n
 
 
-def _sample_step(size: int, max_samples: int | None) -> int:
+def sample_stride(size: int, max_samples: int | None) -> int:
     """Stride of the subsample: 1, or the smallest prime >= ``ceil(size / max_samples)``.
 
     A prime stride is coprime with the usual channel and spatial sizes, so a
@@ -318,7 +319,7 @@ class StreamingHistogram:
         lo, hi = _min_max(flat)
         batch_max = max(hi, -lo)
         self._fit_range(batch_max)
-        step = _sample_step(flat.size, self.max_samples)
+        step = sample_stride(flat.size, self.max_samples)
         sample = flat[self.updates % step :: step] if step > 1 else flat
         self._add(sample)
         if step > 1:  # the sample may have missed it; the tail matters to KL
