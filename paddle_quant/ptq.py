@@ -165,6 +165,9 @@ def run_post_training(exe, model_dir, quantize_model_path, ptq: PTQConfig, *, so
                       model_filename=None, params_filename=None, save_model_filename="model.pdmodel",
                       save_params_filename="model.pdiparams", allow_output_in_model_dir=False) -> PTQResult:
     """The post-training run behind ``quant_post``/``quant_post_static`` (see them for the arguments)."""
+    if ptq.activation_bits != 8:
+        _logger.warning("activation_bits=%d: the model runs in the Paddle Executor, but Paddle Inference's oneDNN "
+                        "int8 pass accepts only 8-bit activations", ptq.activation_bits)
     model, params = _model_files(model_dir, model_filename, params_filename)
     target = _check_output(model_dir, quantize_model_path, allow_output_in_model_dir)
     scope = paddle.static.Scope() if scope is None else scope

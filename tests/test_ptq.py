@@ -204,7 +204,8 @@ def test_batch_nums_larger_than_the_data(digits_model, tmp_path):
     ("algo", "kl", "algo.*one of \\['KL'"),
     ("hist_percent", 1.5, "hist_percent.*\\(0, 1\\]"),
     ("hist_percent", 0.0, "hist_percent"),
-    ("weight_bits", 17, "weight_bits.*\\[2, 16\\]"),
+    ("weight_bits", 9, "weight_bits.*\\[2, 8\\].*no int16 dequantize_linear kernel"),
+    ("weight_bits", 17, "weight_bits"),
     ("activation_bits", 1, "activation_bits"),
     ("round_type", "adaround", "round_type.*adaround"),
     ("quantizable_op_type", ["conv3d"], "conv3d.*did you mean 'conv2d'"),
@@ -248,3 +249,10 @@ def test_quant_post_static_has_paddleslims_defaults(digits_model, tmp_path):
     assert result.batches == 2
     types = {op.type for op in _program_ops(result.model_file)}
     assert {"quantize_linear", "dequantize_linear"} <= types
+
+
+def test_activation_bits_other_than_8_warn_about_onednn(digits_model, tmp_path, caplog):
+    with caplog.at_level(logging.WARNING, logger="paddle_quant"):
+        result = _run(digits_model, tmp_path / "q", algo="abs_max", activation_bits=6)
+    assert "accepts only 8-bit activations" in caplog.text
+    assert result.batches == 4
