@@ -50,6 +50,7 @@ import paddle
 import paddle_quant as quant
 from paddle_quant.ptq_config import ALGORITHMS
 import ppocr  # demos/ppocr.py, next to this file
+from _table import print_table  # demos/_table.py
 
 BATCH_SIZE = 8
 REC_OPS_NOTE = ("rec quantizes conv2d only: on oneDNN int8, also quantizing its depthwise_conv2d costs "
@@ -135,14 +136,10 @@ def paired_latency(predictors, batch, repeats):
     return [statistics.median(spent) for spent in times]
 
 
-def print_table(rows):
+def print_results(rows):
     header = ("model", "precision", "accuracy (%)", "size (MB)",
               f"latency / batch of {BATCH_SIZE} (ms)", "calibration (s)")
-    widths = [max(len(header[i]), *(len(r[i]) for r in rows)) for i in range(len(header))]
-    for i, cells in enumerate([header, *rows]):
-        print(" | ".join(c.ljust(w) for c, w in zip(cells, widths)).rstrip())
-        if i == 0:
-            print("-+-".join("-" * w for w in widths))
+    print_table(header, rows)
 
 
 def main(argv=None):
@@ -182,7 +179,7 @@ def main(argv=None):
             failures.append(f"{kind} int8 accuracy is {drop:.1f} points under fp32 (allowed {args.max_drop:g})")
 
     print()
-    print_table(rows)
+    print_results(rows)
     print(f"int8/fp32 latency ratio: {', '.join(ratios)}")
     if args.rec_ops == ["conv2d"]:
         print(REC_OPS_NOTE)

@@ -20,6 +20,7 @@ from sklearn.datasets import load_digits
 from sklearn.model_selection import train_test_split
 
 import paddle_quant as quant
+from _table import print_table  # demos/_table.py, next to this file
 
 QUANT_CONFIG = {
     "weight_quantize_type": "channel_wise_abs_max",
@@ -142,13 +143,9 @@ def benchmark(model_file, params_file, int8, data, batch_size, repeats):
     return accuracy, size_kb, 1000.0 * float(np.median(times))
 
 
-def print_table(rows, batch_size):
+def print_results(rows, batch_size):
     header = ("model", "accuracy (%)", "size on disk (KB)", f"latency / batch of {batch_size} (ms)")
-    widths = [max(len(header[i]), *(len(r[i]) for r in rows)) for i in range(len(header))]
-    for i, cells in enumerate([header, *rows]):
-        print(" | ".join(c.ljust(w) for c, w in zip(cells, widths)).rstrip())
-        if i == 0:
-            print("-+-".join("-" * w for w in widths))
+    print_table(header, rows)
 
 
 def main(argv=None):
@@ -186,7 +183,7 @@ def main(argv=None):
     fp32 = benchmark(*fp32_files, False, test_data, args.infer_batch, args.repeats)
     int8 = benchmark(*int8_files, True, test_data, args.infer_batch, args.repeats)
     print()
-    print_table([("fp32 (oneDNN)", f"{fp32[0]:.2f}", f"{fp32[1]:.1f}", f"{fp32[2]:.3f}"),
+    print_results([("fp32 (oneDNN)", f"{fp32[0]:.2f}", f"{fp32[1]:.1f}", f"{fp32[2]:.3f}"),
                  ("QAT int8 (oneDNN int8)", f"{int8[0]:.2f}", f"{int8[1]:.1f}", f"{int8[2]:.3f}")],
                 args.infer_batch)
     drop = fp32[0] - int8[0]
