@@ -256,3 +256,26 @@ def test_activation_bits_other_than_8_warn_about_onednn(digits_model, tmp_path, 
         result = _run(digits_model, tmp_path / "q", algo="abs_max", activation_bits=6)
     assert "accepts only 8-bit activations" in caplog.text
     assert result.batches == 4
+
+
+@pytest.mark.parametrize("algo", ["abs_max", "avg", "min_max", "hist"])
+def test_in_graph_statistics_give_the_same_scales_as_whole_tensors(digits_model, tmp_path, monkeypatch, algo):
+    from paddle_quant import calibration
+
+    whole = _run(digits_model, tmp_path / "whole", algo=algo)
+    monkeypatch.setattr(calibration, "WHOLE_TENSOR_BUDGET", 0)
+    reduced = _run(digits_model, tmp_path / "reduced", algo=algo)
+    exe = _exe()
+    scales = []
+    for result in (whole, reduced):
+        scope = paddle.static.Scope()
+        with paddle.static.scope_guard(scope):
+            program, _, _ = paddle.static.load_inference_model(str(result.model_file.with_suffix("")), exe)
+        scales.append({v.name: np.array(scope.find_var(v.name).get_tensor()) for v in program.list_vars()
+                       if v.name.endswith("@scale") and scope.find_var(v.name)})
+    assert scales[0].keys() == scales[1].keys() and len(scales[0]) >= 6
+    for name in scales[0]:
+        if algo == "hist":  # a different sample of the values: thresholds agree to a few percent
+            np.testing.assert_allclose(scales[1][name], scales[0][name], rtol=0.1, err_msg=name)
+        else:  # exact statistics either way
+            np.testing.assert_allclose(scales[1][name], scales[0][name], rtol=1e-6, err_msg=name)
