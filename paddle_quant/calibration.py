@@ -110,17 +110,24 @@ WHOLE_TENSOR_BUDGET = 256 * 2**20
 """Bytes of observed activations per batch up to which they are fetched whole (cheaper for small models)."""
 
 
-def _estimated_bytes(block, names, feed) -> int | None:
-    """Bytes of ``names`` for this batch from their static shapes; None if a dim other than the batch is unknown."""
+def _batch_bytes(exe, program, scope, names, feed) -> int:
+    """Bytes of the tensors ``names`` for this batch: static shapes, probed where a dim is dynamic."""
+    block = program.global_block()
     batch = next(iter(feed.values())).shape[0] if feed else 1
-    total = 0
+    total, dynamic = 0, []
     for name in names:
         dims = list(block.var(name).shape)
         if dims and dims[0] < 0:
             dims[0] = batch
         if any(d < 0 for d in dims):
-            return None
-        total += 4 * int(np.prod(dims))
+            dynamic.append(name)
+        else:
+            total += 4 * int(np.prod(dims))
+    if dynamic:
+        probe, shapes = shape_program(program, dynamic)
+        values = exe.run(probe, feed=dict(feed), fetch_list=[shapes[n] for n in dynamic], scope=scope,
+                         return_numpy=True)
+        total += sum(4 * int(np.prod(shape)) for shape in values)
     return total
 
 
@@ -146,8 +153,7 @@ def _statistics_runner(exe, program, scope, feed, observers):
 
 def _make_runner(exe, program, scope, feed, observers):
     """Fetch small activations whole; reduce large or dynamically shaped ones inside the program."""
-    size = _estimated_bytes(program.global_block(), observers, feed)
-    if size is not None and size <= WHOLE_TENSOR_BUDGET:
+    if _batch_bytes(exe, program, scope, list(observers), feed) <= WHOLE_TENSOR_BUDGET:
         return _whole_tensor_runner(program, observers)
     return _statistics_runner(exe, program, scope, feed, observers)
 
