@@ -27,7 +27,7 @@ from .. import naming
 from ..numerics import qmax
 from .plan import TensorQuant
 
-__all__ = ["VarSpec", "OpSpec", "Emission", "ROUND_TYPE", "qdq_attrs", "emit_quantizer", "emit_observer", "emit_global_step"]
+__all__ = ["VarSpec", "InsertedOp", "Emission", "ROUND_TYPE", "qdq_attrs", "emit_quantizer", "emit_observer", "emit_global_step"]
 
 ROUND_TYPE = {"qdq": 0, "fake": 1}
 """``round_type`` attribute per format: 0 ties to even (quantize_linear), 1 ties away from zero (fake_*)."""
@@ -45,7 +45,7 @@ class VarSpec:
 
 
 @dataclass(frozen=True)
-class OpSpec:
+class InsertedOp:
     """Arguments of ``Block._insert_op`` for one op."""
 
     type: str
@@ -58,7 +58,7 @@ class OpSpec:
 class Emission:
     """Ops and variables that implement one quantizer or observer."""
 
-    ops: list[OpSpec] = field(default_factory=list)
+    ops: list[InsertedOp] = field(default_factory=list)
     variables: list[VarSpec] = field(default_factory=list)
     output: str | None = None
 
@@ -106,33 +106,33 @@ def _qdq(tensor: TensorQuant, info: TensorInfo, config) -> Emission:
     q_name, dq_name = naming.quantized(tensor.var), naming.dequantized(tensor.var)
     zp_q, zp_dq = _zero_point(q_name, scale), _zero_point(dq_name, scale)
     attrs = qdq_attrs(tensor.bits, tensor.axis)
-    quant = OpSpec("quantize_linear", {"X": [tensor.var], "Scale": [scale.name], "ZeroPoint": [zp_q.name]},
-                   {"Y": [q_name]}, dict(attrs))
-    dequant = OpSpec("dequantize_linear", {"X": [q_name], "Scale": [scale.name], "ZeroPoint": [zp_dq.name]},
-                     {"Y": [dq_name]}, dict(attrs))
+    quant = InsertedOp("quantize_linear", {"X": [tensor.var], "Scale": [scale.name], "ZeroPoint": [zp_q.name]},
+                       {"Y": [q_name]}, dict(attrs))
+    dequant = InsertedOp("dequantize_linear", {"X": [q_name], "Scale": [scale.name], "ZeroPoint": [zp_dq.name]},
+                         {"Y": [dq_name]}, dict(attrs))
     return Emission([quant, dequant], [scale, zp_q, zp_dq, _temp(q_name, info), _temp(dq_name, info)], dq_name)
 
 
-def _fake_dequant(tensor: TensorQuant, scale: VarSpec, q_name: str, dq_name: str) -> OpSpec:
+def _fake_dequant(tensor: TensorQuant, scale: VarSpec, q_name: str, dq_name: str) -> InsertedOp:
     if tensor.axis >= 0:
-        return OpSpec("fake_channel_wise_dequantize_max_abs", {"X": [q_name], "Scales": [scale.name]},
-                      {"Out": [dq_name]}, {"quant_axis": tensor.axis, "quant_bits": [tensor.bits]})
-    return OpSpec("fake_dequantize_max_abs", {"X": [q_name], "Scale": [scale.name]}, {"Out": [dq_name]},
-                  {"max_range": float(qmax(tensor.bits))})
+        return InsertedOp("fake_channel_wise_dequantize_max_abs", {"X": [q_name], "Scales": [scale.name]},
+                          {"Out": [dq_name]}, {"quant_axis": tensor.axis, "quant_bits": [tensor.bits]})
+    return InsertedOp("fake_dequantize_max_abs", {"X": [q_name], "Scale": [scale.name]}, {"Out": [dq_name]},
+                      {"max_range": float(qmax(tensor.bits))})
 
 
-def _fake_quant_op(tensor: TensorQuant, scale: VarSpec, q_name: str, config) -> OpSpec:
+def _fake_quant_op(tensor: TensorQuant, scale: VarSpec, q_name: str, config) -> InsertedOp:
     attrs = {"bit_length": tensor.bits, "round_type": ROUND_TYPE["fake"], "is_test": True}
     outputs = {"Out": [q_name], "OutScale": [scale.name]}
     if tensor.axis >= 0:
-        return OpSpec("fake_channel_wise_quantize_abs_max", {"X": [tensor.var]}, outputs, {**attrs, "quant_axis": tensor.axis})
+        return InsertedOp("fake_channel_wise_quantize_abs_max", {"X": [tensor.var]}, outputs, {**attrs, "quant_axis": tensor.axis})
     if tensor.method == "abs_max":
-        return OpSpec("fake_quantize_abs_max", {"X": [tensor.var]}, outputs, attrs)
+        return InsertedOp("fake_quantize_abs_max", {"X": [tensor.var]}, outputs, attrs)
     if tensor.method == "range_abs_max":
-        return OpSpec("fake_quantize_range_abs_max", {"X": [tensor.var], "InScale": [scale.name]}, outputs,
-                      {**attrs, "window_size": config.window_size})
-    return OpSpec("fake_quantize_moving_average_abs_max", {"X": [tensor.var], "InScale": [scale.name]}, outputs,
-                  {**attrs, "moving_rate": config.moving_rate})
+        return InsertedOp("fake_quantize_range_abs_max", {"X": [tensor.var], "InScale": [scale.name]}, outputs,
+                          {**attrs, "window_size": config.window_size})
+    return InsertedOp("fake_quantize_moving_average_abs_max", {"X": [tensor.var], "InScale": [scale.name]}, outputs,
+                      {**attrs, "moving_rate": config.moving_rate})
 
 
 def _fake(tensor: TensorQuant, info: TensorInfo, config) -> Emission:
@@ -150,17 +150,19 @@ def _train_fused(tensor: TensorQuant, info: TensorInfo, config, round_type: int,
     outputs = {"Out": [dq_name], "OutScale": [scale.name]}
     variables = [scale, _temp(dq_name, info)]
     if tensor.axis >= 0:
-        op = OpSpec("fake_channel_wise_quantize_dequantize_abs_max", {"X": [tensor.var]}, outputs,
-                    {**attrs, "quant_axis": tensor.axis})
+        op = InsertedOp("fake_channel_wise_quantize_dequantize_abs_max", {"X": [tensor.var]}, outputs,
+                        {**attrs, "quant_axis": tensor.axis})
     elif tensor.method == "abs_max":
-        op = OpSpec("fake_quantize_dequantize_abs_max", {"X": [tensor.var]}, outputs, attrs)
+        op = InsertedOp("fake_quantize_dequantize_abs_max", {"X": [tensor.var]}, outputs, attrs)
     else:
-        state, accum = _moving_state(tensor.var)
-        inputs = {"X": [tensor.var], "InScale": [scale.name], "InState": [state.name], "InAccum": [accum.name]}
-        outputs = {**outputs, "OutState": [state.name], "OutAccum": [accum.name]}
-        op = OpSpec("fake_quantize_dequantize_moving_average_abs_max", inputs, outputs,
-                    {**attrs, "moving_rate": config.moving_rate})
-        variables += [state, accum]
+        inputs = {"X": [tensor.var], "InScale": [scale.name]}
+        if not is_test:  # the moving average needs its state only while it updates
+            state, accum = _moving_state(tensor.var)
+            inputs.update(InState=[state.name], InAccum=[accum.name])
+            outputs = {**outputs, "OutState": [state.name], "OutAccum": [accum.name]}
+            variables += [state, accum]
+        op = InsertedOp("fake_quantize_dequantize_moving_average_abs_max", inputs, outputs,
+                        {**attrs, "moving_rate": config.moving_rate})
     return Emission([op], variables, dq_name)
 
 
@@ -170,16 +172,12 @@ def _train_range(tensor: TensorQuant, info: TensorInfo, config, round_type: int)
     window = VarSpec(naming.range_window(tensor.var), (config.window_size,), "float32", True,
                      np.zeros([config.window_size], np.float32))
     scratch = _temp(naming.range_scratch(tensor.var), info)
-    stats = OpSpec("fake_quantize_range_abs_max",
-                   {"X": [tensor.var], "InScale": [scale.name], "Iter": [naming.global_step()]},
-                   {"Out": [scratch.name], "OutScale": [scale.name], "OutScales": [window.name]},
-                   {"bit_length": tensor.bits, "window_size": config.window_size, "is_test": False,
-                    "round_type": round_type})
+    stats = InsertedOp("fake_quantize_range_abs_max",
+                       {"X": [tensor.var], "InScale": [scale.name], "Iter": [naming.global_step()]},
+                       {"Out": [scratch.name], "OutScale": [scale.name], "OutScales": [window.name]},
+                       {"bit_length": tensor.bits, "window_size": config.window_size, "is_test": False,
+                        "round_type": round_type})
     fixed = _train_fused(tensor, info, config, round_type, is_test=True)
-    fixed.ops[0].inputs.pop("InState"), fixed.ops[0].inputs.pop("InAccum")
-    for slot in ("OutState", "OutAccum"):
-        fixed.ops[0].outputs.pop(slot)
-    fixed.variables[:] = [v for v in fixed.variables if v.name not in (naming.state(tensor.var), naming.accum(tensor.var))]
     return Emission([stats] + fixed.ops, [window, scratch] + fixed.variables, fixed.output)
 
 
@@ -205,15 +203,15 @@ def emit_observer(var: str, config, mode: str) -> Emission:
     frozen = mode == "test" or not config.scale_trainable
     attrs = {"moving_rate": config.moving_rate, "is_test": frozen}
     if frozen:
-        return Emission([OpSpec("moving_average_abs_max_scale", {"X": [var]}, {"OutScale": [scale.name]}, attrs)], [scale])
+        return Emission([InsertedOp("moving_average_abs_max_scale", {"X": [var]}, {"OutScale": [scale.name]}, attrs)], [scale])
     state, accum = _moving_state(var)
-    op = OpSpec("moving_average_abs_max_scale", {"X": [var], "InState": [state.name], "InAccum": [accum.name]},
-                {"OutScale": [scale.name], "OutState": [state.name], "OutAccum": [accum.name]}, attrs)
+    op = InsertedOp("moving_average_abs_max_scale", {"X": [var], "InState": [state.name], "InAccum": [accum.name]},
+                    {"OutScale": [scale.name], "OutState": [state.name], "OutAccum": [accum.name]}, attrs)
     return Emission([op], [scale, state, accum])
 
 
 def emit_global_step() -> Emission:
     """The int64 step counter ``range_abs_max`` windows are indexed by, incremented once per run."""
     step = VarSpec(naming.global_step(), (1,), "int64", True, np.zeros([1], np.int64))
-    op = OpSpec("increment", {"X": [step.name]}, {"Out": [step.name]}, {"step": 1.0})
+    op = InsertedOp("increment", {"X": [step.name]}, {"Out": [step.name]}, {"step": 1.0})
     return Emission([op], [step])
