@@ -151,3 +151,13 @@ def test_convert_with_the_other_format_is_refused(rng):
     net, test = _trained(rng, {}, steps=1)
     with pytest.raises(quant.ProgramStateError, match="onnx_format"):
         quant.convert(test, PLACE, {"onnx_format": False}, scope=net.scope)
+
+
+def test_qdq_convert_refuses_weights_wider_than_int8(rng):
+    net, test = _trained(rng, {"weight_bits": 12}, steps=1)
+    with pytest.raises(quant.ProgramStateError, match="12 bits.*int16 dequantize_linear"):
+        quant.convert(test, PLACE, {"weight_bits": 12}, scope=net.scope)
+    frozen = quant.convert(quant.quant_aware(net.test, PLACE, {"weight_bits": 12, "onnx_format": False},
+                                             scope=net.scope, for_test=True),
+                           PLACE, {"weight_bits": 12, "onnx_format": False}, scope=net.scope)
+    assert any(op.type == "fake_channel_wise_dequantize_max_abs" for op in frozen.global_block().ops)

@@ -104,6 +104,11 @@ def _fold_qdq_weights(block, scope, place) -> None:
         weight, quantized = op.input("X")[0], op.output("Y")[0]
         scale = read_tensor(scope, op.input("Scale")[0]).reshape(-1)
         axis, bits = op.attr("quant_axis"), op.attr("bit_length")
+        if bits > 8:
+            raise ProgramStateError(
+                f"weight '{weight}' is quantized to {bits} bits, but the QDQ format stores weights as int8 and "
+                "Paddle 3.3.1 has no int16 dequantize_linear kernel; use weight_bits <= 8 or onnx_format=False"
+            )
         int_name = _int_weight_var(block, scope, place, weight, scale, bits, axis, "even")
         for consumer in _consumers(block, quantized, 0):
             consumer._rename_input(quantized, int_name)
