@@ -97,24 +97,15 @@ def _observation(values: Mapping[str, np.ndarray]) -> np.ndarray:
     return values["peak"].reshape(-1, 1)
 
 
-def _strides(exe, program, scope, feed, wanted) -> dict[str, int]:
-    names = [name for name, needs in wanted.items() if "sample" in needs]
-    if not names:
-        return {}
-    probe, shapes = shape_program(program, names)
-    values = exe.run(probe, feed=dict(feed), fetch_list=[shapes[n] for n in names], scope=scope, return_numpy=True)
-    return {name: sample_stride(int(np.prod(shape)), DEFAULT_MAX_SAMPLES) for name, shape in zip(names, values)}
-
-
 WHOLE_TENSOR_BUDGET = 256 * 2**20
 """Bytes of observed activations per batch up to which they are fetched whole (cheaper for small models)."""
 
 
-def _batch_bytes(exe, program, scope, names, feed) -> int:
-    """Bytes of the tensors ``names`` for this batch: static shapes, probed where a dim is dynamic."""
+def _batch_sizes(exe, program, scope, names, feed) -> dict[str, int]:
+    """Element count of each tensor in ``names`` for this batch: static shapes, probed where a dim is dynamic."""
     block = program.global_block()
     batch = next(iter(feed.values())).shape[0] if feed else 1
-    total, dynamic = 0, []
+    sizes, dynamic = {}, []
     for name in names:
         dims = list(block.var(name).shape)
         if dims and dims[0] < 0:
@@ -122,13 +113,13 @@ def _batch_bytes(exe, program, scope, names, feed) -> int:
         if any(d < 0 for d in dims):
             dynamic.append(name)
         else:
-            total += 4 * int(np.prod(dims))
+            sizes[name] = int(np.prod(dims))
     if dynamic:
         probe, shapes = shape_program(program, dynamic)
         values = exe.run(probe, feed=dict(feed), fetch_list=[shapes[n] for n in dynamic], scope=scope,
                          return_numpy=True)
-        total += sum(4 * int(np.prod(shape)) for shape in values)
-    return total
+        sizes.update((name, int(np.prod(shape))) for name, shape in zip(dynamic, values))
+    return sizes
 
 
 def _whole_tensor_runner(program, observers):
@@ -142,9 +133,10 @@ def _whole_tensor_runner(program, observers):
     return program, names, update, lambda batch: None
 
 
-def _statistics_runner(exe, program, scope, feed, observers):
+def _statistics_runner(scope, program, observers, sizes: Mapping[str, int]):
     wanted = {name: _needs(observer) for name, observer in observers.items()}
-    strides = _strides(exe, program, scope, feed, wanted)
+    strides = {name: sample_stride(sizes[name], DEFAULT_MAX_SAMPLES) for name, needs in wanted.items()
+               if "sample" in needs}
     runner, tensor_stats = statistics_program(program, wanted, strides)
     fetches = [(name, stat, var) for name, ts in tensor_stats.items() for stat, var in ts.fetches.items()]
     return (runner, [var for _, _, var in fetches], lambda values, batch: _update(observers, fetches, values, batch),
@@ -153,9 +145,10 @@ def _statistics_runner(exe, program, scope, feed, observers):
 
 def _make_runner(exe, program, scope, feed, observers):
     """Fetch small activations whole; reduce large or dynamically shaped ones inside the program."""
-    if _batch_bytes(exe, program, scope, list(observers), feed) <= WHOLE_TENSOR_BUDGET:
+    sizes = _batch_sizes(exe, program, scope, list(observers), feed)
+    if 4 * sum(sizes.values()) <= WHOLE_TENSOR_BUDGET:
         return _whole_tensor_runner(program, observers)
-    return _statistics_runner(exe, program, scope, feed, observers)
+    return _statistics_runner(scope, program, observers, sizes)
 
 
 def calibrate(exe, program, scope, batches: Iterator[Mapping[str, np.ndarray]], observers: Mapping[str, object], *,
