@@ -26,7 +26,7 @@ import numpy as np
 from paddle.base import core
 
 from .. import naming
-from .._program import read_tensor, write_tensor
+from .._program import insert_ops, read_tensor, write_tensor
 from ..errors import ProgramStateError
 from ..numerics import abs_max_scale, qmax, weight_to_int
 from .quantizers import qdq_attrs
@@ -166,8 +166,7 @@ def _insert_observer_pair(block, scope, place, index, var, bits):
         if not block.has_var(name):
             block.create_var(name=name, shape=[1], dtype=core.VarDesc.VarType.INT32, persistable=True)
         write_tensor(scope, place, name, np.zeros([1], np.int32))
-    for offset, (op_type, inputs, outputs, attrs) in enumerate(_observer_qdq(var, bits)):
-        block._insert_op_without_sync(index + offset, type=op_type, inputs=inputs, outputs=outputs, attrs=attrs)
+    insert_ops(block, index, _observer_qdq(var, bits))
 
 
 # ---------------------------------------------------------------- old format
@@ -246,7 +245,7 @@ def _fold_activation_and_dequant_output(block, op, axis, channel_scale, w_scale,
     block.create_var(name=outputs["Out"][0], shape=source.shape, dtype=source.dtype)
     for consumer in _consumers(block, out, index + 1):
         consumer._rename_input(out, outputs["Out"][0])
-    block._insert_op_without_sync(index + 1, type=op_type, inputs=inputs, outputs=outputs, attrs=attrs)
+    insert_ops(block, index + 1, [(op_type, inputs, outputs, attrs)])
 
 
 def _remove_unused_dequants(block) -> None:
@@ -291,8 +290,8 @@ def _int8_fake_program(frozen_program, scope, place):
         block.create_var(name=int_name, shape=list(values.shape), dtype=core.VarDesc.VarType.INT8, persistable=True)
         block.var(name).persistable = False
         block.var(name).desc.set_persistable(False)
-        block._insert_op_without_sync(0, type="cast", inputs={"X": [int_name]}, outputs={"Out": [name]},
-                         attrs={"in_dtype": core.VarDesc.VarType.INT8, "out_dtype": core.VarDesc.VarType.FP32})
+        insert_ops(block, 0, [("cast", {"X": [int_name]}, {"Out": [name]},
+                               {"in_dtype": core.VarDesc.VarType.INT8, "out_dtype": core.VarDesc.VarType.FP32})])
     program._sync_with_cpp()
     return program
 

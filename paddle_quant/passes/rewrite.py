@@ -12,7 +12,7 @@ import numpy as np
 from paddle.base import core
 
 from .. import naming
-from .._program import OP_ROLE_BACKWARD, has_tensor, op_role, read_tensor, write_tensor
+from .._program import OP_ROLE_BACKWARD, has_tensor, insert_ops, op_role, read_tensor, write_tensor
 from ..numerics import abs_max_scale
 from .plan import QuantPlan, TensorQuant
 from .quantizers import Emission, TensorInfo, emit_global_step, emit_observer, emit_quantizer
@@ -57,11 +57,6 @@ def _matches(scope, spec) -> bool:
     if not has_tensor(scope, spec.name):
         return False
     return tuple(np.array(scope.find_var(spec.name).get_tensor()).shape) == tuple(spec.init.shape)
-
-
-def _insert(block, position: int, emission: Emission) -> None:
-    for offset, op in enumerate(emission.ops):
-        block._insert_op_without_sync(position + offset, type=op.type, inputs=op.inputs, outputs=op.outputs, attrs=op.attrs)
 
 
 def _grad_ops_of(block, forward_op):
@@ -116,5 +111,5 @@ def apply_plan(program, plan: QuantPlan, config, scope, place, *, mode: str, rew
     for _position, emission in insertions:
         _create_vars(block, emission, scope, place)
     for position, emission in sorted(insertions, key=lambda item: item[0], reverse=True):
-        _insert(block, position, emission)
+        insert_ops(block, position, [(op.type, op.inputs, op.outputs, op.attrs) for op in emission.ops])
     program._sync_with_cpp()

@@ -14,6 +14,8 @@ from dataclasses import dataclass
 
 from paddle.base import core
 
+from .._program import insert_ops
+
 __all__ = ["TensorStatistics", "STATISTICS", "shape_program", "statistics_program", "sample_start"]
 
 _INT_MAX = 2**31 - 1
@@ -83,8 +85,7 @@ def _insert_all(program, per_var_ops) -> None:
     placed = sorted(((_insert_position(block, var), ops) for var, ops in per_var_ops.items()),
                     key=lambda item: item[0], reverse=True)
     for position, ops in placed:
-        for offset, (op_type, inputs, outputs, attrs) in enumerate(ops):
-            block._insert_op_without_sync(position + offset, type=op_type, inputs=inputs, outputs=outputs, attrs=attrs)
+        insert_ops(block, position, ops)
     program._sync_with_cpp()
 
 
