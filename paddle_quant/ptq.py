@@ -26,7 +26,7 @@ from .errors import ConfigError, ProgramStateError
 from .feeds import feed_batches
 from .observers import make_observer
 from .passes.bias import bias_corrections, apply_bias_corrections
-from .passes.freeze import freeze_program
+from .passes.freeze import freeze_in_place
 from .passes.plan import QuantPlan, plan_quantization
 from .passes.rewrite import apply_plan
 from .ptq_config import PTQConfig
@@ -181,11 +181,11 @@ def run_post_training(exe, model_dir, quantize_model_path, ptq: PTQConfig, *, so
         stats = calibrate(exe, program, scope, batches, observers, feed_names=feed_names,
                           batch_nums=ptq.batch_nums, show_progress=ptq.show_progress,
                           mean_of={c.input: c.input_mean for c in corrections})
-        config, quantized = ptq.to_quant_config(), program.clone(for_test=True)
+        config, quantized = ptq.to_quant_config(), program  # loaded for inference: no copy needed
         apply_plan(quantized, plan, config, scope, place, mode="test", rewire_backward=False)
         _write_scales(scope, place, {n: o.compute_scale() for n, o in observers.items()})
         _write_scales(scope, place, _weight_scales(plan, scope, ptq))
-        frozen, _ = freeze_program(quantized, config, scope, place)
+        frozen = freeze_in_place(quantized, config, scope, place)
         apply_bias_corrections(frozen, corrections, stats.channel_means, scope, place)
         files = _save(exe, scope, frozen, feed_names, fetch_names, target, save_model_filename, save_params_filename)
     skipped = tuple(f"{s.op_type}#{s.index}: {s.reason}" for s in plan.skipped)

@@ -32,7 +32,7 @@ from ..numerics import abs_max_scale, qmax, weight_to_int
 from .quantizers import qdq_attrs
 from .rewrite import QUANTIZED_OP_ATTR
 
-__all__ = ["freeze_program"]
+__all__ = ["freeze_program", "freeze_in_place"]
 
 _TRAIN_ONLY_OPS = {
     "fake_quantize_dequantize_abs_max", "fake_channel_wise_quantize_dequantize_abs_max",
@@ -296,6 +296,23 @@ def _int8_fake_program(frozen_program, scope, place):
     return program
 
 
+def freeze_in_place(program, config, scope, place):
+    """Freeze the quantized eval ``program`` itself and return it (see :func:`freeze_program`).
+
+    For callers that own a temporary copy (``quant_post``): it saves the clone
+    :func:`freeze_program` makes to keep the caller's program runnable.
+    """
+    _check_quantized_eval_program(program, config)
+    block = program.global_block()
+    if config.onnx_format:
+        _fold_qdq_weights(block, scope, place)
+        _replace_observers_qdq(block, scope, place, config.activation_bits)
+    else:
+        _freeze_fake(block, scope, place)
+    program._sync_with_cpp()
+    return program
+
+
 def freeze_program(program, config, scope, place):
     """Return ``(inference_program, int8_program)`` frozen from the eval ``program``.
 
@@ -304,13 +321,7 @@ def freeze_program(program, config, scope, place):
     them to float32 at run time, so it runs and saves at a quarter of the size.
     """
     _check_quantized_eval_program(program, config)
-    frozen = program.clone(for_test=True)
-    block = frozen.global_block()
+    frozen = freeze_in_place(program.clone(for_test=True), config, scope, place)
     if config.onnx_format:
-        _fold_qdq_weights(block, scope, place)
-        _replace_observers_qdq(block, scope, place, config.activation_bits)
-        frozen._sync_with_cpp()
         return frozen, frozen.clone()
-    _freeze_fake(block, scope, place)
-    frozen._sync_with_cpp()
     return frozen, _int8_fake_program(frozen, scope, place)
