@@ -18,11 +18,15 @@ from pathlib import Path
 
 import numpy as np
 import paddle
+from paddle.base import core
 
 from . import naming
 from ._program import legacy_ir, read_tensor, write_tensor
-from .calibration import calibrate
+from .calibration import CalibrationStats, calibrate
 from .errors import ConfigError, ProgramStateError
+from .export.scale_table import (SCALE_TABLE_FILENAME, ScaleTable, make_entry, observer_statistics,
+                                  read_scale_table, table_json)
+from .export.tensorrt_cache import TENSORRT_CACHE_FILENAME, tensorrt_cache_text
 from .feeds import feed_batches
 from .observers import make_observer
 from .passes.bias import bias_corrections, apply_bias_corrections
@@ -47,6 +51,7 @@ class PTQResult:
     batches: int
     quantized_tensors: tuple[str, ...]
     skipped_ops: tuple[str, ...]
+    scale_table: Path
 
 
 # ---------------------------------------------------------------- model files
@@ -96,13 +101,18 @@ def _check_output(model_dir, output, allow_inside: bool) -> Path:
 
 
 # ---------------------------------------------------------------- scales
-def _observers(plan: QuantPlan, ptq: PTQConfig) -> dict:
+def _observed_names(plan: QuantPlan) -> list[str]:
+    """Activations the plan quantizes, then the observed outputs that are not quantized tensors."""
     names = [t.var for t in plan.tensors if t.role == "activation"]
     quantized = {t.var for t in plan.tensors}
     names += [o.var for o in plan.observers if o.var not in quantized]
+    return list(dict.fromkeys(names))
+
+
+def _observers(plan: QuantPlan, ptq: PTQConfig) -> dict:
     algo = ptq.activation_algorithm
     return {name: make_observer(algo, bits=ptq.activation_bits, hist_percent=ptq.hist_percent)
-            for name in dict.fromkeys(names)}
+            for name in _observed_names(plan)}
 
 
 def _weight_scales(plan: QuantPlan, scope, ptq: PTQConfig) -> dict[str, np.ndarray]:
@@ -115,22 +125,79 @@ def _write_scales(scope, place, scales: dict[str, np.ndarray]) -> None:
         write_tensor(scope, place, naming.scale(name), np.asarray(value, np.float32).reshape(-1))
 
 
+def _scale_table(plan: QuantPlan, ptq: PTQConfig, scales: "_Scales", model_name: str) -> ScaleTable:
+    """The table of every scale this run writes (see :mod:`paddle_quant.export.scale_table`)."""
+    quantized = {t.var for t in plan.tensors if t.role == "activation"}
+    entries = {t.var: make_entry("weight", scales.weights[t.var], bits=t.bits, axis=t.axis,
+                                 algorithm=ptq.weight_method)
+               for t in plan.tensors if t.role == "weight"}
+    for name, value in scales.activations.items():
+        entries[name] = make_entry("activation" if name in quantized else "output", value, bits=ptq.activation_bits,
+                                   axis=None, algorithm=ptq.activation_algorithm,
+                                   statistics=scales.statistics.get(name))
+    return ScaleTable(model=model_name, tensors=entries)
+
+
+@dataclass(frozen=True)
+class _Scales:
+    """Scales of one run: activations and observed outputs (per tensor), weights, what calibration saw."""
+
+    activations: dict
+    weights: dict
+    statistics: dict
+
+
+def _calibrated_scales(exe, program, scope, plan, ptq, feed_names, sources, corrections):
+    observers = _observers(plan, ptq)
+    batches = feed_batches(feed_names, batch_size=ptq.batch_size, **sources)
+    stats = calibrate(exe, program, scope, batches, observers, feed_names=feed_names,
+                      batch_nums=ptq.batch_nums, show_progress=ptq.show_progress,
+                      mean_of={c.input: c.input_mean for c in corrections})
+    scales = _Scales({n: o.compute_scale() for n, o in observers.items()}, _weight_scales(plan, scope, ptq),
+                     {n: observer_statistics(o) for n, o in observers.items()})
+    return scales, stats
+
+
+def _table_scales(plan, table: ScaleTable) -> _Scales:
+    """Scales read back from a table instead of calibrating."""
+    names = _observed_names(plan)
+    weights = [t.var for t in plan.tensors if t.role == "weight"]
+    return _Scales(table.scales(names, kinds=("activation", "output")), table.scales(weights, kinds=("weight",)),
+                   {n: dict(table.tensors[n].statistics) for n in names})
+
+
 # ---------------------------------------------------------------- saving
-def _save(exe, scope, program, feed_names, fetch_names, target: Path, model_filename, params_filename):
+def _save(exe, scope, program, feed_names, fetch_names, target: Path, model_filename, params_filename,
+          extra_files: dict[str, str]):
+    """Save the model and ``extra_files`` (name -> text) into a temporary folder and rename it to ``target``."""
     target.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
     try:
         block = program.global_block()
-        with paddle.static.scope_guard(scope):
+        with paddle.static.scope_guard(scope), paddle.utils.unique_name.guard():
             paddle.static.save_inference_model(
                 str(staging / "model"), [block.var(n) for n in feed_names], [block.var(n) for n in fetch_names],
                 exe, program=program)
+        _strip_callstacks(staging / "model.pdmodel")
         os.replace(staging / "model.pdmodel", staging / model_filename)
         os.replace(staging / "model.pdiparams", staging / params_filename)
+        for name, text in extra_files.items():
+            (staging / name).write_text(text, encoding="utf-8")
         _swap_into_place(staging, target)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return target / model_filename, target / params_filename
+
+
+def _strip_callstacks(model_file: Path) -> None:
+    """Drop the Python call stacks Paddle records on the feed/fetch ops it adds, so the same
+    model and scales give the same bytes whoever calls quant_post."""
+    program = paddle.static.Program.parse_from_string(model_file.read_bytes())
+    attr = core.op_proto_and_checker_maker.kOpCreationCallstackAttrName()
+    for op in program.global_block().ops:
+        if op.desc.has_attr(attr):
+            op.desc.remove_attr(attr)
+    model_file.write_bytes(program.desc.serialize_to_string())
 
 
 def _swap_into_place(staging: Path, target: Path) -> None:
@@ -163,33 +230,53 @@ def _plan(program, ptq: PTQConfig) -> QuantPlan:
 
 def run_post_training(exe, model_dir, quantize_model_path, ptq: PTQConfig, *, sources: dict, scope=None,
                       model_filename=None, params_filename=None, save_model_filename="model.pdmodel",
-                      save_params_filename="model.pdiparams", allow_output_in_model_dir=False) -> PTQResult:
+                      save_params_filename="model.pdiparams", allow_output_in_model_dir=False,
+                      scale_table=None) -> PTQResult:
     """The post-training run behind ``quant_post``/``quant_post_static`` (see them for the arguments)."""
     if ptq.activation_bits != 8:
         _logger.warning("activation_bits=%d: the model runs in the Paddle Executor, but Paddle Inference's oneDNN "
                         "int8 pass accepts only 8-bit activations", ptq.activation_bits)
     model, params = _model_files(model_dir, model_filename, params_filename)
     target = _check_output(model_dir, quantize_model_path, allow_output_in_model_dir)
+    table_in = _table_argument(scale_table, ptq)
     scope = paddle.static.Scope() if scope is None else scope
     place = getattr(exe, "place", None) or paddle.CPUPlace()
     with legacy_ir():
         program, feed_names, fetch_names = _load(exe, scope, model, params)
         plan = _plan(program, ptq)
-        observers = _observers(plan, ptq)
         corrections = bias_corrections(program, plan) if ptq.bias_correction else []
-        batches = feed_batches(feed_names, batch_size=ptq.batch_size, **sources)
-        stats = calibrate(exe, program, scope, batches, observers, feed_names=feed_names,
-                          batch_nums=ptq.batch_nums, show_progress=ptq.show_progress,
-                          mean_of={c.input: c.input_mean for c in corrections})
+        if table_in is None:
+            scales, stats = _calibrated_scales(exe, program, scope, plan, ptq, feed_names, sources, corrections)
+        else:
+            scales, stats = _table_scales(plan, table_in), CalibrationStats()
         config, quantized = ptq.to_quant_config(), program  # loaded for inference: no copy needed
         apply_plan(quantized, plan, config, scope, place, mode="test", rewire_backward=False)
-        _write_scales(scope, place, {n: o.compute_scale() for n, o in observers.items()})
-        _write_scales(scope, place, _weight_scales(plan, scope, ptq))
+        _write_scales(scope, place, scales.activations)
+        _write_scales(scope, place, scales.weights)
         frozen = freeze_in_place(quantized, config, scope, place)
         apply_bias_corrections(frozen, corrections, stats.channel_means, scope, place)
-        files = _save(exe, scope, frozen, feed_names, fetch_names, target, save_model_filename, save_params_filename)
+        table = _scale_table(plan, ptq, scales, model.name)
+        files = _save(exe, scope, frozen, feed_names, fetch_names, target, save_model_filename, save_params_filename,
+                      _extra_files(table, ptq))
     skipped = tuple(f"{s.op_type}#{s.index}: {s.reason}" for s in plan.skipped)
-    return PTQResult(files[0], files[1], stats.batches, tuple(t.var for t in plan.tensors), skipped)
+    return PTQResult(files[0], files[1], stats.batches, tuple(t.var for t in plan.tensors), skipped,
+                     target / SCALE_TABLE_FILENAME)
+
+
+def _table_argument(scale_table, ptq: PTQConfig) -> ScaleTable | None:
+    if scale_table is None:
+        return None
+    if ptq.bias_correction:
+        raise ConfigError("bias_correction=True needs calibration data (channel means of the inputs); "
+                          "it cannot be combined with scale_table=")
+    return read_scale_table(scale_table)
+
+
+def _extra_files(table: ScaleTable, ptq: PTQConfig) -> dict[str, str]:
+    files = {SCALE_TABLE_FILENAME: table_json(table)}
+    if ptq.deploy_backend == "tensorrt":
+        files[TENSORRT_CACHE_FILENAME] = tensorrt_cache_text(table)
+    return files
 
 
 def quant_post(executor, model_dir, quantize_model_path, sample_generator=None, model_filename=None,
@@ -197,7 +284,7 @@ def quant_post(executor, model_dir, quantize_model_path, sample_generator=None, 
                quantizable_op_type=("conv2d", "depthwise_conv2d", "mul"), is_full_quantize=False,
                is_use_cache_file=False, cache_dir="./temp_post_training", *, batch_generator=None,
                data_loader=None, save_model_filename="model.pdmodel", save_params_filename="model.pdiparams",
-               allow_output_in_model_dir=False, **options) -> PTQResult:
+               allow_output_in_model_dir=False, scale_table=None, **options) -> PTQResult:
     """Quantize a saved inference model with calibration data (PaddleSlim's documented ``quant_post``).
 
     Args:
@@ -217,6 +304,9 @@ def quant_post(executor, model_dir, quantize_model_path, sample_generator=None, 
         batch_generator / data_loader: alternative sources (whole batches; feed dicts or a DataLoader).
         save_model_filename / save_params_filename: names of the written files.
         allow_output_in_model_dir: permit ``quantize_model_path`` inside ``model_dir``.
+        scale_table: path of a scale table (``scale_table.json``, written next to every model this
+            function emits) to apply instead of calibrating; no data source is needed then. The same
+            model, options and table give a byte-identical model.
         **options: the other :class:`~paddle_quant.ptq_config.PTQConfig` fields (hist_percent,
             weight_bits, activation_bits, weight_quantize_type, weight_method, bias_correction,
             skip_tensor_list, onnx_format, round_type, show_progress, ...).
@@ -231,7 +321,7 @@ def quant_post(executor, model_dir, quantize_model_path, sample_generator=None, 
     return run_post_training(executor, model_dir, quantize_model_path, ptq, sources=sources, scope=scope,
                              model_filename=model_filename, params_filename=params_filename,
                              save_model_filename=save_model_filename, save_params_filename=save_params_filename,
-                             allow_output_in_model_dir=allow_output_in_model_dir)
+                             allow_output_in_model_dir=allow_output_in_model_dir, scale_table=scale_table)
 
 
 def quant_post_static(executor, model_dir, quantize_model_path, batch_generator=None, sample_generator=None,

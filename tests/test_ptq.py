@@ -94,7 +94,7 @@ def test_model_dir_is_never_written_and_output_is_replaced_whole(digits_model, t
     out.mkdir()
     (out / "stale.txt").write_text("old")
     _run(digits_model, out, algo="abs_max")
-    assert sorted(p.name for p in out.iterdir()) == ["model.pdiparams", "model.pdmodel"]
+    assert sorted(p.name for p in out.iterdir()) == ["model.pdiparams", "model.pdmodel", "scale_table.json"]
     assert _digest(digits_model.folder) == before
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".q.")]  # no staging left behind
 

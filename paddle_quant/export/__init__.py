@@ -1,0 +1,3 @@
+"""Exporters of quantized models for deployment runtimes (ONNX, ...); one module per target."""
+
+__all__ = []
