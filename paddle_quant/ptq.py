@@ -21,6 +21,7 @@ import paddle
 from paddle.base import core
 
 from . import naming
+from ._model_files import model_files
 from ._program import legacy_ir, read_tensor, write_tensor
 from .calibration import CalibrationStats, calibrate
 from .errors import ConfigError, ProgramStateError
@@ -39,7 +40,6 @@ from .weight_methods import weight_scale
 __all__ = ["quant_post", "quant_post_static", "PTQResult"]
 
 _logger = logging.getLogger(__name__)
-_MODEL_SUFFIXES = (".pdmodel", "__model__")
 
 
 @dataclass(frozen=True)
@@ -55,25 +55,7 @@ class PTQResult:
 
 
 # ---------------------------------------------------------------- model files
-def _model_files(model_dir, model_filename, params_filename) -> tuple[Path, Path | None]:
-    folder = Path(model_dir)
-    if not folder.is_dir():
-        raise ConfigError(f"model_dir {str(model_dir)!r} is not a directory")
-    if model_filename is None:
-        found = sorted(p.name for p in folder.iterdir() if p.name.endswith(_MODEL_SUFFIXES))
-        if len(found) != 1:
-            raise ConfigError(f"model_dir {str(model_dir)!r} holds model files {found}; pass model_filename= to pick one")
-        model_filename = found[0]
-        guess = folder / (Path(model_filename).stem + ".pdiparams")
-        params_filename = params_filename or (guess.name if guess.exists() else None)
-    model = folder / model_filename
-    if not model.is_file():
-        raise ConfigError(f"model_filename {model_filename!r} not found in {str(model_dir)!r}; it holds "
-                          f"{sorted(p.name for p in folder.iterdir())}")
-    params = folder / params_filename if params_filename else None
-    if params is not None and not params.is_file():
-        raise ConfigError(f"params_filename {params_filename!r} not found in {str(model_dir)!r}")
-    return model, params
+_model_files = model_files  # the one lookup rule, shared with verify and the exporters
 
 
 def _load(exe, scope, model: Path, params: Path | None):
