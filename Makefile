@@ -4,7 +4,7 @@ VENV := .venv
 PYTHON := $(VENV)/bin/python
 PIP := $(PYTHON) -m pip
 
-.PHONY: venv install install-demo install-test demo demo-qat test bench
+.PHONY: venv install install-demo install-test demo demo-qat demo-embedding demo-cli test bench bench-embedding
 
 # Create .venv only if it is missing; pip is upgraded when it is created.
 venv: $(PYTHON)
@@ -27,8 +27,17 @@ demo: install-demo
 demo-qat: install-demo
 	$(PYTHON) demos/qat_digits.py
 
+demo-embedding: install-demo
+	$(PYTHON) demos/quant_embedding_demo.py
+
+demo-cli: install-demo
+	$(PYTHON) demos/cli_ppocr.py
+
 test: install-test
 	$(PYTHON) -m pytest -q
 
 bench: install-test
 	$(PYTHON) bench/qat_overhead.py
+
+bench-embedding: install-test
+	$(PYTHON) bench/embedding.py

@@ -9,6 +9,10 @@ INSTALL_REQUIRES = [
     "numpy",
     "pydantic>=2",
     "tqdm",
+    # the command line: hardened XML config files, YAML config files, calibration images
+    "defusedxml",
+    "PyYAML",
+    "Pillow",
 ]
 
 EXTRAS_REQUIRE = {
@@ -42,6 +46,7 @@ setup(
     python_requires=">=3.9",
     install_requires=INSTALL_REQUIRES,
     extras_require=EXTRAS_REQUIRE,
+    entry_points={"console_scripts": ["paddle-quant=paddle_quant.cli.main:main"]},
     classifiers=[
         "Programming Language :: Python :: 3",
         "Topic :: Scientific/Engineering :: Artificial Intelligence",

@@ -22,6 +22,17 @@ __all__ = [
     "corrected_bias",
     "int8_scale",
     "is_derived",
+    "embedding_int_table",
+    "embedding_scale",
+    "log_dictionary",
+    "lookup_codes",
+    "pq_codes",
+    "pq_codebook",
+    "pq_offsets",
+    "pq_wide_codes",
+    "pq_index",
+    "pq_subvectors",
+    "pq_xshape",
 ]
 
 _SUFFIXES = (".quantized", ".dequantized", "@scale", "@zero_point", "@state", "@accum", "@int8", "@frozen", "@window", ".range_out", "@corrected", "@int8_scale")
@@ -100,3 +111,59 @@ def int8_scale(name: str) -> str:
 def is_derived(name: str) -> bool:
     """True if ``name`` looks like a variable paddle_quant (or Paddle's passes) derived."""
     return any(suffix in name for suffix in _SUFFIXES)
+
+
+# ------------------------------------------------------------- quant_embedding
+def embedding_int_table(name: str) -> str:
+    """Integer (abs_max / log) embedding table made from table ``name`` (PaddleSlim's ``{W}.int``)."""
+    return f"{name}.int"
+
+
+def embedding_scale(name: str) -> str:
+    """Per-tensor abs_max scale ``[1]`` of embedding table ``name`` (PaddleSlim's ``{W}.scale``)."""
+    return f"{name}.scale"
+
+
+def log_dictionary(name: str) -> str:
+    """The 128-entry magnitude dictionary of a log-quantized table (PaddleSlim's ``{W}.dict``)."""
+    return f"{name}.dict"
+
+
+def lookup_codes(name: str) -> str:
+    """Integer output of a lookup on a quantized table; the dequant op then writes ``name`` itself."""
+    return f"{name}.int"
+
+
+def pq_codes(name: str) -> str:
+    """Product-quantization codes ``[V, M]`` (int8) of embedding table ``name``."""
+    return f"{name}.pq_codes"
+
+
+def pq_codebook(name: str) -> str:
+    """Concatenated product-quantization codebooks ``[M*K, D/M]`` of embedding table ``name``."""
+    return f"{name}.pq_codebook"
+
+
+def pq_offsets(name: str) -> str:
+    """int64 ``[M]`` offsets turning stored codes into rows of the concatenated codebook."""
+    return f"{name}.pq_offsets"
+
+
+def pq_wide_codes(name: str) -> str:
+    """Looked-up codes of output ``name`` cast to int64."""
+    return f"{name}.pq_codes64"
+
+
+def pq_index(name: str) -> str:
+    """Codebook row indices (int64) of the looked-up output ``name``."""
+    return f"{name}.pq_index"
+
+
+def pq_subvectors(name: str) -> str:
+    """Looked-up centroids ``[..., M, D/M]`` of output ``name`` before the reshape to ``[..., D]``."""
+    return f"{name}.pq_subvectors"
+
+
+def pq_xshape(name: str) -> str:
+    """The ``XShape`` output of the reshape2 that rebuilds output ``name``."""
+    return f"{name}.pq_xshape"

@@ -8,7 +8,7 @@ import pytest
 
 import paddle_quant as quant
 from paddle_quant.errors import ConfigError, ConfigTypeError
-from paddle_quant.verify import verify
+from paddle_quant import verify
 
 import qat_digits
 
