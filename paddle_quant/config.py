@@ -34,6 +34,7 @@ from pydantic_core import PydanticCustomError
 
 from paddle_quant import registry
 from paddle_quant._validation import translate_validation_error
+from paddle_quant.backends import check_backend
 from paddle_quant.errors import ConfigError, ConfigTypeError, closest_match
 
 __all__ = [
@@ -187,6 +188,12 @@ class QuantConfig(BaseModel):
                 suggestion = f"; did you mean {hint!r}?" if hint else ""
                 raise ConfigError(f"op type {op_type!r} is not supported{suggestion}")
         return value
+
+    @model_validator(mode="after")
+    def _runnable_on_backend(self) -> "QuantConfig":
+        check_backend(self.deploy_backend, activation_bits=self.activation_bits, weight_bits=self.weight_bits,
+                      weight_quantize_type=self.weight_quantize_type, onnx_format=self.onnx_format)
+        return self
 
     @model_validator(mode="after")
     def _check_tensorrt(self) -> "QuantConfig":

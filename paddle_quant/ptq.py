@@ -200,7 +200,7 @@ def _plan(program, ptq: PTQConfig) -> QuantPlan:
     absent = sorted(set(config.effective_op_types) - present) if not ptq.is_full_quantize else []
     if absent:
         _logger.warning("quant_post: op types %s are not in the model; nothing of those types is quantized", absent)
-    if ptq.output_scales == "none":
+    if ptq.effective_output_scales == "none":
         plan = dataclasses.replace(plan, observers=())
     if plan.is_empty:
         raise ProgramStateError(

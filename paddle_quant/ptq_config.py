@@ -10,10 +10,11 @@ from __future__ import annotations
 
 from typing import Any, Literal, Optional
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from . import registry
 from ._validation import translate_validation_error
+from .backends import backend_profile, check_backend
 from .config import QuantConfig
 from .errors import ConfigError, closest_match
 
@@ -48,7 +49,7 @@ _ALLOWED = {
     "optimize_model": "False (conv+batch_norm folding before quantization is not implemented)",
     "deploy_backend": "None, 'onednn', 'tensorrt', 'paddle_lite' or 'onnx'",
     "show_progress": "True, False, or None (a progress bar when stderr is a terminal)",
-    "output_scales": "'all' or 'none'",
+    "output_scales": "'all', 'none', or None (the deploy_backend's default)",
 }
 
 
@@ -79,9 +80,9 @@ class PTQConfig(BaseModel):
     deploy_backend: Optional[Literal["onednn", "tensorrt", "paddle_lite", "onnx"]] = Field(
         None, description="Target runtime (recorded).")
     show_progress: Optional[bool] = Field(None, description="Progress bar; None: only on a terminal.")
-    output_scales: Literal["all", "none"] = Field(
-        "all",
-        description="Calibrate the output of every supported op and emit it as an only_observer QDQ pair (as "
+    output_scales: Optional[Literal["all", "none"]] = Field(
+        None,
+        description="None: the deploy_backend's default ('all', or 'none' for onnx). Calibrate the output of every supported op and emit it as an only_observer QDQ pair (as "
         "PaddleSlim does), or emit none. Measured on Paddle Inference oneDNN int8: PP-OCR cls needs them "
         "(hist: 95.0% with, ~55% without), PP-OCRv4 rec with depthwise convs quantized does better without "
         "(hist: 73.5% without); outputs of quantized ops alone make oneDNN fail to build a binary primitive.")
@@ -107,6 +108,20 @@ class PTQConfig(BaseModel):
                 raise ConfigError(f"unknown op type {op_type!r}" + (f"; did you mean {hint!r}?" if hint else ""))
         return value
 
+    @model_validator(mode="after")
+    def _runnable_on_backend(self) -> "PTQConfig":
+        check_backend(self.deploy_backend, activation_bits=self.activation_bits, weight_bits=self.weight_bits,
+                      weight_quantize_type=self.weight_quantize_type, onnx_format=self.onnx_format)
+        return self
+
+    @property
+    def effective_output_scales(self) -> str:
+        """``output_scales``, or the deploy_backend's default when it is None ('all' without a backend)."""
+        if self.output_scales is not None:
+            return self.output_scales
+        profile = backend_profile(self.deploy_backend)
+        return profile.output_scales if profile else "all"
+
     @property
     def activation_algorithm(self) -> str:
         """The algorithm name with ``direct`` resolved to ``abs_max``."""
@@ -119,5 +134,5 @@ class PTQConfig(BaseModel):
             activation_quantize_type=self.activation_quantize_type,
             weight_bits=self.weight_bits, activation_bits=self.activation_bits,
             quantize_op_types=self.quantizable_op_type, is_full_quantize=self.is_full_quantize,
-            onnx_format=self.onnx_format,
+            onnx_format=self.onnx_format, deploy_backend=self.deploy_backend,
         )

@@ -31,11 +31,6 @@ def _check_supported_options(config: QuantConfig) -> None:
             "config key 'quant_post_first' got True: calibrating scales with post-training quantization "
             "before QAT is not available in paddle_quant yet; allowed: False"
         )
-    if config.deploy_backend is not None:
-        _logger.warning(
-            "deploy_backend=%r is recorded but does not change the program yet; the program is the "
-            "generic %s format", config.deploy_backend, "QDQ" if config.onnx_format else "fake-quant",
-        )
 
 
 def _report_empty(plan: QuantPlan, config: QuantConfig) -> None:

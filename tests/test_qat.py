@@ -185,8 +185,9 @@ def test_quant_post_first_is_refused_until_ptq_exists():
         quant.quant_aware(net.test, PLACE, {"quant_post_first": True}, scope=net.scope, for_test=True)
 
 
-def test_deploy_backend_is_reported_not_silently_dropped(caplog):
+def test_deploy_backend_is_kept_and_enforced_not_silently_dropped():
     net = conv_net(minimize=False)
-    with caplog.at_level(logging.WARNING, logger="paddle_quant"):
-        quant.quant_aware(net.test, PLACE, {"deploy_backend": "mkldnn"}, scope=net.scope, for_test=True)
-    assert "deploy_backend='onednn'" in caplog.text
+    assert quant.QuantConfig.from_dict({"deploy_backend": "mkldnn"}).deploy_backend == "onednn"
+    with pytest.raises(quant.ConfigError, match="deploy_backend='onednn'.*activation_bits=4"):
+        quant.quant_aware(net.test, PLACE, {"deploy_backend": "mkldnn", "activation_bits": 4}, scope=net.scope,
+                          for_test=True)

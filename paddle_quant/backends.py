@@ -1,0 +1,85 @@
+"""What each deployment runtime needs from an emitted model, as data.
+
+``deploy_backend`` on ``quant_aware``/``convert``/``quant_post`` picks a profile:
+the options it allows (bits, weight granularity, format), whether output-scale
+observers are emitted by default, and which side files a post-training run
+writes next to the model. A config a runtime cannot run is refused when it is
+made, naming the backend, the option, the value and what is allowed — instead of
+a model that loads and then fails or silently runs in float.
+
+Measured here (see docs/deploy.md): Paddle Inference's oneDNN int8 pass accepts
+only 8-bit activations and reads the output-scale pairs to requantize op outputs;
+TensorRT takes per-channel weight scales only and reads activation scales from
+the QDQ pairs or a calibration cache; the ONNX exporter maps the QDQ pairs on
+quantized inputs to QuantizeLinear/DequantizeLinear and drops observer-only pairs.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Optional
+
+from .errors import ConfigError
+
+__all__ = ["BackendProfile", "BACKENDS", "backend_profile", "check_backend"]
+
+
+@dataclass(frozen=True)
+class BackendProfile:
+    """The shape of a model one runtime can run in int8."""
+
+    name: str
+    runtime: Optional[str]
+    activation_bits: tuple[int, ...]
+    weight_bits: tuple[int, ...]
+    weight_quantize_types: tuple[str, ...]
+    onnx_formats: tuple[bool, ...]
+    output_scales: str
+    side_files: tuple[str, ...]
+    note: str
+
+
+_ANY_WEIGHT_TYPE = ("channel_wise_abs_max", "abs_max", "range_abs_max", "moving_average_abs_max")
+_WEIGHT_BITS = tuple(range(2, 9))
+"""Weights of 2..8 bits are stored int8 (narrower grids restated in the int8 convention by freeze)."""
+
+BACKENDS: dict[str, BackendProfile] = {
+    "onednn": BackendProfile(
+        "onednn", "onednn", (8,), _WEIGHT_BITS, _ANY_WEIGHT_TYPE, (True,), "all", (),
+        "Paddle Inference on CPU, enable_onednn() + enable_onednn_int8()"),
+    "tensorrt": BackendProfile(
+        "tensorrt", "tensorrt", (8,), _WEIGHT_BITS, ("channel_wise_abs_max",), (True, False), "all", ("tensorrt_cache",),
+        "Paddle Inference with enable_tensorrt_engine(precision_mode=Int8, use_calib_mode=False)"),
+    "paddle_lite": BackendProfile(
+        "paddle_lite", None, (8,), _WEIGHT_BITS, _ANY_WEIGHT_TYPE, (True, False), "all", (),
+        "paddle_lite_opt to .nb (paddle_quant.export.paddle_lite), then the Paddle-Lite runtime"),
+    "onnx": BackendProfile(
+        "onnx", "onnxruntime", (8,), _WEIGHT_BITS, _ANY_WEIGHT_TYPE, (True,), "none", (),
+        "paddle_quant.export.onnx to a QDQ .onnx, then onnxruntime"),
+}
+"""Backend name -> profile."""
+
+
+def backend_profile(backend: Optional[str]) -> Optional[BackendProfile]:
+    """The profile of ``backend`` (None for None); ConfigError for an unknown name."""
+    if backend is None:
+        return None
+    if backend not in BACKENDS:
+        raise ConfigError(f"deploy_backend must be None or one of {sorted(BACKENDS)}, got {backend!r}")
+    return BACKENDS[backend]
+
+
+def check_backend(backend: Optional[str], *, activation_bits: int, weight_bits: int, weight_quantize_type: str,
+                  onnx_format: bool) -> None:
+    """Refuse options the backend's runtime cannot run (ConfigError naming option, value and allowed values)."""
+    profile = backend_profile(backend)
+    if profile is None:
+        return
+    checks = (("activation_bits", activation_bits, profile.activation_bits),
+              ("weight_bits", weight_bits, profile.weight_bits),
+              ("weight_quantize_type", weight_quantize_type, profile.weight_quantize_types),
+              ("onnx_format", onnx_format, profile.onnx_formats))
+    for field, value, allowed in checks:
+        if value not in allowed:
+            raise ConfigError(f"deploy_backend={backend!r} ({profile.note}) cannot run {field}={value!r}; "
+                              f"allowed: {list(allowed)}")
