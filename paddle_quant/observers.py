@@ -51,6 +51,7 @@ __all__ = [
     "MinMaxObserver",
     "AvgObserver",
     "StreamingHistogram",
+    "rebin_to_abs_max",
     "HistObserver",
     "KLObserver",
     "MSEObserver",
@@ -588,8 +589,32 @@ class HistObserver(_HistogramObserver):
         return search_percentile_threshold(hist.counts, hist.bin_width, self.percent)
 
 
+def rebin_to_abs_max(hist: StreamingHistogram, bins: int) -> tuple[np.ndarray, float]:
+    """The histogram's counts re-binned onto ``bins`` equal bins over exactly ``[0, abs_max]``.
+
+    A streaming histogram's range grows by powers of two, so it can span up to
+    twice the abs max, and then only half its bins hold data. Paddle and TensorRT
+    histogram over exactly ``[0, abs_max]`` (their first pass finds it). Each
+    source bin goes to the target bin holding its centre, so with a source
+    ``r`` times finer than the target the edges are off by at most half a source
+    bin. Returns ``(counts, bin_width)``.
+    """
+    counts = hist.counts
+    if hist.abs_max == 0.0 or hist.range == 0.0:
+        return np.pad(counts[:1], (0, bins - 1)), 0.0
+    centres = (np.arange(hist.bins) + 0.5) * hist.bin_width
+    target = np.minimum((centres * (bins / hist.abs_max)).astype(np.intp), bins - 1)
+    return np.bincount(target, weights=counts, minlength=bins).astype(np.int64), hist.abs_max / bins
+
+
 class KLObserver(_HistogramObserver):
     """``KL``: entropy calibration (see :func:`search_kl_threshold`) with thresholds >= ``min_ratio * absmax``.
+
+    The divergence is searched on ``bins`` bins over exactly ``[0, absmax]``, as Paddle and
+    TensorRT do: the streaming histogram keeps ``resolution`` times more bins and is re-binned
+    at the end (:func:`rebin_to_abs_max`). Searching the raw streaming histogram instead (range
+    up to 2x the abs max, so as few as half the bins hold data) picked thresholds up to 1.6x
+    lower than Paddle's on PP-OCRv4 rec and cost 34 points of deployed exact match.
 
     The floor (default 0.5, Paddle's effective window) is measured, not inherited:
     without it KL clipped PP-OCR cls activations far below their range and int8
@@ -599,18 +624,23 @@ class KLObserver(_HistogramObserver):
 
     def __init__(
         self, *, bits: int = 8, bins: int = DEFAULT_BINS, max_samples: int | None = DEFAULT_MAX_SAMPLES,
-        min_ratio: float = 0.5,
+        min_ratio: float = 0.5, resolution: int = 4,
     ) -> None:
-        super().__init__(bins, max_samples)
-        if _check_bits(bits, "KL") > self.histogram.bins:
+        if isinstance(resolution, bool) or not isinstance(resolution, int) or resolution < 1:
+            raise ConfigError(f"KL resolution must be an int >= 1, got {resolution!r}")
+        super().__init__(bins * resolution if isinstance(bins, int) and not isinstance(bins, bool) else bins,
+                         max_samples)
+        if _check_bits(bits, "KL") > bins:
             raise ConfigError(f"KL with bits={bits} needs bins >= {_qmax(bits)}, got bins={bins}")
         if not 0.0 <= min_ratio <= 1.0:
             raise ConfigError(f"KL min_ratio must be in [0, 1], got {min_ratio!r}")
         self.bits = bits
+        self.bins = bins
         self.min_ratio = float(min_ratio)
 
     def _search(self, hist: StreamingHistogram) -> float:
-        return search_kl_threshold(hist.counts, hist.bin_width, self.bits, self.min_ratio * hist.abs_max)
+        counts, width = rebin_to_abs_max(hist, self.bins)
+        return search_kl_threshold(counts, width, self.bits, self.min_ratio * hist.abs_max)
 
 
 class MSEObserver(_HistogramObserver):
