@@ -29,7 +29,12 @@ EXTRAS_REQUIRE = {
         "requests",
         "decorator",
         "numpy>=2",
+        "onnx>=1.16",
+        "onnxruntime>=1.17",
+        "matplotlib",
     ],
+    "onnx": ["onnx>=1.16", "onnxruntime>=1.17"],
+    "report": ["matplotlib"],
     "demo": ["scikit-learn"],
 }
 

@@ -25,6 +25,7 @@ _EXPORTS = {
     "EmbeddingConfig": ".embedding_config",
     "verify": ".verification",
     "VerifyReport": ".verification",
+    "export_onnx": ".export.onnx",
     "TENSORRT_OP_TYPES": ".registry",
     "TRANSFORM_PASS_OP_TYPES": ".registry",
     "QUANT_DEQUANT_PASS_OP_TYPES": ".registry",
@@ -35,6 +36,7 @@ _EXPORTS = {
     "ProgramStateError": ".errors",
     "ScopeError": ".errors",
     "UnsupportedProgramError": ".errors",
+    "MissingDependencyError": ".errors",
 }
 
 __all__ = list(_EXPORTS)

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import paddle
+
 from .errors import ConfigError
 
-__all__ = ["model_files"]
+__all__ = ["model_files", "load_inference_program"]
 
 _MODEL_SUFFIXES = (".pdmodel", "__model__")
 
@@ -39,3 +41,20 @@ def model_files(model_dir, model_filename=None, params_filename=None) -> tuple[P
     if params is not None and not params.is_file():
         raise ConfigError(f"params_filename {params_filename!r} not found in {str(model_dir)!r}")
     return model, params
+
+
+def load_inference_program(exe, scope, model: Path, params: Path | None):
+    """Load ``model`` (+ ``params``) into ``scope``: ``(program, feed names, fetch names)``.
+
+    Raises:
+        ConfigError: the file is not a Paddle inference Program.
+    """
+    same_stem = model.suffix == ".pdmodel" and params is not None and params.name == model.stem + ".pdiparams"
+    args = {} if same_stem else {"model_filename": model.name, "params_filename": params.name if params else None}
+    location = str(model.with_suffix("")) if same_stem else str(model.parent)
+    try:
+        with paddle.static.scope_guard(scope):
+            program, feed_names, fetch_targets = paddle.static.load_inference_model(location, exe, **args)
+    except Exception as exc:  # Paddle raises bare RuntimeError/ValueError/protobuf errors here
+        raise ConfigError(f"model file {str(model)!r} could not be loaded as a Paddle inference Program: {exc}") from exc
+    return program, list(feed_names), [v.name for v in fetch_targets]

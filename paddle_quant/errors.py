@@ -18,6 +18,7 @@ __all__ = [
     "ProgramStateError",
     "ScopeError",
     "NonFiniteError",
+    "MissingDependencyError",
     "closest_match",
 ]
 
@@ -48,6 +49,10 @@ class ScopeError(PaddleQuantError, RuntimeError):
 
 class NonFiniteError(PaddleQuantError, ValueError):
     """An observed tensor holds NaN or inf, so no threshold can be computed."""
+
+
+class MissingDependencyError(PaddleQuantError, ImportError):
+    """An optional dependency (onnx, onnxruntime, matplotlib, ...) is not installed; the message names the extra."""
 
 
 def closest_match(word: str, candidates: Iterable[str]) -> str | None:

@@ -21,7 +21,7 @@ import paddle
 from paddle.base import core
 
 from . import naming
-from ._model_files import model_files
+from ._model_files import load_inference_program, model_files
 from ._program import legacy_ir, read_tensor, write_tensor
 from .calibration import CalibrationStats, calibrate
 from .errors import ConfigError, ProgramStateError
@@ -56,18 +56,7 @@ class PTQResult:
 
 # ---------------------------------------------------------------- model files
 _model_files = model_files  # the one lookup rule, shared with verify and the exporters
-
-
-def _load(exe, scope, model: Path, params: Path | None):
-    same_stem = model.suffix == ".pdmodel" and params is not None and params.name == model.stem + ".pdiparams"
-    args = {} if same_stem else {"model_filename": model.name, "params_filename": params.name if params else None}
-    location = str(model.with_suffix("")) if same_stem else str(model.parent)
-    try:
-        with paddle.static.scope_guard(scope):
-            program, feed_names, fetch_targets = paddle.static.load_inference_model(location, exe, **args)
-    except Exception as exc:  # Paddle raises bare RuntimeError/ValueError/protobuf errors here
-        raise ConfigError(f"model file {str(model)!r} could not be loaded as a Paddle inference Program: {exc}") from exc
-    return program, list(feed_names), [v.name for v in fetch_targets]
+_load = load_inference_program
 
 
 def _check_output(model_dir, output, allow_inside: bool) -> Path:

