@@ -162,13 +162,15 @@ def _save(exe, scope, program, feed_names, fetch_names, target: Path, model_file
 
 def _strip_callstacks(model_file: Path) -> None:
     """Drop the Python call stacks Paddle records on the feed/fetch ops it adds, so the same
-    model and scales give the same bytes whoever calls quant_post."""
-    program = paddle.static.Program.parse_from_string(model_file.read_bytes())
+    model and scales give the same bytes whoever calls quant_post (edits the protobuf directly)."""
+    desc = core.ProgramDesc(model_file.read_bytes())
     attr = core.op_proto_and_checker_maker.kOpCreationCallstackAttrName()
-    for op in program.global_block().ops:
-        if op.desc.has_attr(attr):
-            op.desc.remove_attr(attr)
-    model_file.write_bytes(program.desc.serialize_to_string())
+    for b in range(desc.num_blocks()):
+        block = desc.block(b)
+        for i in range(block.op_size()):
+            if block.op(i).has_attr(attr):
+                block.op(i).remove_attr(attr)
+    model_file.write_bytes(desc.serialize_to_string())
 
 
 def _swap_into_place(staging: Path, target: Path) -> None:
