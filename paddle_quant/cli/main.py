@@ -19,7 +19,7 @@ import tempfile
 from pathlib import Path
 from typing import Any, Callable, Mapping, Optional, Sequence
 
-from ..errors import ConfigError, ConfigTypeError, PaddleQuantError
+from ..errors import ConfigError, ConfigTypeError, MissingDependencyError, PaddleQuantError
 from .config_file import GRANULARITIES, WEIGHT_METHODS_CLI, RunConfig, build_configs, load_config_file
 
 __all__ = ["EXIT_OK", "EXIT_FAILURE", "EXIT_USAGE", "build_parser", "main", "exit_code_for"]
@@ -419,8 +419,8 @@ def _say(text: str) -> None:
 
 
 def exit_code_for(exc: BaseException) -> int:
-    """2 for config and usage errors (ConfigError, ConfigTypeError), 1 for anything else."""
-    return EXIT_USAGE if isinstance(exc, (ConfigError, ConfigTypeError)) else EXIT_FAILURE
+    """2 for config and usage errors (ConfigError, ConfigTypeError, a missing optional dependency), 1 otherwise."""
+    return EXIT_USAGE if isinstance(exc, (ConfigError, ConfigTypeError, MissingDependencyError)) else EXIT_FAILURE
 
 
 def _each_config(configs: list[RunConfig], run_one: Callable[[int, RunConfig], None]) -> int:
