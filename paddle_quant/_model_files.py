@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import os
+import shutil
+import tempfile
 from pathlib import Path
 
 import paddle
+from paddle.base import core
 
 from .errors import ConfigError
 
-__all__ = ["model_files", "load_inference_program"]
+__all__ = ["model_files", "load_inference_program", "save_inference_atomically", "swap_into_place"]
 
 _MODEL_SUFFIXES = (".pdmodel", "__model__")
 
@@ -58,3 +62,49 @@ def load_inference_program(exe, scope, model: Path, params: Path | None):
     except Exception as exc:  # Paddle raises bare RuntimeError/ValueError/protobuf errors here
         raise ConfigError(f"model file {str(model)!r} could not be loaded as a Paddle inference Program: {exc}") from exc
     return program, list(feed_names), [v.name for v in fetch_targets]
+
+
+def save_inference_atomically(exe, scope, program, feed_names, fetch_names, target: Path,
+                              model_filename: str = "model.pdmodel", params_filename: str = "model.pdiparams",
+                              extra_files: dict[str, str] | None = None):
+    """Save the model and ``extra_files`` (name -> text) into a temporary folder and rename it to ``target``."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
+    try:
+        block = program.global_block()
+        with paddle.static.scope_guard(scope), paddle.utils.unique_name.guard():
+            paddle.static.save_inference_model(
+                str(staging / "model"), [block.var(n) for n in feed_names], [block.var(n) for n in fetch_names],
+                exe, program=program)
+        _strip_callstacks(staging / "model.pdmodel")
+        os.replace(staging / "model.pdmodel", staging / model_filename)
+        os.replace(staging / "model.pdiparams", staging / params_filename)
+        for name, text in (extra_files or {}).items():
+            (staging / name).write_text(text, encoding="utf-8")
+        swap_into_place(staging, target)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return target / model_filename, target / params_filename
+
+
+def _strip_callstacks(model_file: Path) -> None:
+    """Drop the Python call stacks Paddle records on the feed/fetch ops it adds, so the same
+    model and scales give the same bytes whoever calls quant_post (edits the protobuf directly)."""
+    desc = core.ProgramDesc(model_file.read_bytes())
+    attr = core.op_proto_and_checker_maker.kOpCreationCallstackAttrName()
+    for b in range(desc.num_blocks()):
+        block = desc.block(b)
+        for i in range(block.op_size()):
+            if block.op(i).has_attr(attr):
+                block.op(i).remove_attr(attr)
+    model_file.write_bytes(desc.serialize_to_string())
+
+
+def swap_into_place(staging: Path, target: Path) -> None:
+    if not target.exists():
+        os.replace(staging, target)
+        return
+    old = Path(tempfile.mkdtemp(prefix=f".{target.name}.old.", dir=target.parent))
+    os.replace(target, old / "previous")
+    os.replace(staging, target)
+    shutil.rmtree(old, ignore_errors=True)

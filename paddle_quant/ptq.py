@@ -10,18 +10,14 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import os
-import shutil
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import paddle
-from paddle.base import core
 
 from . import naming
-from ._model_files import load_inference_program, model_files
+from ._model_files import load_inference_program, model_files, save_inference_atomically
 from ._program import legacy_ir, read_tensor, write_tensor
 from .calibration import CalibrationStats, calibrate
 from .errors import ConfigError, ProgramStateError
@@ -138,49 +134,7 @@ def _table_scales(plan, table: ScaleTable) -> _Scales:
 
 
 # ---------------------------------------------------------------- saving
-def _save(exe, scope, program, feed_names, fetch_names, target: Path, model_filename, params_filename,
-          extra_files: dict[str, str]):
-    """Save the model and ``extra_files`` (name -> text) into a temporary folder and rename it to ``target``."""
-    target.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
-    try:
-        block = program.global_block()
-        with paddle.static.scope_guard(scope), paddle.utils.unique_name.guard():
-            paddle.static.save_inference_model(
-                str(staging / "model"), [block.var(n) for n in feed_names], [block.var(n) for n in fetch_names],
-                exe, program=program)
-        _strip_callstacks(staging / "model.pdmodel")
-        os.replace(staging / "model.pdmodel", staging / model_filename)
-        os.replace(staging / "model.pdiparams", staging / params_filename)
-        for name, text in extra_files.items():
-            (staging / name).write_text(text, encoding="utf-8")
-        _swap_into_place(staging, target)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
-    return target / model_filename, target / params_filename
-
-
-def _strip_callstacks(model_file: Path) -> None:
-    """Drop the Python call stacks Paddle records on the feed/fetch ops it adds, so the same
-    model and scales give the same bytes whoever calls quant_post (edits the protobuf directly)."""
-    desc = core.ProgramDesc(model_file.read_bytes())
-    attr = core.op_proto_and_checker_maker.kOpCreationCallstackAttrName()
-    for b in range(desc.num_blocks()):
-        block = desc.block(b)
-        for i in range(block.op_size()):
-            if block.op(i).has_attr(attr):
-                block.op(i).remove_attr(attr)
-    model_file.write_bytes(desc.serialize_to_string())
-
-
-def _swap_into_place(staging: Path, target: Path) -> None:
-    if not target.exists():
-        os.replace(staging, target)
-        return
-    old = Path(tempfile.mkdtemp(prefix=f".{target.name}.old.", dir=target.parent))
-    os.replace(target, old / "previous")
-    os.replace(staging, target)
-    shutil.rmtree(old, ignore_errors=True)
+_save = save_inference_atomically
 
 
 # ---------------------------------------------------------------- the run

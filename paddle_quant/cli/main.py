@@ -12,7 +12,6 @@ import argparse
 import json
 import logging
 import os
-import shutil
 import subprocess
 import sys
 import tempfile
@@ -557,42 +556,13 @@ def _embedding_config(args: argparse.Namespace) -> dict:
     return config
 
 
-def _load_inference(exe, model: Path, params: Optional[Path]):
-    import paddle
-
-    if model.suffix == ".pdmodel" and params is not None and params == model.with_suffix(".pdiparams"):
-        return paddle.static.load_inference_model(str(model.with_suffix("")), exe)
-    return paddle.static.load_inference_model(str(model.parent), exe, model_filename=model.name,
-                                              params_filename=params.name if params else None)
-
-
 def _save_atomically(exe, scope, program, feed_names, fetch_names, target: Path) -> None:
-    """save_inference_model into a temporary sibling folder of ``target``, then swap it into place."""
-    import paddle
+    """The model into a temporary sibling folder of ``target``, then swapped into place."""
+    from .._model_files import save_inference_atomically
 
-    target.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
-    try:
-        block = program.global_block()
-        with paddle.static.scope_guard(scope):
-            paddle.static.save_inference_model(str(staging / "model"), [block.var(n) for n in feed_names],
-                                               [block.var(n) for n in fetch_names], exe, program=program)
-        _swap_into_place(staging, target)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
-
-
-def _swap_into_place(staging: Path, target: Path) -> None:
-    """Rename ``staging`` to ``target``; an existing ``target`` folder is moved aside first, then deleted."""
     if target.exists() and not target.is_dir():
         raise ConfigError(f"--save-dir {str(target)!r} exists and is not a directory")
-    if not target.exists():
-        os.replace(staging, target)
-        return
-    old = Path(tempfile.mkdtemp(prefix=f".{target.name}.old.", dir=target.parent))
-    os.replace(target, old / "previous")
-    os.replace(staging, target)
-    shutil.rmtree(old, ignore_errors=True)
+    save_inference_atomically(exe, scope, program, feed_names, fetch_names, target)
 
 
 def _run_embedding(args: argparse.Namespace) -> int:
@@ -602,6 +572,7 @@ def _run_embedding(args: argparse.Namespace) -> int:
         return _missing_module("embedding", "paddle_quant.embedding", exc)
     import paddle
 
+    from .._model_files import load_inference_program
     from .._program import legacy_ir
     from ..errors import ProgramStateError
 
@@ -610,13 +581,13 @@ def _run_embedding(args: argparse.Namespace) -> int:
     target, config = run.save_dir(), _embedding_config(args)
     exe, scope, place = paddle.static.Executor(paddle.CPUPlace()), paddle.static.Scope(), paddle.CPUPlace()
     with legacy_ir(), paddle.static.scope_guard(scope):
-        program, feeds, fetches = _load_inference(exe, model, params)
+        program, feeds, fetches = load_inference_program(exe, scope, model, params)
         tables = [t.table for t in plan_embedding(program, config).tables]
         if not tables:
             raise ProgramStateError(f"the model has no embedding table read by {args.op_types}; op types in the "
                                     f"model: {sorted({op.type for op in program.global_block().ops})}")
         quantized = quant_embedding(program, place, config, scope=scope)
-        _save_atomically(exe, scope, quantized, feeds, [v.name for v in fetches], target)
+        _save_atomically(exe, scope, quantized, feeds, fetches, target)
     _say(f"embedding: quantized {len(tables)} table(s) {tables} ({args.quantize_type}, {args.bits} bits) -> "
          f"{target / 'model.pdmodel'}, {target / 'model.pdiparams'}")
     return EXIT_OK

@@ -43,6 +43,7 @@ import numpy as np
 import paddle
 from pydantic import BaseModel, ConfigDict, Field
 
+from .._model_files import model_files
 from .._program import legacy_ir
 from ..errors import ConfigError, ProgramStateError
 
@@ -76,7 +77,6 @@ _QDQ_OLD = ("fake_quantize_dequantize_moving_average_abs_max", "fake_quantize_de
             "fake_channel_wise_quantize_dequantize_abs_max")
 _DEQUANT_OLD = ("fake_dequantize_max_abs", "fake_channel_wise_dequantize_max_abs")
 _TRAINING_ONLY = ("fake_quantize_abs_max", "fake_channel_wise_quantize_abs_max")
-_MODEL_SUFFIXES = (".pdmodel", "__model__")
 _STDERR_TAIL = 2000
 
 
@@ -99,25 +99,8 @@ class StructureFinding(BaseModel):
 
 # ---------------------------------------------------------------- model files
 def _model_files(model_dir, model_filename, params_filename) -> tuple[Path, Path | None]:
-    """The model and params files inside ``model_dir``; ConfigError naming what is missing."""
-    folder = Path(model_dir)
-    if not folder.is_dir():
-        raise ConfigError(f"model_dir {str(model_dir)!r} is not a directory")
-    if model_filename is None:
-        found = sorted(p.name for p in folder.iterdir() if p.name.endswith(_MODEL_SUFFIXES))
-        if len(found) != 1:
-            raise ConfigError(f"model_dir {str(model_dir)!r} holds model files {found}; expected exactly one "
-                              "*.pdmodel, or pass model_filename=")
-        model_filename = found[0]
-        guess = folder / (Path(model_filename).stem + ".pdiparams")
-        params_filename = params_filename or (guess.name if guess.exists() else None)
-    model = folder / model_filename
-    if not model.is_file():
-        raise ConfigError(f"model_filename {model_filename!r} not found in {str(model_dir)!r}")
-    params = folder / params_filename if params_filename else None
-    if params is not None and not params.is_file():
-        raise ConfigError(f"params_filename {params_filename!r} not found in {str(model_dir)!r}")
-    return model, params
+    """The model and params files inside ``model_dir`` (the library's one lookup rule)."""
+    return model_files(model_dir, model_filename, params_filename)
 
 
 # ---------------------------------------------------------------- opt step
