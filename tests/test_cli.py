@@ -258,7 +258,7 @@ def test_subprocess_post_help_and_bomb(tiny_model, image_dir, tmp_path):
     done = _cli("post", "-c", bomb, cwd=tmp_path)
     elapsed = time.perf_counter() - start
     assert done.returncode == 2 and "DOCTYPE" in done.stderr
-    assert elapsed < 30  # the process, Paddle's import included; the parse itself: test_billion_laughs_is_refused_fast
+    assert elapsed < 2.0  # the whole process: measured 0.5 s (the package imports no Paddle for a config check)
     start = time.perf_counter()
     assert main(["post", "-c", str(bomb)]) == EXIT_USAGE
     assert time.perf_counter() - start < 1.0
