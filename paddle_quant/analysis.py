@@ -63,7 +63,8 @@ from .observers import make_observer
 from .passes.plan import OpQuant, QuantPlan
 from .passes.rewrite import apply_plan
 from ._model_files import model_files
-from .ptq import _load, _observers, _plan, _weight_scales, _write_scales
+from ._model_files import load_inference_program as _load
+from .ptq import _observers, _plan, _weight_scales, _write_scales
 from .ptq_config import PTQConfig
 from .sensitivity import (DeployedEvaluator, GreedyStep, Runner, SimulationEvaluator, Unit, greedy_skip_list,
                           unit_sensitivities)

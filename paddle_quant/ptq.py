@@ -50,11 +50,6 @@ class PTQResult:
     scale_table: Path
 
 
-# ---------------------------------------------------------------- model files
-_model_files = model_files  # the one lookup rule, shared with verify and the exporters
-_load = load_inference_program
-
-
 def _check_output(model_dir, output, allow_inside: bool) -> Path:
     source, target = Path(model_dir).resolve(), Path(output).resolve()
     if target == source or (source in target.parents and not allow_inside):
@@ -133,10 +128,6 @@ def _table_scales(plan, table: ScaleTable) -> _Scales:
                    {n: dict(table.tensors[n].statistics) for n in names})
 
 
-# ---------------------------------------------------------------- saving
-_save = save_inference_atomically
-
-
 # ---------------------------------------------------------------- the run
 def _plan(program, ptq: PTQConfig) -> QuantPlan:
     config = ptq.to_quant_config()
@@ -163,13 +154,13 @@ def run_post_training(exe, model_dir, quantize_model_path, ptq: PTQConfig, *, so
     if ptq.activation_bits != 8:
         _logger.warning("activation_bits=%d: the model runs in the Paddle Executor, but Paddle Inference's oneDNN "
                         "int8 pass accepts only 8-bit activations", ptq.activation_bits)
-    model, params = _model_files(model_dir, model_filename, params_filename)
+    model, params = model_files(model_dir, model_filename, params_filename)
     target = _check_output(model_dir, quantize_model_path, allow_output_in_model_dir)
     table_in = _table_argument(scale_table, ptq)
     scope = paddle.static.Scope() if scope is None else scope
     place = getattr(exe, "place", None) or paddle.CPUPlace()
     with legacy_ir():
-        program, feed_names, fetch_names = _load(exe, scope, model, params)
+        program, feed_names, fetch_names = load_inference_program(exe, scope, model, params)
         plan = _plan(program, ptq)
         corrections = bias_corrections(program, plan) if ptq.bias_correction else []
         if table_in is None:
@@ -183,8 +174,8 @@ def run_post_training(exe, model_dir, quantize_model_path, ptq: PTQConfig, *, so
         frozen = freeze_in_place(quantized, config, scope, place)
         apply_bias_corrections(frozen, corrections, stats.channel_means, scope, place)
         table = _scale_table(plan, ptq, scales, model.name)
-        files = _save(exe, scope, frozen, feed_names, fetch_names, target, save_model_filename, save_params_filename,
-                      _extra_files(table, ptq))
+        files = save_inference_atomically(exe, scope, frozen, feed_names, fetch_names, target, save_model_filename,
+                                          save_params_filename, _extra_files(table, ptq))
     skipped = tuple(f"{s.op_type}#{s.index}: {s.reason}" for s in plan.skipped)
     return PTQResult(files[0], files[1], stats.batches, tuple(t.var for t in plan.tensors), skipped,
                      target / SCALE_TABLE_FILENAME)
