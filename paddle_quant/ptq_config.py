@@ -78,7 +78,7 @@ class PTQConfig(BaseModel):
     batch_nums: Optional[int] = Field(None, ge=1, description="Number of calibration batches (None: all).")
     optimize_model: Literal[False] = Field(False, description="Fold batch norms first (not implemented).")
     deploy_backend: Optional[Literal["onednn", "tensorrt", "paddle_lite", "onnx"]] = Field(
-        None, description="Target runtime (recorded).")
+        None, description="Target runtime: shapes and checks the emitted model (see paddle_quant.backends).")
     show_progress: Optional[bool] = Field(None, description="Progress bar; None: only on a terminal.")
     output_scales: Optional[Literal["all", "none"]] = Field(
         None,
