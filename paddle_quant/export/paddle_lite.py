@@ -43,7 +43,7 @@ import numpy as np
 import paddle
 from pydantic import BaseModel, ConfigDict, Field
 
-from .._model_files import model_files
+from .._model_files import load_inference_program, model_files
 from .._program import legacy_ir
 from ..errors import ConfigError, ProgramStateError
 
@@ -202,15 +202,7 @@ def export_paddle_lite(model_dir, output_prefix, *, valid_targets: Sequence[str]
 def _load_program(model: Path, params: Path | None):
     """(program, scope) of a saved inference model, in a private scope."""
     scope, exe = paddle.static.Scope(), paddle.static.Executor(paddle.CPUPlace())
-    same_stem = model.suffix == ".pdmodel" and params is not None and params.name == model.stem + ".pdiparams"
-    args = {} if same_stem else {"model_filename": model.name, "params_filename": params.name if params else None}
-    location = str(model.with_suffix("")) if same_stem else str(model.parent)
-    try:
-        with paddle.static.scope_guard(scope):
-            program, _, _ = paddle.static.load_inference_model(location, exe, **args)
-    except Exception as exc:  # Paddle raises RuntimeError/ValueError/protobuf errors here
-        raise ConfigError(f"model file {str(model)!r} could not be loaded as a Paddle inference Program: "
-                          f"{exc}") from exc
+    program, _, _ = load_inference_program(exe, scope, model, params)
     return program, scope
 
 
