@@ -64,7 +64,7 @@ from .passes.plan import OpQuant, QuantPlan
 from .passes.rewrite import apply_plan
 from ._model_files import model_files
 from ._model_files import load_inference_program as _load
-from .ptq import _observers, _plan, _weight_scales, _write_scales
+from .ptq_steps import make_observers, plan_post_training, weight_scales, write_scales
 from .ptq_config import PTQConfig
 from .sensitivity import (DeployedEvaluator, GreedyStep, Runner, SimulationEvaluator, Unit, greedy_skip_list,
                           unit_sensitivities)
@@ -364,11 +364,11 @@ def _calibrated_model(model_dir, model_filename, params_filename, ptq: PTQConfig
     scope, place = paddle.static.Scope(), paddle.CPUPlace()
     exe = paddle.static.Executor(place)
     program, feed_names, fetch_names = _load(exe, scope, model, params)
-    plan = _plan(program, ptq)
-    observers = _observers(plan, ptq)
+    plan = plan_post_training(program, ptq)
+    observers = make_observers(plan, ptq)
     calibrate(exe, program, scope, iter(batches), observers, feed_names=feed_names, show_progress=ptq.show_progress)
-    _write_scales(scope, place, {n: o.compute_scale() for n, o in observers.items()})
-    _write_scales(scope, place, _weight_scales(plan, scope, ptq))
+    write_scales(scope, place, {n: o.compute_scale() for n, o in observers.items()})
+    write_scales(scope, place, weight_scales(plan, scope, ptq))
     return _Model(program, feed_names, fetch_names, (model, params), scope, exe, place), plan
 
 

@@ -8,30 +8,26 @@ into place. The model folder is never written to.
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
 import paddle
 
-from . import naming
 from ._model_files import load_inference_program, model_files, save_inference_atomically
-from ._program import legacy_ir, read_tensor, write_tensor
+from ._program import legacy_ir
 from .calibration import CalibrationStats, calibrate
-from .errors import ConfigError, ProgramStateError
+from .errors import ConfigError
 from .export.scale_table import (SCALE_TABLE_FILENAME, ScaleTable, make_entry, observer_statistics,
                                   read_scale_table, table_json)
 from .export.tensorrt_cache import TENSORRT_CACHE_FILENAME, tensorrt_cache_text
 from .feeds import feed_batches
-from .observers import make_observer
 from .passes.bias import bias_corrections, apply_bias_corrections
 from .passes.freeze import freeze_in_place
-from .passes.plan import QuantPlan, plan_quantization
+from .passes.plan import QuantPlan
 from .passes.rewrite import apply_plan
 from .ptq_config import PTQConfig
-from .weight_methods import weight_scale
+from .ptq_steps import make_observers, observed_names, plan_post_training, weight_scales, write_scales
 
 __all__ = ["quant_post", "quant_post_static", "PTQResult"]
 
@@ -63,30 +59,6 @@ def _check_output(model_dir, output, allow_inside: bool) -> Path:
 
 
 # ---------------------------------------------------------------- scales
-def _observed_names(plan: QuantPlan) -> list[str]:
-    """Activations the plan quantizes, then the observed outputs that are not quantized tensors."""
-    names = [t.var for t in plan.tensors if t.role == "activation"]
-    quantized = {t.var for t in plan.tensors}
-    names += [o.var for o in plan.observers if o.var not in quantized]
-    return list(dict.fromkeys(names))
-
-
-def _observers(plan: QuantPlan, ptq: PTQConfig) -> dict:
-    algo = ptq.activation_algorithm
-    return {name: make_observer(algo, bits=ptq.activation_bits, hist_percent=ptq.hist_percent)
-            for name in _observed_names(plan)}
-
-
-def _weight_scales(plan: QuantPlan, scope, ptq: PTQConfig) -> dict[str, np.ndarray]:
-    return {t.var: weight_scale(read_tensor(scope, t.var), ptq.weight_method, bits=t.bits, axis=t.axis)
-            for t in plan.tensors if t.role == "weight"}
-
-
-def _write_scales(scope, place, scales: dict[str, np.ndarray]) -> None:
-    for name, value in scales.items():
-        write_tensor(scope, place, naming.scale(name), np.asarray(value, np.float32).reshape(-1))
-
-
 def _scale_table(plan: QuantPlan, ptq: PTQConfig, scales: "_Scales", model_name: str) -> ScaleTable:
     """The table of every scale this run writes (see :mod:`paddle_quant.export.scale_table`)."""
     quantized = {t.var for t in plan.tensors if t.role == "activation"}
@@ -110,42 +82,25 @@ class _Scales:
 
 
 def _calibrated_scales(exe, program, scope, plan, ptq, feed_names, sources, corrections):
-    observers = _observers(plan, ptq)
+    observers = make_observers(plan, ptq)
     batches = feed_batches(feed_names, batch_size=ptq.batch_size, **sources)
     stats = calibrate(exe, program, scope, batches, observers, feed_names=feed_names,
                       batch_nums=ptq.batch_nums, show_progress=ptq.show_progress,
                       mean_of={c.input: c.input_mean for c in corrections})
-    scales = _Scales({n: o.compute_scale() for n, o in observers.items()}, _weight_scales(plan, scope, ptq),
+    scales = _Scales({n: o.compute_scale() for n, o in observers.items()}, weight_scales(plan, scope, ptq),
                      {n: observer_statistics(o) for n, o in observers.items()})
     return scales, stats
 
 
 def _table_scales(plan, table: ScaleTable) -> _Scales:
     """Scales read back from a table instead of calibrating."""
-    names = _observed_names(plan)
+    names = observed_names(plan)
     weights = [t.var for t in plan.tensors if t.role == "weight"]
     return _Scales(table.scales(names, kinds=("activation", "output")), table.scales(weights, kinds=("weight",)),
                    {n: dict(table.tensors[n].statistics) for n in names})
 
 
 # ---------------------------------------------------------------- the run
-def _plan(program, ptq: PTQConfig) -> QuantPlan:
-    config = ptq.to_quant_config()
-    plan = plan_quantization(program.global_block(), config).without_tensors(ptq.skip_tensor_list)
-    present = {op.type for op in program.global_block().ops}
-    absent = sorted(set(config.effective_op_types) - present) if not ptq.is_full_quantize else []
-    if absent:
-        _logger.warning("quant_post: op types %s are not in the model; nothing of those types is quantized", absent)
-    if ptq.effective_output_scales == "none":
-        plan = dataclasses.replace(plan, observers=())
-    if plan.is_empty:
-        raise ProgramStateError(
-            f"no tensor of the model can be quantized with quantizable_op_type={list(config.effective_op_types)}; "
-            f"the model's op types are {sorted(present)}"
-        )
-    return plan
-
-
 def run_post_training(exe, model_dir, quantize_model_path, ptq: PTQConfig, *, sources: dict, scope=None,
                       model_filename=None, params_filename=None, save_model_filename="model.pdmodel",
                       save_params_filename="model.pdiparams", allow_output_in_model_dir=False,
@@ -161,7 +116,7 @@ def run_post_training(exe, model_dir, quantize_model_path, ptq: PTQConfig, *, so
     place = getattr(exe, "place", None) or paddle.CPUPlace()
     with legacy_ir():
         program, feed_names, fetch_names = load_inference_program(exe, scope, model, params)
-        plan = _plan(program, ptq)
+        plan = plan_post_training(program, ptq)
         corrections = bias_corrections(program, plan) if ptq.bias_correction else []
         if table_in is None:
             scales, stats = _calibrated_scales(exe, program, scope, plan, ptq, feed_names, sources, corrections)
@@ -169,8 +124,8 @@ def run_post_training(exe, model_dir, quantize_model_path, ptq: PTQConfig, *, so
             scales, stats = _table_scales(plan, table_in), CalibrationStats()
         config, quantized = ptq.to_quant_config(), program  # loaded for inference: no copy needed
         apply_plan(quantized, plan, config, scope, place, mode="test", rewire_backward=False)
-        _write_scales(scope, place, scales.activations)
-        _write_scales(scope, place, scales.weights)
+        write_scales(scope, place, scales.activations)
+        write_scales(scope, place, scales.weights)
         frozen = freeze_in_place(quantized, config, scope, place)
         apply_bias_corrections(frozen, corrections, stats.channel_means, scope, place)
         table = _scale_table(plan, ptq, scales, model.name)
