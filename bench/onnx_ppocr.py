@@ -28,7 +28,6 @@ Run from the repository root (needs ``pip install onnx onnxruntime``):
 
 import argparse
 import os
-import statistics
 import sys
 import time
 
@@ -183,19 +182,6 @@ def agreement(first, second):
     return 100.0 * float(np.mean([a == b for a, b in zip(first, second)]))
 
 
-def paired_latency(predictors, batch, repeats):
-    """Median ms per batch of each predictor, runs interleaved."""
-    for predictor in predictors:
-        ppocr.predict(predictor, batch)
-    times = [[] for _ in predictors]
-    for _ in range(repeats):
-        for predictor, spent in zip(predictors, times):
-            start = time.perf_counter()
-            ppocr.predict(predictor, batch)
-            spent.append(1000.0 * (time.perf_counter() - start))
-    return [statistics.median(spent) for spent in times]
-
-
 def run_model(kind, models, eval_set, args):
     """Table rows of one model, int8/fp32 latency ratio per runtime, accuracy gap and agreement."""
     int8_dir = os.path.join(args.out, f"{kind}_int8")
@@ -213,7 +199,7 @@ def run_model(kind, models, eval_set, args):
     images, labels = eval_set
     predicted = {key: predictions(kind, predictor, images) for key, predictor in runs.items()}
     accs = {key: accuracy(kind, values, labels) for key, values in predicted.items()}
-    latencies = dict(zip(runs, paired_latency(list(runs.values()), to_batch(kind, images[:BATCH_SIZE]),
+    latencies = dict(zip(runs, ppocr.paired_latency(list(runs.values()), to_batch(kind, images[:BATCH_SIZE]),
                                               args.repeats)))
     label = {"cls": "cls (mobile v2)", "rec": "rec (PP-OCRv4) exact/char"}[kind]
     rows = [(label, runtime, precision, accs[(runtime, precision)][0], f"{latencies[(runtime, precision)]:.1f}")

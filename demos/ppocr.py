@@ -61,6 +61,7 @@ __all__ = [
     "make_predictor",
     "predict",
     "latency_ms",
+    "paired_latency",
     "evaluate_rec",
     "evaluate_cls",
     "input_name",
@@ -532,6 +533,19 @@ def latency_ms(predictor, batch, repeats=10, warmup=2):
         predict(predictor, batch)
         times.append(1000.0 * (time.perf_counter() - start))
     return statistics.median(times)
+
+
+def paired_latency(predictors, batch, repeats):
+    """Median ms per run of each predictor on batch, the runs interleaved so shared-CPU load hits all alike."""
+    for predictor in predictors:
+        predict(predictor, batch)  # warm-up
+    times = [[] for _ in predictors]
+    for _ in range(repeats):
+        for predictor, spent in zip(predictors, times):
+            start = time.perf_counter()
+            predict(predictor, batch)
+            spent.append(1000.0 * (time.perf_counter() - start))
+    return [statistics.median(spent) for spent in times]
 
 
 def _as_predictor(model, int8):

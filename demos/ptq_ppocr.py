@@ -41,7 +41,6 @@ recovers it). PP-OCRv4 rec is hurt by ``'all'``: with conv2d quantized, exact ma
 
 import argparse
 import os
-import statistics
 import sys
 import time
 
@@ -123,19 +122,6 @@ def evaluate(kind, predictor, data):
     return f"{m['accuracy']:.1f}", m["accuracy"]
 
 
-def paired_latency(predictors, batch, repeats):
-    """Median ms per run of each predictor on batch, the runs interleaved so shared-CPU load hits all alike."""
-    for predictor in predictors:
-        ppocr.predict(predictor, batch)  # warm-up
-    times = [[] for _ in predictors]
-    for _ in range(repeats):
-        for predictor, spent in zip(predictors, times):
-            start = time.perf_counter()
-            ppocr.predict(predictor, batch)
-            spent.append(1000.0 * (time.perf_counter() - start))
-    return [statistics.median(spent) for spent in times]
-
-
 def print_results(rows):
     header = ("model", "precision", "accuracy (%)", "size (MB)",
               f"latency / batch of {BATCH_SIZE} (ms)", "calibration (s)")
@@ -169,7 +155,8 @@ def main(argv=None):
         fp32_cell, fp32_acc = evaluate(kind, fp32, eval_sets[kind])
         int8_cell, int8_acc = evaluate(kind, int8, eval_sets[kind])
         to_batch = ppocr.rec_batch if kind == "rec" else ppocr.cls_batch
-        fp32_ms, int8_ms = paired_latency([fp32, int8], to_batch(eval_sets[kind][0][:BATCH_SIZE]), args.repeats)
+        fp32_ms, int8_ms = ppocr.paired_latency([fp32, int8], to_batch(eval_sets[kind][0][:BATCH_SIZE]),
+                                                args.repeats)
         label = names[kind] + (" exact/char" if kind == "rec" else "")
         rows.append((label, "fp32", fp32_cell, f"{size_mb(models[kind]):.2f}", f"{fp32_ms:.1f}", "-"))
         rows.append((label, "int8", int8_cell, f"{size_mb(out_dir):.2f}", f"{int8_ms:.1f}", f"{calib_s:.1f}"))
