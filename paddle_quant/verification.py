@@ -16,7 +16,6 @@ and, when an fp32 model is given, of that model on the runtime's fp32 counterpar
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Mapping, Sequence
@@ -25,7 +24,7 @@ import numpy as np
 
 from ._model_files import model_files
 from .errors import ConfigError, ConfigTypeError
-from .export.scale_table import SCALE_TABLE_FILENAME
+from .export.scale_table import SCALE_TABLE_FILENAME, read_scale_table
 from .numerics import qmax
 from .runtimes import make_runner, median_latency_ms
 
@@ -98,12 +97,12 @@ def _batches(inputs) -> list[dict[str, np.ndarray]]:
 
 def _output_steps(model_dir: Path, names, simulated) -> list[tuple[float, str]]:
     table = model_dir / SCALE_TABLE_FILENAME
-    entries = json.loads(table.read_text())["tensors"] if table.is_file() else {}
+    entries = read_scale_table(table).tensors if table.is_file() else {}
     steps = []
     for name, values in zip(names, simulated):
         entry = entries.get(name)
-        if entry and len(entry["scale"]) == 1 and entry["scale"][0] > 0:
-            steps.append((entry["scale"][0] / qmax(entry["bits"]), "scale table"))
+        if entry and len(entry.scale) == 1 and entry.scale[0] > 0:
+            steps.append((entry.scale[0] / qmax(entry.bits), "scale table"))
         else:
             peak = max(float(np.abs(v).max()) for v in values)
             steps.append((peak / 127 if peak > 0 else 1.0, "abs max of the simulation / 127"))
