@@ -305,15 +305,18 @@ class _Probe:
     def __init__(self, ptq: PTQConfig) -> None:
         self.hist = make_observer("hist", bits=ptq.activation_bits, hist_percent=ptq.hist_percent)
         self.avg = make_observer("avg")
+        self.emd = make_observer("emd", bits=ptq.activation_bits)  # scores each batch: needs every update
         self.ptq = ptq
 
     def update(self, value: np.ndarray) -> None:
         self.hist.update(value)
         self.avg.update(value)
+        self.emd.update(value)
 
     def result(self, tensor: str) -> TensorHistogram:
-        thresholds = {"abs_max": float(self.hist.histogram.abs_max), "avg": float(self.avg.compute_scale()[0])}
-        for algo in ("hist", "KL", "mse", "emd"):
+        thresholds = {"abs_max": float(self.hist.histogram.abs_max), "avg": float(self.avg.compute_scale()[0]),
+                      "emd": float(self.emd.compute_scale()[0])}
+        for algo in ("hist", "KL", "mse"):
             observer = make_observer(algo, bits=self.ptq.activation_bits, hist_percent=self.ptq.hist_percent)
             observer.histogram = self.hist.histogram
             thresholds[algo] = float(observer.compute_scale()[0])

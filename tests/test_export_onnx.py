@@ -256,8 +256,19 @@ def test_unfolded_graph_has_one_qdq_per_quantized_tensor_and_int8_weights(int8_d
     assert set(result.weights) == set(WEIGHTS) and set(result.activations) == ACTIVATIONS
 
 
+def test_folded_convs_without_a_requantize_keep_a_float_bias(int8_dir, tmp_path):
+    model = onnx.load(str(export_onnx(int8_dir, tmp_path / "m.onnx").path))  # observers='none'
+    nodes = {output: node for node in model.graph.node for output in node.output}
+    initializers = _initializers(model)
+    convs = [n for n in model.graph.node if n.op_type == "Conv"]
+    assert len(convs) == 2
+    for conv in convs:  # no QuantizeLinear follows, so no QLinearConv: rounding the bias would only add error
+        assert conv.input[2] in initializers and conv.input[2] not in nodes
+        assert initializers[conv.input[2]].dtype == np.float32
+
+
 def test_folded_convs_take_an_int32_bias_and_no_add_follows(int8_dir, tmp_path):
-    model = onnx.load(str(export_onnx(int8_dir, tmp_path / "m.onnx").path))
+    model = onnx.load(str(export_onnx(int8_dir, tmp_path / "m.onnx", observers="all").path))
     nodes = {output: node for node in model.graph.node for output in node.output}
     initializers = _initializers(model)
     convs = [n for n in model.graph.node if n.op_type == "Conv"]

@@ -707,10 +707,14 @@ def _folded_weight(g: _Graph, op, multiplier):
     return weight, onnx_scale
 
 
-def _folded_bias(g: _Graph, op, bias, weight_scale):
-    """Bias as int32 + DequantizeLinear (scale x_scale * w_scale, what QLinearConv needs) or float32."""
+def _folded_bias(g: _Graph, op, bias, weight_scale, requantized: bool):
+    """Bias as int32 + DequantizeLinear (scale x_scale * w_scale, what QLinearConv needs) or float32.
+
+    int32 only where onnxruntime can fuse a QLinearConv (``requantized``: a QuantizeLinear follows
+    the conv); elsewhere the conv runs in float and rounding the bias would only add error.
+    """
     x_scale = g.by_dequantized.get(op.input("Input")[0])
-    if weight_scale is not None and x_scale is not None and x_scale.kind != "weight":
+    if requantized and weight_scale is not None and x_scale is not None and x_scale.kind != "weight":
         step = (weight_scale * np.float32(x_scale.scale[0] / np.float32(x_scale.qmax))).astype(np.float32)
         ints = np.round(bias / step.astype(np.float64))
         if np.all(np.abs(ints) < 2 ** 31 - 1):
@@ -723,7 +727,7 @@ def _folded_bias(g: _Graph, op, bias, weight_scale):
 def _emit_folded_conv(g: _Graph, op, plan: _FoldedConv) -> None:
     _check_nchw(op)
     weight, weight_scale = _folded_weight(g, op, plan.multiplier)
-    bias = _folded_bias(g, op, plan.bias, weight_scale)
+    bias = _folded_bias(g, op, plan.bias, weight_scale, plan.output in g.kept_observers)
     g.node("Conv", [_in(g, op, "Input"), weight, bias], [plan.output], **_conv_attrs(op))
 
 
@@ -915,7 +919,8 @@ def export_onnx(quantized_model_dir, output_path, *, opset: int = DEFAULT_OPSET,
             its weight and bias, as Paddle Inference does before running int8: the int8 weight
             values stay (a negative batch-norm factor flips their sign), the channel scales are
             multiplied by ``|gamma / sqrt(var + eps)|``, the bias is stored int32 at scale
-            ``x_scale * w_scale`` and observer pairs between the folded ops are dropped. This is what
+            ``x_scale * w_scale`` where a QuantizeLinear follows the conv (float32 elsewhere) and
+            observer pairs between the folded ops are dropped. This is what
             lets onnxruntime run the conv as one QLinearConv. ``False`` keeps every Paddle op.
         model_filename / params_filename: file names inside the folder when it holds several models.
 
