@@ -23,6 +23,7 @@ from .export.scale_table import (SCALE_TABLE_FILENAME, ScaleTable, make_entry, o
 from .export.tensorrt_cache import TENSORRT_CACHE_FILENAME, tensorrt_cache_text
 from .feeds import feed_batches
 from .passes.bias import bias_corrections, apply_bias_corrections
+from .passes.fold_affine import fold_conv_affine
 from .passes.freeze import freeze_in_place
 from .passes.plan import QuantPlan
 from .passes.rewrite import apply_plan
@@ -128,6 +129,8 @@ def run_post_training(exe, model_dir, quantize_model_path, ptq: PTQConfig, *, so
         write_scales(scope, place, scales.weights)
         frozen = freeze_in_place(quantized, config, scope, place)
         apply_bias_corrections(frozen, corrections, stats.channel_means, scope, place)
+        if ptq.fold_affine:
+            fold_conv_affine(frozen, scope, place)
         table = _scale_table(plan, ptq, scales, model.name)
         files = save_inference_atomically(exe, scope, frozen, feed_names, fetch_names, target, save_model_filename,
                                           save_params_filename, _extra_files(table, ptq))
@@ -182,7 +185,7 @@ def quant_post(executor, model_dir, quantize_model_path, sample_generator=None, 
             model, options and table give a byte-identical model.
         **options: the other :class:`~paddle_quant.ptq_config.PTQConfig` fields (hist_percent,
             weight_bits, activation_bits, weight_quantize_type, weight_method, bias_correction,
-            skip_tensor_list, onnx_format, round_type, show_progress, ...).
+            fold_affine, skip_tensor_list, onnx_format, round_type, show_progress, ...).
 
     Returns:
         A :class:`PTQResult` (PaddleSlim returns None).
