@@ -46,10 +46,12 @@ import ppocr  # noqa: E402
 from _table import print_table  # noqa: E402
 
 SETTINGS = {
-    "cls": {"algo": "hist", "quantizable_op_type": ["conv2d", "depthwise_conv2d"], "output_scales": "all"},
-    "rec": {"algo": "avg", "quantizable_op_type": ["conv2d"], "output_scales": "none"},
+    "cls": {"algo": "hist", "quantizable_op_type": ["conv2d", "depthwise_conv2d"], "output_scales": "all",
+            "deploy_backend": "onednn"},
+    "rec": {"algo": "avg", "quantizable_op_type": ["conv2d"], "output_scales": "none", "deploy_backend": "onednn"},
     # det needs output scales: with 'none' oneDNN int8 returns an all-zero probability map (cosine 0.07 to fp32)
-    "det": {"algo": "avg", "quantizable_op_type": ["conv2d", "depthwise_conv2d"], "output_scales": "all"},
+    "det": {"algo": "avg", "quantizable_op_type": ["conv2d", "depthwise_conv2d"], "output_scales": "all",
+            "deploy_backend": "onednn"},
 }
 DET_MEAN = np.array([0.485, 0.456, 0.406], np.float32).reshape(3, 1, 1)
 DET_STD = np.array([0.229, 0.224, 0.225], np.float32).reshape(3, 1, 1)

@@ -37,6 +37,10 @@ against 94.5% in fp32; leaving just those pool outputs in float with ``skip_tens
 recovers it). PP-OCRv4 rec is hurt by ``'all'``: with conv2d quantized, exact match falls from
 86.5% to 58.5%. The classifier has no ``mul`` op (its fc is a matmul_v2), so quant_post warns that
 ``mul`` is absent and quantizes conv2d and depthwise_conv2d.
+
+Both runs pass ``deploy_backend="onednn"``, which also folds each conv's bias add and PP-LCNetV3's
+"learnable affine" mul/add into the conv (``fold_affine``): on rec it lets oneDNN fuse the int8
+convs with their hard_swish (docs/deploy.md); cls has no such chains.
 """
 
 import argparse
@@ -105,7 +109,7 @@ def quantize(exe, kind, model_dir, out_dir, args, ops, output_scales, algo):
         exe, str(model_dir), str(out_dir),
         data_loader=lambda: ppocr.calibration_feeds(kind, args.batches, BATCH_SIZE, args.seed),
         algo=algo, batch_nums=args.batches, quantizable_op_type=ops,
-        output_scales=output_scales)
+        output_scales=output_scales, deploy_backend="onednn")  # onednn: also folds conv/affine chains
     seconds = time.perf_counter() - start
     print(f"  [{kind}] algo={algo}, {len(result.quantized_tensors)} tensors quantized ({','.join(ops)}), "
           f"output_scales={output_scales}, {result.batches} batches, {seconds:.1f} s -> {out_dir}")

@@ -2,8 +2,9 @@
 
 ``deploy_backend`` on ``quant_aware``/``convert``/``quant_post`` picks a profile:
 the options it allows (bits, weight granularity, format), whether output-scale
-observers are emitted by default, and which side files a post-training run
-writes next to the model. A config a runtime cannot run is refused when it is
+observers are emitted by default, whether ``quant_post`` folds conv/affine chains
+(``fold_affine``; measured on oneDNN only), and which side files a post-training
+run writes next to the model. A config a runtime cannot run is refused when it is
 made, naming the backend, the option, the value and what is allowed — instead of
 a model that loads and then fails or silently runs in float.
 
@@ -37,6 +38,7 @@ class BackendProfile:
     output_scales: str
     side_files: tuple[str, ...]
     note: str
+    fold_affine: bool = False
 
 
 _ANY_WEIGHT_TYPE = ("channel_wise_abs_max", "abs_max", "range_abs_max", "moving_average_abs_max")
@@ -46,7 +48,7 @@ _WEIGHT_BITS = tuple(range(2, 9))
 BACKENDS: dict[str, BackendProfile] = {
     "onednn": BackendProfile(
         "onednn", "onednn", (8,), _WEIGHT_BITS, _ANY_WEIGHT_TYPE, (True,), "all", (),
-        "Paddle Inference on CPU, enable_onednn() + enable_onednn_int8()"),
+        "Paddle Inference on CPU, enable_onednn() + enable_onednn_int8()", fold_affine=True),
     "tensorrt": BackendProfile(
         "tensorrt", "tensorrt", (8,), _WEIGHT_BITS, ("channel_wise_abs_max",), (True, False), "all", ("tensorrt_cache",),
         "Paddle Inference with enable_tensorrt_engine(precision_mode=Int8, use_calib_mode=False)"),

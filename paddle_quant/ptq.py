@@ -129,7 +129,7 @@ def run_post_training(exe, model_dir, quantize_model_path, ptq: PTQConfig, *, so
         write_scales(scope, place, scales.weights)
         frozen = freeze_in_place(quantized, config, scope, place)
         apply_bias_corrections(frozen, corrections, stats.channel_means, scope, place)
-        if ptq.fold_affine:
+        if ptq.effective_fold_affine:
             fold_conv_affine(frozen, scope, place)
         table = _scale_table(plan, ptq, scales, model.name)
         files = save_inference_atomically(exe, scope, frozen, feed_names, fetch_names, target, save_model_filename,

@@ -43,7 +43,7 @@ _ALLOWED = {
     "skip_tensor_list": "a list of tensor names, or None",
     "onnx_format": "True (QDQ; the old fake-quant format is available from quant_aware/convert)",
     "bias_correction": "True or False",
-    "fold_affine": "True or False",
+    "fold_affine": "True, False, or None (the deploy_backend's default: True for 'onednn')",
     "round_type": "'round' ('adaround' is not implemented)",
     "batch_size": "an int >= 1",
     "batch_nums": "an int >= 1, or None for all batches",
@@ -74,11 +74,12 @@ class PTQConfig(BaseModel):
     skip_tensor_list: tuple[str, ...] = Field((), description="Tensors left in float.")
     onnx_format: Literal[True] = Field(True, description="Emit the QDQ format.")
     bias_correction: bool = Field(False, description="Correct biases for the mean weight-quantization error.")
-    fold_affine: bool = Field(
-        True,
+    fold_affine: Optional[bool] = Field(
+        None,
         description="Fold the bias add and the mul/add-by-a-parameter ops after each conv into its weight "
-        "and bias (passes/fold_affine.py). Exact algebra; on PP-OCRv4 rec/det (PP-LCNetV3) it lets oneDNN "
-        "int8 fuse the conv with its activation.")
+        "and bias (passes/fold_affine.py); exact algebra. None: the deploy_backend's default (True for "
+        "'onednn', where it lets PP-OCRv4 rec/det convs fuse their activation in int8; False otherwise, "
+        "so the graph is PaddleSlim's).")
     round_type: Literal["round"] = Field("round", description="Weight rounding.")
     batch_size: int = Field(16, ge=1, description="Samples per batch for sample_generator.")
     batch_nums: Optional[int] = Field(None, ge=1, description="Number of calibration batches (None: all).")
@@ -127,6 +128,14 @@ class PTQConfig(BaseModel):
             return self.output_scales
         profile = backend_profile(self.deploy_backend)
         return profile.output_scales if profile else "all"
+
+    @property
+    def effective_fold_affine(self) -> bool:
+        """``fold_affine``, or the deploy_backend's default when it is None (False without a backend)."""
+        if self.fold_affine is not None:
+            return self.fold_affine
+        profile = backend_profile(self.deploy_backend)
+        return profile.fold_affine if profile else False
 
     @property
     def activation_algorithm(self) -> str:

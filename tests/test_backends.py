@@ -5,7 +5,7 @@ import pytest
 
 import paddle_quant as quant
 from paddle_quant.backends import BACKENDS
-from paddle_quant.errors import ConfigError
+from paddle_quant.errors import ConfigError, ConfigTypeError
 from paddle_quant.export.tensorrt_cache import TENSORRT_CACHE_FILENAME
 
 
@@ -59,3 +59,14 @@ def test_ptq_output_takes_the_backend_shape(digits_model, tmp_path, backend, obs
 def test_explicit_output_scales_win_over_the_backend_default():
     assert quant.PTQConfig(deploy_backend="onnx", output_scales="all").effective_output_scales == "all"
     assert quant.PTQConfig(deploy_backend="onednn").effective_output_scales == "all"
+
+
+def test_fold_affine_follows_the_backend_unless_given():
+    assert quant.PTQConfig().effective_fold_affine is False  # no backend: the graph PaddleSlim emits
+    assert quant.PTQConfig(deploy_backend="onednn").effective_fold_affine is True
+    assert {b: quant.PTQConfig(deploy_backend=b).effective_fold_affine for b in BACKENDS} == {
+        "onednn": True, "tensorrt": False, "paddle_lite": False, "onnx": False}
+    assert quant.PTQConfig(deploy_backend="onednn", fold_affine=False).effective_fold_affine is False
+    assert quant.PTQConfig(fold_affine=True).effective_fold_affine is True
+    with pytest.raises(ConfigTypeError, match="fold_affine"):
+        quant.PTQConfig(fold_affine="yes")

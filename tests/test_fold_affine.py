@@ -137,8 +137,8 @@ def _quantize(tmp_path, name, **options):
 
 @pytest.mark.parametrize("output_scales", ["none", "all"])
 def test_quant_post_folds_int8_convs_without_requantizing(tmp_path, output_scales):
-    plain = _quantize(tmp_path, "plain", fold_affine=False, output_scales=output_scales)
-    folded = _quantize(tmp_path, "folded", output_scales=output_scales)
+    plain = _quantize(tmp_path, "plain", output_scales=output_scales)  # no backend: PaddleSlim's graph
+    folded = _quantize(tmp_path, "folded", output_scales=output_scales, deploy_backend="onednn")
     p_prog, _, p_fetch, p_scope, exe = _load(plain)
     f_prog, _, f_fetch, f_scope, _ = _load(folded)
     assert _types(f_prog).count("elementwise_mul") == _types(p_prog).count("elementwise_mul") - 2
@@ -155,16 +155,16 @@ def test_quant_post_folds_int8_convs_without_requantizing(tmp_path, output_scale
 
 
 def test_scale_table_reapplied_gives_the_same_folded_model(tmp_path):
-    first = _quantize(tmp_path, "first")
+    first = _quantize(tmp_path, "first", fold_affine=True)
     again = tmp_path / "again"
     quant.quant_post(paddle.static.Executor(paddle.CPUPlace()), str(tmp_path / "fp32"), str(again), algo="abs_max",
-                     quantizable_op_type=["conv2d"], scale_table=str(first / "scale_table.json"))
+                     quantizable_op_type=["conv2d"], scale_table=str(first / "scale_table.json"), fold_affine=True)
     for name in ("model.pdmodel", "model.pdiparams"):
         assert (first / name).read_bytes() == (again / name).read_bytes()
 
 
 def test_folded_int8_model_runs_in_onednn_int8(tmp_path):
-    folded = _quantize(tmp_path, "folded")
+    folded = _quantize(tmp_path, "folded", fold_affine=True)
     plain = _quantize(tmp_path, "plain", fold_affine=False)
     import paddle.inference as paddle_infer
 
