@@ -454,6 +454,19 @@ def test_error_search_matches_brute_force(algo, power, bits, name):
         assert ours == pytest.approx(1.0)  # clipping only hurts; PaddleSlim never tries 1.0
 
 
+@pytest.mark.parametrize("bits", [8, 4, 2])
+@pytest.mark.parametrize("name", ["normal", "laplace", "relu", "uniform", "outliers", "gamma"])
+def test_coarse_to_fine_error_search_picks_the_full_grid_optimum(bits, name):
+    hist = ob.StreamingHistogram(max_samples=None)
+    for batch in _growing_order(_data(name, 60_000)):
+        hist.update(batch)
+    full = ob.compute_quantization_errors(hist.signed_counts, hist.bin_width, ob.SCALE_CANDIDATES * hist.abs_max,
+                                          bits=bits, power=2)
+    best = ob.SCALE_CANDIDATES.size - 1 - int(np.argmin(full[::-1]))
+    ours = ob.search_error_threshold(hist.signed_counts, hist.bin_width, hist.abs_max, bits=bits, power=2)
+    assert ours == pytest.approx(ob.SCALE_CANDIDATES[best] * hist.abs_max, rel=1e-12)
+
+
 def _growing_order(x: np.ndarray) -> list[np.ndarray]:
     """Ten batches in order of increasing abs max, so the histogram grows as it streams."""
     order = np.argsort(np.abs(x), kind="stable")
