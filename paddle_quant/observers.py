@@ -41,6 +41,7 @@ from .numerics import qmax as _qmax
 
 __all__ = [
     "sample_stride",
+    "strided_sample",
     "ALGORITHMS",
     "DEFAULT_BINS",
     "DEFAULT_MAX_SAMPLES",
@@ -249,6 +250,28 @@ def sample_stride(size: int, max_samples: int | None) -> int:
     return _next_prime(-(-size // max_samples))
 
 
+def _check_sampling(bins, max_samples) -> None:
+    """ConfigError unless ``bins`` is an int >= 2 and ``max_samples`` None or an int >= 1."""
+    if isinstance(bins, bool) or not isinstance(bins, (int, np.integer)) or bins < 2:
+        raise ConfigError(f"bins must be an int >= 2, got {bins!r}")
+    if max_samples is not None and (
+        isinstance(max_samples, bool) or not isinstance(max_samples, (int, np.integer)) or max_samples < 1
+    ):
+        raise ConfigError(f"max_samples must be None or an int >= 1, got {max_samples!r}")
+
+
+def strided_sample(flat: np.ndarray, max_samples: int | None, update: int) -> np.ndarray:
+    """At most about ``max_samples`` elements of ``flat``: every :func:`sample_stride`-th one, from an
+    offset that rotates with the ``update`` count (``flat`` itself when it is small enough)."""
+    step = sample_stride(flat.size, max_samples)
+    return flat[update % step :: step] if step > 1 else flat
+
+
+def _last_argmin(values: np.ndarray) -> int:
+    """Index of the minimum, the last one on ties (the larger candidate, as Paddle's loops keep it)."""
+    return values.size - 1 - int(np.argmin(values[::-1]))
+
+
 class StreamingHistogram:
     """Histogram of ``|x|`` on ``bins`` equal bins over ``[0, range)``, grown by powers of two.
 
@@ -281,12 +304,7 @@ class StreamingHistogram:
     """
 
     def __init__(self, bins: int = DEFAULT_BINS, max_samples: int | None = DEFAULT_MAX_SAMPLES) -> None:
-        if isinstance(bins, bool) or not isinstance(bins, (int, np.integer)) or bins < 2:
-            raise ConfigError(f"bins must be an int >= 2, got {bins!r}")
-        if max_samples is not None and (
-            isinstance(max_samples, bool) or not isinstance(max_samples, (int, np.integer)) or max_samples < 1
-        ):
-            raise ConfigError(f"max_samples must be None or an int >= 1, got {max_samples!r}")
+        _check_sampling(bins, max_samples)
         self.bins = int(bins)
         self.max_samples = None if max_samples is None else int(max_samples)
         self.reset()
@@ -329,10 +347,9 @@ class StreamingHistogram:
         lo, hi = _min_max(flat)
         batch_max = max(hi, -lo)
         self._fit_range(batch_max)
-        step = sample_stride(flat.size, self.max_samples)
-        sample = flat[self.updates % step :: step] if step > 1 else flat
+        sample = strided_sample(flat, self.max_samples, self.updates)
         self._add(sample)
-        if step > 1:  # the sample may have missed it; the tail matters to KL
+        if sample.size < flat.size:  # the sample may have missed it; the tail matters to KL
             self._counts[int(hi < batch_max), self._index(batch_max)] += 1
         self.abs_max = max(self.abs_max, batch_max)
         self.size += flat.size
@@ -565,7 +582,7 @@ def search_error_threshold(
 
     def best_of(index: np.ndarray) -> int:
         err = compute_quantization_errors(counts, bin_width, s[index] * abs_max, bits=bits, power=power)
-        return int(index[index.size - 1 - int(np.argmin(err[::-1]))])
+        return int(index[_last_argmin(err)])
 
     if s.size <= 3 * COARSE_STRIDE:
         return float(s[best_of(np.arange(s.size))] * abs_max)
@@ -703,9 +720,7 @@ EMD_BINS = 8192
 
 
 def _signed_counts(x: np.ndarray, abs_max: float, bins: int) -> np.ndarray:
-    """Counts of ``x`` on ``bins`` equal bins over ``[-abs_max, abs_max]`` (float64; ends clamped)."""
-    if x.dtype.itemsize < 4:
-        x = x.astype(_F32)
+    """Counts of float32/64 ``x`` on ``bins`` equal bins over ``[-abs_max, abs_max]`` (float64; ends clamped)."""
     position = x + x.dtype.type(abs_max)
     position *= x.dtype.type(bins / (2.0 * abs_max))
     np.clip(position, 0.0, bins - 0.5, out=position)
@@ -783,12 +798,7 @@ class EMDObserver:
 
     def __init__(self, *, bits: int = 8, bins: int = EMD_BINS, max_samples: int | None = DEFAULT_MAX_SAMPLES) -> None:
         _check_bits(bits, "emd")
-        if isinstance(bins, bool) or not isinstance(bins, (int, np.integer)) or bins < 2:
-            raise ConfigError(f"bins must be an int >= 2, got {bins!r}")
-        if max_samples is not None and (
-            isinstance(max_samples, bool) or not isinstance(max_samples, (int, np.integer)) or max_samples < 1
-        ):
-            raise ConfigError(f"max_samples must be None or an int >= 1, got {max_samples!r}")
+        _check_sampling(bins, max_samples)
         self.bits = bits
         self.bins = int(bins)
         self.max_samples = None if max_samples is None else int(max_samples)
@@ -810,10 +820,9 @@ class EMDObserver:
         self.abs_max = max(self.abs_max, batch_max)
         if batch_max == 0.0:
             return
-        step = sample_stride(flat.size, self.max_samples)
-        sample = flat[self.updates % step :: step] if step > 1 else flat
-        losses = emd_moment_losses(sample, batch_max, bits=self.bits, bins=self.bins)
-        best = losses.size - 1 - int(np.argmin(losses[::-1]))  # ties: the larger s, as Paddle's loop
+        losses = emd_moment_losses(strided_sample(flat, self.max_samples, self.updates), batch_max,
+                                   bits=self.bits, bins=self.bins)
+        best = _last_argmin(losses)
         if losses[best] <= self.best_loss:
             self.best_loss = float(losses[best])
             self.threshold = float(EMD_CANDIDATES[best] * batch_max)
