@@ -3,7 +3,8 @@
 ``deploy_backend`` on ``quant_aware``/``convert``/``quant_post`` picks a profile:
 the options it allows (bits, weight granularity, format), whether output-scale
 observers are emitted by default, whether ``quant_post`` folds conv/affine chains
-(``fold_affine``; measured on oneDNN only), and which side files a post-training
+(``fold_affine``; measured on oneDNN only), whether the program states a runtime's own
+requantization of average-pool inputs (``quantize_pool_inputs``, oneDNN), and which side files a post-training
 run writes next to the model. A config a runtime cannot run is refused when it is
 made, naming the backend, the option, the value and what is allowed — instead of
 a model that loads and then fails or silently runs in float.
@@ -39,6 +40,7 @@ class BackendProfile:
     side_files: tuple[str, ...]
     note: str
     fold_affine: bool = False
+    quantize_pool_inputs: bool = False
 
 
 _ANY_WEIGHT_TYPE = ("channel_wise_abs_max", "abs_max", "range_abs_max", "moving_average_abs_max")
@@ -48,7 +50,8 @@ _WEIGHT_BITS = tuple(range(2, 9))
 BACKENDS: dict[str, BackendProfile] = {
     "onednn": BackendProfile(
         "onednn", "onednn", (8,), _WEIGHT_BITS, _ANY_WEIGHT_TYPE, (True,), "all", (),
-        "Paddle Inference on CPU, enable_onednn() + enable_onednn_int8()", fold_affine=True),
+        "Paddle Inference on CPU, enable_onednn() + enable_onednn_int8()", fold_affine=True,
+        quantize_pool_inputs=True),
     "tensorrt": BackendProfile(
         "tensorrt", "tensorrt", (8,), _WEIGHT_BITS, ("channel_wise_abs_max",), (True, False), "all", ("tensorrt_cache",),
         "Paddle Inference with enable_tensorrt_engine(precision_mode=Int8, use_calib_mode=False)"),

@@ -21,6 +21,7 @@ __all__ = [
     "channel_scale",
     "corrected_bias",
     "int8_scale",
+    "pool_input",
     "is_derived",
     "embedding_int_table",
     "embedding_scale",
@@ -35,7 +36,8 @@ __all__ = [
     "pq_xshape",
 ]
 
-_SUFFIXES = (".quantized", ".dequantized", "@scale", "@zero_point", "@state", "@accum", "@int8", "@frozen", "@window", ".range_out", "@corrected", "@int8_scale")
+_SUFFIXES = (".quantized", ".dequantized", "@scale", "@zero_point", "@state", "@accum", "@int8", "@frozen", "@window", ".range_out", "@corrected", "@int8_scale",
+             "@pool_input")
 
 
 def quantized(name: str) -> str:
@@ -106,6 +108,11 @@ def corrected_bias(name: str) -> str:
 def int8_scale(name: str) -> str:
     """Scale of a sub-8-bit weight restated for a 127 range (runtimes that assume int8)."""
     return f"{name}@int8_scale"
+
+
+def pool_input(name: str) -> str:
+    """``name`` as an average pool reads it through its own quantizer (oneDNN's int8 pool input)."""
+    return f"{name}@pool_input"
 
 
 def is_derived(name: str) -> bool:

@@ -2,7 +2,8 @@
 
 Flow: load the inference model -> plan which tensors to quantize -> stream the
 calibration batches through observers -> weight scales -> insert QDQ ops with
-the calibrated scales -> freeze -> save into a temporary folder and rename it
+the calibrated scales -> freeze -> (per deploy_backend) fold conv/affine chains and
+quantize average-pool inputs -> save into a temporary folder and rename it
 into place. The model folder is never written to.
 """
 
@@ -26,6 +27,7 @@ from .passes.bias import bias_corrections, apply_bias_corrections
 from .passes.fold_affine import fold_conv_affine
 from .passes.freeze import freeze_in_place
 from .passes.plan import QuantPlan
+from .passes.pool_inputs import quantize_pool_inputs
 from .passes.rewrite import apply_plan
 from .ptq_config import PTQConfig
 from .ptq_steps import make_observers, observed_names, plan_post_training, weight_scales, write_scales
@@ -131,6 +133,8 @@ def run_post_training(exe, model_dir, quantize_model_path, ptq: PTQConfig, *, so
         apply_bias_corrections(frozen, corrections, stats.channel_means, scope, place)
         if ptq.effective_fold_affine:
             fold_conv_affine(frozen, scope, place)
+        if ptq.quantize_pool_inputs:
+            quantize_pool_inputs(frozen, scope, place)
         table = _scale_table(plan, ptq, scales, model.name)
         files = save_inference_atomically(exe, scope, frozen, feed_names, fetch_names, target, save_model_filename,
                                           save_params_filename, _extra_files(table, ptq))

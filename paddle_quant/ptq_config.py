@@ -138,6 +138,13 @@ class PTQConfig(BaseModel):
         return profile.fold_affine if profile else False
 
     @property
+    def quantize_pool_inputs(self) -> bool:
+        """Whether the deploy_backend's runtime quantizes average-pool inputs (oneDNN), which the
+        emitted program then states (:mod:`paddle_quant.passes.pool_inputs`)."""
+        profile = backend_profile(self.deploy_backend)
+        return profile.quantize_pool_inputs if profile else False
+
+    @property
     def activation_algorithm(self) -> str:
         """The algorithm name with ``direct`` resolved to ``abs_max``."""
         return "abs_max" if self.algo == "direct" else self.algo

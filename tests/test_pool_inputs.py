@@ -1,0 +1,200 @@
+"""passes/pool_inputs.py: an average pool whose output is quantized reads a quantized input (oneDNN's int8 pool).
+
+Oracles: Paddle Inference oneDNN int8 running the same saved model (what the pass claims the
+Executor now reproduces), the model quantized without the pass (which oneDNN runs the same way
+but the Executor does not), onnxruntime on the exported model, and the ops and scale variables
+read back from the saved program.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import paddle
+import pytest
+
+import paddle_quant as quant
+from paddle_quant.backends import BACKENDS
+from paddle_quant.passes.pool_inputs import quantize_pool_inputs
+
+from inference import predict, predictor
+
+
+def _pool_net(folder, *, pooling_type="avg", shared=False):
+    """conv -> hard_swish -> pool (global) -> conv 1x1 -> flatten; ``shared``: a 1x1 conv also reads the pool
+    input, its mean is fetched second."""
+    paddle.seed(5)
+    main, startup = paddle.static.Program(), paddle.static.Program()
+    block = main.global_block()
+    with paddle.static.program_guard(main, startup):
+        x = paddle.static.data("x", [None, 3, 11, 11], "float32")
+        features = paddle.nn.functional.hardswish(paddle.static.nn.conv2d(x, 8, 3, padding=1))
+        pooled = block.create_var(name="pooled", dtype="float32", shape=[-1, 8, 1, 1])
+        block.append_op(type="pool2d", inputs={"X": [features]}, outputs={"Out": [pooled]},
+                        attrs={"pooling_type": pooling_type, "global_pooling": True, "ksize": [1, 1]})
+        fetched = [paddle.flatten(paddle.static.nn.conv2d(pooled, 5, 1), 1)]
+        if shared:
+            fetched.append(paddle.mean(paddle.static.nn.conv2d(features, 5, 1), axis=[2, 3]))
+    exe = paddle.static.Executor(paddle.CPUPlace())
+    scope = paddle.static.Scope()
+    with paddle.static.scope_guard(scope):
+        exe.run(startup)
+        paddle.static.save_inference_model(str(folder / "model"), [x], fetched, exe, program=main)
+    return folder
+
+
+def _batch(seed=0, n=4):
+    """Inputs with a few large pixels, so the pooled input has values far beyond the pooled output's range.
+    11 x 11 (odd) pixels: a mean of integers is never a rounding tie, which the runtimes break differently."""
+    rng = np.random.default_rng(seed)
+    batch = rng.standard_normal((n, 3, 11, 11)).astype(np.float32)
+    batch[:, :, 2:4, 5:7] *= 6.0
+    return batch
+
+
+def _quantize(tmp_path, name, model=None, **options):
+    model = model or _pool_net(tmp_path / "fp32")
+    batches = [{"x": _batch(seed)} for seed in range(4)]
+    options = {"algo": "abs_max", "quantizable_op_type": ["conv2d"], "output_scales": "none", **options}
+    quant.quant_post(paddle.static.Executor(paddle.CPUPlace()), str(model), str(tmp_path / name),
+                     data_loader=lambda: iter(batches), show_progress=False, **options)
+    return tmp_path / name
+
+
+def _load(folder):
+    exe = paddle.static.Executor(paddle.CPUPlace())
+    scope = paddle.static.Scope()
+    with paddle.static.scope_guard(scope):
+        program, feeds, fetches = paddle.static.load_inference_model(str(folder / "model"), exe)
+    return program, fetches, scope, exe
+
+
+def _executor(folder, batch):
+    program, fetches, scope, exe = _load(folder)
+    with paddle.static.scope_guard(scope):
+        return exe.run(program, feed={"x": batch}, fetch_list=fetches)[0]  # the pool branch
+
+
+def _onednn_int8(folder, batch):
+    return predict(predictor(str(folder / "model.pdmodel"), str(folder / "model.pdiparams"), int8=True),
+                   {"x": batch})[0]
+
+
+def _ops(folder):
+    return list(_load(folder)[0].global_block().ops)
+
+
+def _pool(ops):
+    return next(op for op in ops if op.type == "pool2d")
+
+
+def _quantizer_of(ops, tensor):
+    return [op for op in ops if op.type == "quantize_linear" and op.input("X")[0] == tensor]
+
+
+def test_onednn_backend_quantizes_the_pool_input_at_the_pooled_scale(tmp_path):
+    plain = _quantize(tmp_path, "plain")
+    onednn = _quantize(tmp_path, "onednn", deploy_backend="onednn")
+    plain_ops, ops = _ops(plain), _ops(onednn)
+    features = _pool(plain_ops).input("X")[0]
+    assert _quantizer_of(plain_ops, features) == []  # no backend: PaddleSlim's graph
+    [quantizer] = _quantizer_of(ops, features)
+    [pooled_quantizer] = _quantizer_of(ops, "pooled")
+    assert quantizer.input("Scale") == pooled_quantizer.input("Scale")  # one scale, shared
+    assert not quantizer.attr("only_observer")
+    dequantizer = next(op for op in ops if op.type == "dequantize_linear"
+                       and op.input("X") == quantizer.output("Y"))
+    assert _pool(ops).input("X") == dequantizer.output("Y")
+    assert sum(op.type == "quantize_linear" for op in ops) == sum(op.type == "quantize_linear" for op in plain_ops) + 1
+
+
+def test_the_executor_now_computes_what_onednn_int8_runs(tmp_path):
+    plain = _quantize(tmp_path, "plain")
+    onednn = _quantize(tmp_path, "onednn", deploy_backend="onednn")
+    simulated_gap, plain_gap, scale = _gaps(plain, onednn, _batch(11))
+    assert simulated_gap <= 0.02 * scale
+    assert plain_gap >= 5 * max(simulated_gap, 1e-3 * scale)  # without the pass the simulation is elsewhere
+
+
+def test_onnxruntime_runs_the_exported_pool_input_quantizer(tmp_path):
+    pytest.importorskip("onnxruntime")
+    from paddle_quant.export.onnx import export_onnx
+    from paddle_quant.runtimes import make_runner
+
+    onednn = _quantize(tmp_path, "onednn", deploy_backend="onednn")
+    result = export_onnx(onednn, tmp_path / "model.onnx")
+    features = _pool(_ops(tmp_path / "onednn")).input("X")[0]
+    assert features == "hardswish_0.tmp_0@pool_input.quantized.dequantized"
+    assert "hardswish_0.tmp_0" in result.activations
+    batch = _batch(12)
+    got = make_runner("onnxruntime", result.path).run({"x": batch})[0]
+    deployed = _onednn_int8(onednn, batch)
+    assert np.abs(got - deployed).max() <= 0.02 * np.abs(deployed).max()
+
+
+def test_max_pool_is_left_alone(tmp_path):
+    model = _pool_net(tmp_path / "fp32", pooling_type="max")
+    plain, onednn = _quantize(tmp_path, "plain", model), _quantize(tmp_path, "onednn", model, deploy_backend="onednn")
+    assert [op.type for op in _ops(onednn)] == [op.type for op in _ops(plain)]
+
+
+def _gaps(plain, onednn, batch):
+    """max |Executor - oneDNN int8| on the pool branch, for the model with and without the pass; oneDNN's scale."""
+    deployed = _onednn_int8(onednn, batch)
+    np.testing.assert_allclose(_onednn_int8(plain, batch), deployed, rtol=1e-5, atol=1e-5)  # same graph in oneDNN
+    return (np.abs(_executor(onednn, batch) - deployed).max(), np.abs(_executor(plain, batch) - deployed).max(),
+            np.abs(deployed).max())
+
+
+def test_a_pool_input_with_its_own_scale_sets_the_pooled_scale(tmp_path):
+    model = _pool_net(tmp_path / "fp32", shared=True)
+    plain, onednn = _quantize(tmp_path, "plain", model), _quantize(tmp_path, "onednn", model, deploy_backend="onednn")
+    ops, plain_ops = _ops(onednn), _ops(plain)
+    features = _pool(plain_ops).input("X")[0]
+    [conv_input] = _quantizer_of(plain_ops, features)  # the 1x1 conv's quantizer
+    [own] = [op for op in _quantizer_of(ops, features) if op.output("Y") == conv_input.output("Y")]
+    [pool_input] = [op for op in _quantizer_of(ops, features) if op is not own]
+    assert pool_input.input("Scale") == own.input("Scale")  # the tensor's own scale ...
+    pooled = _quantizer_of(ops, "pooled")[0]
+    assert pooled.input("Scale") == own.input("Scale")  # ... replaces the pooled tensor's calibrated one
+    assert _quantizer_of(plain_ops, "pooled")[0].input("Scale") != own.input("Scale")
+    simulated_gap, plain_gap, scale = _gaps(plain, onednn, _batch(13))
+    assert simulated_gap <= 0.02 * scale
+    assert plain_gap >= 5 * max(simulated_gap, 1e-3 * scale)
+
+
+def test_pool2d_as_a_quantizable_type_keeps_its_input_quantizer_and_sets_the_pooled_scale(tmp_path):
+    model = _pool_net(tmp_path / "fp32")
+    both = {"quantizable_op_type": ["conv2d", "pool2d"]}
+    plain = _quantize(tmp_path, "plain", model, **both)
+    onednn = _quantize(tmp_path, "onednn", model, deploy_backend="onednn", **both)
+    ops = _ops(onednn)
+    assert [op.type for op in ops] == [op.type for op in _ops(plain)]
+    pool_input = next(op for op in ops if op.type == "dequantize_linear" and op.output("Y") == _pool(ops).input("X"))
+    assert _quantizer_of(ops, "pooled")[0].input("Scale") == pool_input.input("Scale")
+    simulated_gap, plain_gap, scale = _gaps(plain, onednn, _batch(14))
+    assert simulated_gap <= 0.02 * scale
+    assert plain_gap >= 5 * max(simulated_gap, 1e-3 * scale)
+
+
+def test_the_pass_is_idempotent_on_a_saved_model(tmp_path):
+    onednn = _quantize(tmp_path, "onednn", deploy_backend="onednn")
+    program, _, scope, _ = _load(onednn)
+    before = [op.type for op in program.global_block().ops]
+    assert quantize_pool_inputs(program, scope, paddle.CPUPlace()) == []
+    assert [op.type for op in program.global_block().ops] == before
+
+
+def test_scale_table_reapplied_gives_the_same_model(tmp_path):
+    first = _quantize(tmp_path, "first", deploy_backend="onednn")
+    again = tmp_path / "again"
+    quant.quant_post(paddle.static.Executor(paddle.CPUPlace()), str(tmp_path / "fp32"), str(again), algo="abs_max",
+                     quantizable_op_type=["conv2d"], output_scales="none", deploy_backend="onednn",
+                     scale_table=str(first / "scale_table.json"))
+    for name in ("model.pdmodel", "model.pdiparams"):
+        assert (first / name).read_bytes() == (again / name).read_bytes()
+
+
+def test_only_the_onednn_profile_states_pool_input_quantization():
+    assert quant.PTQConfig().quantize_pool_inputs is False
+    assert {b: quant.PTQConfig(deploy_backend=b).quantize_pool_inputs for b in BACKENDS} == {
+        "onednn": True, "tensorrt": False, "paddle_lite": False, "onnx": False}
