@@ -4,7 +4,7 @@ For each model (mobile v2 direction classifier 'cls', PP-OCRv4 rec; see demos/pp
 
 1. quantize the fp32 model with ``paddle_quant.quant_post`` with the settings of
    demos/ptq_ppocr.py (cls: hist, conv2d+depthwise_conv2d+mul, output_scales 'all';
-   rec: avg, conv2d only, output_scales 'none'), calibrating on ``--batches`` rendered batches of 8;
+   rec: avg, conv2d only, output_scales 'none'; both deploy_backend='onednn'), calibrating on ``--batches`` rendered batches of 8;
 2. export it with ``paddle_quant.export.onnx.export_onnx`` (int8 QDQ) and the fp32 model with
    ``export_float_onnx`` (same converter, no quant ops);
 3. evaluate four runs on the same rendered evaluation set (``--eval-lines`` lines, seed 0):
@@ -23,7 +23,8 @@ Run from the repository root (needs ``pip install onnx onnxruntime``):
 
     PYTHONPATH=. .venv/bin/python bench/onnx_ppocr.py [--models cls,rec] [--eval-lines 200]
         [--batches 10] [--repeats 10] [--threads 2] [--observers none|int8_ops|all] [--no-fold]
-        [--rec-output-scales none|all] [--out out/onnx_ppocr] [--max-gap 0.5]
+        [--rec-output-scales none|all] [--rec-algo avg] [--no-pool-inputs] [--executor]
+        [--out out/onnx_ppocr] [--max-gap 0.5]
 """
 
 import argparse
@@ -41,14 +42,15 @@ import ppocr  # noqa: E402  demos/ppocr.py
 from _table import print_table  # noqa: E402  demos/_table.py
 
 BATCH_SIZE = 8
-PADDLE, ORT = "Paddle Inference (oneDNN)", "onnxruntime (CPU)"
+PADDLE, ORT, EXECUTOR = "Paddle Inference (oneDNN)", "onnxruntime (CPU)", "Paddle Executor (simulation)"
 QUANT_SETTINGS = {
-    "cls": {"algo": "hist", "quantizable_op_type": ["conv2d", "depthwise_conv2d", "mul"], "output_scales": "all"},
-    "rec": {"algo": "avg", "quantizable_op_type": ["conv2d"], "output_scales": "none", "fold_affine": True},
+    "cls": {"algo": "hist", "quantizable_op_type": ["conv2d", "depthwise_conv2d", "mul"], "output_scales": "all",
+            "deploy_backend": "onednn"},
+    "rec": {"algo": "avg", "quantizable_op_type": ["conv2d"], "output_scales": "none", "deploy_backend": "onednn"},
 }
-"""quant_post settings per model: those of demos/ptq_ppocr.py (see its docstring for why), which folds
-conv/affine chains (its deploy_backend is 'onednn'); rec is folded here too, so 'our Paddle int8 model' is
-the demo's."""
+"""quant_post settings per model: those of demos/ptq_ppocr.py (see its docstring for why), so 'our Paddle int8
+model' is the demo's. deploy_backend='onednn' folds conv/affine chains and writes oneDNN's int8 average pools
+into the program (paddle_quant/passes/pool_inputs.py), so the exported graph computes what oneDNN runs."""
 
 
 def parse_args(argv=None):
@@ -64,6 +66,14 @@ def parse_args(argv=None):
     parser.add_argument("--rec-output-scales", default="none", choices=("none", "all"),
                         help="quant_post output_scales for rec (default none, as demos/ptq_ppocr.py; 'all' gives "
                              "the conv outputs the scales onnxruntime needs for QLinearConv)")
+    parser.add_argument("--rec-algo", default="avg", choices=("KL", "hist", "mse", "emd", "avg", "abs_max"),
+                        help="quant_post algo for rec (default avg, as demos/ptq_ppocr.py)")
+    parser.add_argument("--no-pool-inputs", action="store_true",
+                        help="quant_post with fold_affine=True instead of deploy_backend='onednn': the program "
+                             "leaves oneDNN's int8 average pools implicit (paddle_quant/passes/pool_inputs.py)")
+    parser.add_argument("--executor", action="store_true",
+                        help="also evaluate the int8 model in the Paddle Executor (the fake-quant simulation "
+                             "the export reproduces; accuracy only, slow)")
     parser.add_argument("--out", default=os.path.join("out", "onnx_ppocr"), help="output folder")
     parser.add_argument("--seed", type=int, default=0, help="calibration stream seed")
     parser.add_argument("--max-gap", type=float, default=0.5,
@@ -77,23 +87,18 @@ def parse_args(argv=None):
     return args
 
 
-class OrtPredictor:
-    """The part of Paddle Inference's predictor API demos/ppocr.py uses, over an onnxruntime session."""
+class RunnerPredictor:
+    """The part of Paddle Inference's predictor API demos/ppocr.py uses, over a ``paddle_quant.runtimes.Runner``."""
 
-    def __init__(self, path, threads):
-        import onnxruntime as ort
-
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = threads
-        options.inter_op_num_threads = 1
-        self.session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    def __init__(self, runner):
+        self.runner = runner
         self.feeds, self.results = {}, {}
 
     def get_input_names(self):
-        return [i.name for i in self.session.get_inputs()]
+        return list(self.runner.input_names)
 
     def get_output_names(self):
-        return [o.name for o in self.session.get_outputs()]
+        return list(self.runner.output_names)
 
     def get_input_handle(self, name):
         return _Handle(self, name)
@@ -102,11 +107,11 @@ class OrtPredictor:
         return _Handle(self, name)
 
     def run(self):
-        self.results = dict(zip(self.get_output_names(), self.session.run(None, self.feeds)))
+        self.results = dict(zip(self.runner.output_names, self.runner.run(self.feeds)))
 
 
 class _Handle:
-    """Input/output handle of :class:`OrtPredictor` (reshape is implied by the array)."""
+    """Input/output handle of :class:`RunnerPredictor` (reshape is implied by the array)."""
 
     def __init__(self, owner, name):
         self.owner, self.name = owner, name
@@ -121,11 +126,37 @@ class _Handle:
         return self.owner.results[self.name]
 
 
+def ort_predictor(path, threads):
+    """onnxruntime (CPU) with ``threads`` intra-op threads and one inter-op thread, as a predictor."""
+    import onnxruntime as ort
+
+    from paddle_quant.runtimes import Runner
+
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads
+    options.inter_op_num_threads = 1
+    session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    inputs, outputs = tuple(i.name for i in session.get_inputs()), tuple(o.name for o in session.get_outputs())
+    return RunnerPredictor(Runner("onnxruntime", inputs, outputs, lambda feed: session.run(None, dict(feed))))
+
+
+def executor_predictor(model_dir):
+    """The Paddle Executor running the QDQ model as float arithmetic (the fake-quant simulation)."""
+    from paddle_quant.runtimes import make_runner
+
+    return RunnerPredictor(make_runner("executor", os.path.join(model_dir, "model.pdmodel"),
+                                       os.path.join(model_dir, "model.pdiparams")))
+
+
 def settings(kind, args):
-    """QUANT_SETTINGS of kind, with --rec-output-scales applied."""
+    """QUANT_SETTINGS of kind, with --rec-output-scales, --rec-algo and --no-pool-inputs applied."""
     chosen = dict(QUANT_SETTINGS[kind])
     if kind == "rec":
         chosen["output_scales"] = args.rec_output_scales
+        chosen["algo"] = args.rec_algo
+    if args.no_pool_inputs:  # the conv/affine fold alone, without the rest of the oneDNN profile
+        del chosen["deploy_backend"]
+        chosen["fold_affine"] = True
     return chosen
 
 
@@ -195,8 +226,8 @@ def run_model(kind, models, eval_set, args):
     runs = {
         (PADDLE, "fp32"): ppocr.make_predictor(models[kind], int8=False, threads=args.threads),
         (PADDLE, "int8"): ppocr.make_predictor(int8_dir, int8=True, threads=args.threads),
-        (ORT, "fp32"): OrtPredictor(fp32_onnx, args.threads),
-        (ORT, "int8"): OrtPredictor(int8_export.path, args.threads),
+        (ORT, "fp32"): ort_predictor(fp32_onnx, args.threads),
+        (ORT, "int8"): ort_predictor(int8_export.path, args.threads),
     }
     images, labels = eval_set
     predicted = {key: predictions(kind, predictor, images) for key, predictor in runs.items()}
@@ -206,6 +237,9 @@ def run_model(kind, models, eval_set, args):
     label = {"cls": "cls (mobile v2)", "rec": "rec (PP-OCRv4) exact/char"}[kind]
     rows = [(label, runtime, precision, accs[(runtime, precision)][0], f"{latencies[(runtime, precision)]:.1f}")
             for runtime, precision in runs]
+    if args.executor:
+        simulated = predictions(kind, executor_predictor(int8_dir), images)
+        rows.append((label, EXECUTOR, "int8", accuracy(kind, simulated, labels)[0], "-"))
     ratios = {runtime: latencies[(runtime, "int8")] / latencies[(runtime, "fp32")] for runtime in (PADDLE, ORT)}
     gap = accs[(ORT, "int8")][1] - accs[(PADDLE, "int8")][1]
     return rows, ratios, gap, agreement(predicted[(ORT, "int8")], predicted[(PADDLE, "int8")])
@@ -220,7 +254,8 @@ def main(argv=None):
     eval_sets = {"rec": (list(rec_images), list(rec_labels)), "cls": ppocr.cls_dataset(args.eval_lines, 0)}
     print(f"PP-OCR models ({ppocr.WHEEL}); {args.eval_lines} evaluation lines per model; calibration "
           f"{args.batches} x {BATCH_SIZE} lines; {args.threads} threads; observers={args.observers}, "
-          f"fold_conv={not args.no_fold}; rec output_scales={args.rec_output_scales}")
+          f"fold_conv={not args.no_fold}; rec algo={args.rec_algo}, output_scales={args.rec_output_scales}; "
+          f"{'fold_affine only' if args.no_pool_inputs else 'deploy_backend=onednn'}")
     rows, summary, failures = [], [], []
     for kind in args.models:
         model_rows, ratios, gap, same = run_model(kind, models, eval_sets[kind], args)

@@ -7,9 +7,10 @@ scale (the output's calibrated scale is dropped); an input without a scale takes
 ``cpu_quantize_pass`` then quantizes the input at that scale before pooling. For a max pool with
 no scale of its own on the input nothing changes (rounding commutes with max); for an average pool
 every input value is clipped and rounded where the QDQ program rounds only the average. PP-OCRv4
-rec has such a pool at the squeeze of every squeeze-and-excite block: the Executor's simulation
-and an ONNX export of the program read 1-2 points of exact match away from the deployed oneDNN
-model on 1000 lines, in both directions across calibration algorithms (docs/deploy_onnx.md).
+rec has such a pool at the squeeze of every squeeze-and-excite block: without this pass the
+Executor's simulation and an ONNX export of the program read 0.8-6 points of exact match below
+the deployed oneDNN model on 1000 lines over five calibration algorithms; with it, within 1 point
+(docs/deploy_onnx.md).
 
 This pass writes oneDNN's arithmetic into the program, for every average pool whose output is
 quantized or observed:
@@ -26,8 +27,9 @@ unchanged. ``quant_post`` runs it for ``deploy_backend='onednn'``
 calibrated scales, so re-applying it runs this pass again and gives the same model.
 
 Not reproduced: oneDNN also rounds a pool's output when only an observer carries its scale (the
-observer pair stays an identity here), and runs a pool whose output has no scale but whose input
-has one in int8.
+observer pair stays an identity here), runs a pool whose output has no scale but whose input has
+one in int8, and, when the pool input is produced by an int8 convolution, requantizes it there,
+so the input's other readers see it quantized too (PP-OCR cls with ``output_scales='none'``).
 """
 
 from __future__ import annotations
