@@ -25,6 +25,9 @@ __all__ = [
     "write_tensor",
     "has_tensor",
     "insert_ops",
+    "readers_by_var",
+    "writer_by_var",
+    "is_observer",
 ]
 
 _ROLES = core.op_proto_and_checker_maker.OpRole
@@ -121,3 +124,23 @@ def insert_ops(block, position: int, ops) -> None:
     """
     for offset, (op_type, inputs, outputs, attrs) in enumerate(ops):
         block._insert_op_without_sync(position + offset, type=op_type, inputs=inputs, outputs=outputs, attrs=attrs)
+
+
+def readers_by_var(block) -> dict[str, list]:
+    """Variable name -> the ops of ``block`` that read it, in program order."""
+    readers: dict[str, list] = {}
+    for op in block.ops:
+        for name in op.input_arg_names:
+            readers.setdefault(name, []).append(op)
+    return readers
+
+
+def writer_by_var(block) -> dict[str, object]:
+    """Variable name -> the (last) op of ``block`` that writes it."""
+    return {name: op for op in block.ops for name in op.output_arg_names}
+
+
+def is_observer(op) -> bool:
+    """True for a QDQ op with ``only_observer=True``: it carries a scale for the runtime and is an
+    identity when the program runs."""
+    return op.has_attr("only_observer") and bool(op.attr("only_observer"))

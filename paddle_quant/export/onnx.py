@@ -39,7 +39,7 @@ from typing import Callable, Literal
 import numpy as np
 from paddle.base.data_feeder import convert_dtype
 
-from .._program import legacy_ir, read_tensor
+from .._program import is_observer, legacy_ir, read_tensor
 from ..errors import ConfigError, MissingDependencyError, ProgramStateError
 from .qdq_scales import load_quantized_model, read_qdq_scales
 
@@ -586,7 +586,7 @@ def _index_maps(block):
 
 
 def _is_observer_quant(op) -> bool:
-    return op.type == "quantize_linear" and op.has_attr("only_observer") and bool(op.attr("only_observer"))
+    return op.type == "quantize_linear" and is_observer(op)
 
 
 def _through_observer(block, consumers, var):

@@ -25,7 +25,7 @@ from typing import Literal
 import numpy as np
 import paddle
 
-from .._program import check_program, legacy_ir, read_tensor
+from .._program import check_program, is_observer, legacy_ir, read_tensor, writer_by_var
 from ..errors import ConfigError, ProgramStateError
 from .._model_files import model_files
 from .._model_files import load_inference_program as _load  # the loader quant_post uses
@@ -114,10 +114,6 @@ def _from_dequant(block, scope, op, kind, name, int_values) -> TensorScale:
         scale_var=op.input("Scale")[0], dequantized_var=op.output("Y")[0], source_var=op.input("X")[0])
 
 
-def _producers(block) -> dict:
-    return {name: op for op in block.ops for name in op.output_arg_names}
-
-
 def _read_one(block, scope, op, producers) -> TensorScale:
     """The TensorScale of one ``dequantize_linear`` op."""
     source = op.input("X")[0]
@@ -129,8 +125,7 @@ def _read_one(block, scope, op, producers) -> TensorScale:
             f"dequantize_linear reads '{source}', which is neither a stored weight nor the output of a "
             "quantize_linear op; the program is not in paddle_quant's QDQ format")
     name = quant.input("X")[0]
-    observer = quant.has_attr("only_observer") and bool(quant.attr("only_observer"))
-    kind = "weight" if _is_persistable(block, name) else ("observer" if observer else "activation")
+    kind = "weight" if _is_persistable(block, name) else ("observer" if is_observer(quant) else "activation")
     return _from_dequant(block, scope, op, kind, name, None)
 
 
@@ -160,7 +155,7 @@ def read_qdq_scales(program, scope) -> dict[str, TensorScale]:
     """
     with legacy_ir():
         block = check_program(program).global_block()
-        producers = _producers(block)
+        producers = writer_by_var(block)
         found: dict[str, TensorScale] = {}
         for op in block.ops:
             if op.type != "dequantize_linear":

@@ -31,7 +31,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .._program import read_tensor, write_tensor
+from .._program import is_observer, read_tensor, readers_by_var, write_tensor, writer_by_var
 
 __all__ = ["FoldedConv", "fold_conv_affine", "CONV_TYPES"]
 
@@ -60,13 +60,8 @@ class _Graph:
         self.refresh()
 
     def refresh(self) -> None:
-        self.readers: dict[str, list] = {}
-        self.writer: dict[str, object] = {}
-        for op in self.block.ops:
-            for name in op.input_arg_names:
-                self.readers.setdefault(name, []).append(op)
-            for name in op.output_arg_names:
-                self.writer[name] = op
+        self.readers = readers_by_var(self.block)
+        self.writer = writer_by_var(self.block)
 
     def persistable(self, name: str) -> bool:
         return self.block.has_var(name) and self.block.var(name).persistable
@@ -79,17 +74,13 @@ class _Graph:
         if len(readers) != 1:
             return None, ()
         op = readers[0]
-        if op.type == "quantize_linear" and _is_observer(op):
+        if op.type == "quantize_linear" and is_observer(op):
             dequant = self.readers.get(op.output("Y")[0], [])
             if len(dequant) == 1 and dequant[0].type == "dequantize_linear":
                 following, pairs = self.only_reader(dequant[0].output("Y")[0])
                 return following, ((op, dequant[0]),) + pairs
             return None, ()
         return op, ()
-
-
-def _is_observer(op) -> bool:
-    return op.has_attr("only_observer") and bool(op.attr("only_observer"))
 
 
 def _channel_param(graph: _Graph, scope, op, tensor: str, channels: int):

@@ -40,7 +40,7 @@ import numpy as np
 from paddle.base import core
 
 from .. import naming
-from .._program import insert_ops, write_tensor
+from .._program import insert_ops, is_observer, readers_by_var, writer_by_var, write_tensor
 from .quantizers import qdq_attrs
 
 __all__ = ["QuantizedPoolInput", "quantize_pool_inputs"]
@@ -57,22 +57,6 @@ class QuantizedPoolInput:
     output_rescaled: bool
 
 
-def _is_observer(op) -> bool:
-    return op.has_attr("only_observer") and bool(op.attr("only_observer"))
-
-
-def _readers(block) -> dict[str, list]:
-    readers: dict[str, list] = {}
-    for op in block.ops:
-        for name in op.input_arg_names:
-            readers.setdefault(name, []).append(op)
-    return readers
-
-
-def _writers(block) -> dict[str, object]:
-    return {name: op for op in block.ops for name in op.output_arg_names}
-
-
 def _quantizer_of(readers, name: str):
     """The ``quantize_linear`` (quantizer or observer) reading ``name``, or None."""
     quantizers = [op for op in readers.get(name, []) if op.type == "quantize_linear"]
@@ -84,7 +68,7 @@ def _input_scale(readers, writers, pool):
     reads it through a quantizer; (None, False) when the input has no scale."""
     producer = writers.get(pool.input("X")[0])
     if producer is not None and producer.type == "dequantize_linear":
-        return producer.input("Scale")[0], not _is_observer(producer)
+        return producer.input("Scale")[0], not is_observer(producer)
     quantizer = _quantizer_of(readers, pool.input("X")[0])
     return (quantizer.input("Scale")[0] if quantizer is not None else None), False
 
@@ -132,7 +116,7 @@ def quantize_pool_inputs(program, scope, place) -> list[QuantizedPoolInput]:
         One :class:`QuantizedPoolInput` per pool changed, in program order.
     """
     block = program.global_block()
-    readers, writers = _readers(block), _writers(block)
+    readers, writers = readers_by_var(block), writer_by_var(block)
     changed = []
     for pool in [op for op in block.ops if _is_average_pool(op)]:
         output, source = pool.output("Out")[0], pool.input("X")[0]
