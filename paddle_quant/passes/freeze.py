@@ -29,7 +29,7 @@ from .. import naming
 from .._program import insert_ops, read_tensor, write_tensor
 from ..errors import ProgramStateError
 from ..numerics import abs_max_scale, qmax, weight_to_int
-from .quantizers import qdq_attrs
+from .quantizers import insert_qdq_pair, qdq_attrs
 from .rewrite import QUANTIZED_OP_ATTR
 
 __all__ = ["freeze_program", "freeze_in_place"]
@@ -133,16 +133,6 @@ def _as_int8_convention(block, scope, place, dequant, weight, scale, bits) -> No
             dequant._set_attr(attr, value)
 
 
-def _observer_qdq(var, attrs_bits):
-    scale = naming.scale(var)
-    q, dq = naming.quantized(var), naming.dequantized(var)
-    attrs = qdq_attrs(attrs_bits, -1, only_observer=True)
-    return [
-        ("quantize_linear", {"X": [var], "Scale": [scale], "ZeroPoint": [naming.zero_point(q)]}, {"Y": [q]}, attrs),
-        ("dequantize_linear", {"X": [q], "Scale": [scale], "ZeroPoint": [naming.zero_point(dq)]}, {"Y": [dq]}, attrs),
-    ]
-
-
 def _replace_observers_qdq(block, scope, place, bits) -> None:
     quantized = {op.input("X")[0] for op in block.ops if op.type == "quantize_linear"}
     for op in [op for op in block.ops if op.type == "moving_average_abs_max_scale"]:
@@ -158,15 +148,8 @@ def _replace_observers_qdq(block, scope, place, bits) -> None:
 
 
 def _insert_observer_pair(block, scope, place, index, var, bits):
-    source = block.var(var)
-    for name in (naming.quantized(var), naming.dequantized(var)):
-        if not block.has_var(name):
-            block.create_var(name=name, shape=source.shape, dtype=source.dtype)
-    for name in (naming.zero_point(naming.quantized(var)), naming.zero_point(naming.dequantized(var))):
-        if not block.has_var(name):
-            block.create_var(name=name, shape=[1], dtype=core.VarDesc.VarType.INT32, persistable=True)
-        write_tensor(scope, place, name, np.zeros([1], np.int32))
-    insert_ops(block, index, _observer_qdq(var, bits))
+    insert_qdq_pair(block, scope, place, index, var, var, naming.scale(var),
+                    qdq_attrs(bits, -1, only_observer=True))
 
 
 # ---------------------------------------------------------------- old format

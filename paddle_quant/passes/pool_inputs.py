@@ -36,12 +36,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import numpy as np
-from paddle.base import core
-
 from .. import naming
-from .._program import insert_ops, is_observer, readers_by_var, writer_by_var, write_tensor
-from .quantizers import qdq_attrs
+from .._program import is_observer, readers_by_var, writer_by_var
+from .quantizers import insert_qdq_pair, qdq_attrs
 
 __all__ = ["QuantizedPoolInput", "quantize_pool_inputs"]
 
@@ -86,21 +83,9 @@ def _is_average_pool(op) -> bool:
 
 def _insert_pair(block, scope, place, pool, scale: str, bits: int) -> None:
     source = pool.input("X")[0]
-    q_name, dq_name = naming.quantized(naming.pool_input(source)), naming.dequantized(naming.pool_input(source))
-    var = block.var(source)
-    for name in (q_name, dq_name):
-        block.create_var(name=name, shape=var.shape, dtype=var.dtype)
-    zero_points = (naming.zero_point(q_name), naming.zero_point(dq_name))
-    for name in zero_points:
-        block.create_var(name=name, shape=[1], dtype=core.VarDesc.VarType.INT32, persistable=True)
-        write_tensor(scope, place, name, np.zeros([1], np.int32))
-    attrs = qdq_attrs(bits, -1)
-    insert_ops(block, list(block.ops).index(pool), [
-        ("quantize_linear", {"X": [source], "Scale": [scale], "ZeroPoint": [zero_points[0]]}, {"Y": [q_name]}, attrs),
-        ("dequantize_linear", {"X": [q_name], "Scale": [scale], "ZeroPoint": [zero_points[1]]}, {"Y": [dq_name]},
-         dict(attrs)),
-    ])
-    pool._rename_input(source, dq_name)
+    dequantized = insert_qdq_pair(block, scope, place, list(block.ops).index(pool), source,
+                                  naming.pool_input(source), scale, qdq_attrs(bits, -1))
+    pool._rename_input(source, dequantized)
 
 
 def quantize_pool_inputs(program, scope, place) -> list[QuantizedPoolInput]:

@@ -23,11 +23,15 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from paddle.base import core
+
 from .. import naming
+from .._program import insert_ops, write_tensor
 from ..numerics import qmax
 from .plan import TensorQuant
 
-__all__ = ["VarSpec", "InsertedOp", "Emission", "ROUND_TYPE", "qdq_attrs", "emit_quantizer", "emit_observer", "emit_global_step"]
+__all__ = ["VarSpec", "InsertedOp", "Emission", "ROUND_TYPE", "qdq_attrs", "insert_qdq_pair", "emit_quantizer",
+           "emit_observer", "emit_global_step"]
 
 ROUND_TYPE = {"qdq": 0, "fake": 1}
 """``round_type`` attribute per format: 0 ties to even (quantize_linear), 1 ties away from zero (fake_*)."""
@@ -99,6 +103,31 @@ def qdq_attrs(bits: int, axis: int, *, only_observer: bool = False) -> dict:
     """
     return {"quant_axis": axis, "bit_length": bits, "qmin": -qmax(bits) - 1, "qmax": qmax(bits),
             "round_type": ROUND_TYPE["qdq"], "is_test": True, "only_observer": only_observer}
+
+
+def insert_qdq_pair(block, scope, place, index: int, source: str, name: str, scale: str, attrs: dict) -> str:
+    """Insert ``quantize_linear(source) -> dequantize_linear`` reading the scale variable ``scale`` before
+    ``block.ops[index]`` into a frozen program. The int8 tensor and its dequantized copy are named from
+    ``name`` (:func:`naming.quantized`, :func:`naming.dequantized`; shaped like ``source``) and created with
+    their zero-filled int32 zero points where missing. Returns the dequantized name; readers are not
+    rewired."""
+    quantized, dequantized = naming.quantized(name), naming.dequantized(name)
+    var = block.var(source)
+    for temporary in (quantized, dequantized):
+        if not block.has_var(temporary):
+            block.create_var(name=temporary, shape=var.shape, dtype=var.dtype)
+    zero_points = (naming.zero_point(quantized), naming.zero_point(dequantized))
+    for zero_point in zero_points:
+        if not block.has_var(zero_point):
+            block.create_var(name=zero_point, shape=[1], dtype=core.VarDesc.VarType.INT32, persistable=True)
+        write_tensor(scope, place, zero_point, np.zeros([1], np.int32))
+    insert_ops(block, index, [
+        ("quantize_linear", {"X": [source], "Scale": [scale], "ZeroPoint": [zero_points[0]]}, {"Y": [quantized]},
+         dict(attrs)),
+        ("dequantize_linear", {"X": [quantized], "Scale": [scale], "ZeroPoint": [zero_points[1]]},
+         {"Y": [dequantized]}, dict(attrs)),
+    ])
+    return dequantized
 
 
 def _qdq(tensor: TensorQuant, info: TensorInfo, config) -> Emission:
