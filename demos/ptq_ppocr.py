@@ -30,17 +30,20 @@ attention and the head) about 18 points, while conv2d alone stays within a few p
 Why the two models differ in ``output_scales``: with ``'all'`` (PaddleSlim's behaviour) every
 supported op's output is calibrated and saved as an observer QDQ pair, and Paddle Inference's
 oneDNN int8 pass then runs every op that has scales in int8; with ``'none'`` only the inputs of
-quantized ops get scales. The classifier (MobileNetV3) needs ``'all'``: with ``'none'`` the
-outputs of the adaptive average pools in its squeeze-and-excitation blocks still get scales (they
-feed conv2d), oneDNN runs those pools in int8 and orientation accuracy falls to chance (54.5%
-against 94.5% in fp32; leaving just those pool outputs in float with ``skip_tensor_list`` also
-recovers it). PP-OCRv4 rec is hurt by ``'all'``: with conv2d quantized, exact match falls from
+quantized ops get scales. The classifier (MobileNetV3) uses ``'all'``: it is faster that way
+(int8/fp32 0.84 against 1.00 with ``'none'``). Without a deploy_backend, ``'none'`` also breaks it
+on oneDNN (54.5% against 94.5% in fp32): oneDNN gives each squeeze-and-excitation pool's input the
+pooled tensor's scale and requantizes the int8 depthwise conv writing it at that scale, so the
+block's multiply reads features clipped at the pooled average's range. ``deploy_backend="onednn"``
+gives those inputs observers of their own (paddle_quant/passes/pool_inputs.py): 94.0% with
+``--cls-output-scales none``. PP-OCRv4 rec is hurt by ``'all'``: with conv2d quantized, exact match falls from
 86.5% to 58.5%. The classifier has no ``mul`` op (its fc is a matmul_v2), so quant_post warns that
 ``mul`` is absent and quantizes conv2d and depthwise_conv2d.
 
 Both runs pass ``deploy_backend="onednn"``, which also folds each conv's bias add and PP-LCNetV3's
 "learnable affine" mul/add into the conv (``fold_affine``): on rec it lets oneDNN fuse the int8
-convs with their hard_swish (docs/deploy.md); cls has no such chains.
+convs with their hard_swish (docs/deploy.md); cls has no such chains. It also writes oneDNN's int8
+average pools into the program, so the Executor and an ONNX export compute what oneDNN runs.
 """
 
 import argparse
@@ -58,8 +61,8 @@ from _table import print_table  # demos/_table.py
 BATCH_SIZE = 8
 REC_OPS_NOTE = ("rec quantizes conv2d only: on oneDNN int8, also quantizing its depthwise_conv2d costs "
                 "~15 points of exact match and matmul_v2 ~18 points; conv2d alone stays within a few points")
-SCALES_NOTE = ("output_scales: cls 'all' (with 'none' its SE blocks' pools break on oneDNN int8, ~55%), "
-               "rec 'none' (with 'all' exact match falls to ~59%)")
+SCALES_NOTE = ("output_scales: cls 'all' (faster; 'none' reads about the same with deploy_backend='onednn', ~55% "
+               "without it), rec 'none' (with 'all' exact match falls to ~59%)")
 
 
 def op_list(text):

@@ -13,6 +13,7 @@ from ._program import read_tensor, write_tensor
 from .errors import ProgramStateError
 from .observers import make_observer
 from .passes.plan import QuantPlan, plan_quantization
+from .passes.pool_inputs import pool_inputs_to_observe
 from .ptq_config import PTQConfig
 from .weight_methods import weight_scale
 
@@ -50,7 +51,7 @@ def write_scales(scope, place, scales: dict[str, np.ndarray]) -> None:
 
 def plan_post_training(program, ptq: PTQConfig) -> QuantPlan:
     """What quant_post quantizes in ``program``: the plan minus ``skip_tensor_list``, observers per
-    ``output_scales``; warns about absent op types, ProgramStateError when nothing can be quantized."""
+    ``output_scales`` (plus, for oneDNN, pool inputs its int8 convolutions requantize); warns about absent op types, ProgramStateError when nothing can be quantized."""
     config = ptq.to_quant_config()
     plan = plan_quantization(program.global_block(), config).without_tensors(ptq.skip_tensor_list)
     present = {op.type for op in program.global_block().ops}
@@ -59,6 +60,9 @@ def plan_post_training(program, ptq: PTQConfig) -> QuantPlan:
         _logger.warning("quant_post: op types %s are not in the model; nothing of those types is quantized", absent)
     if ptq.effective_output_scales == "none":
         plan = dataclasses.replace(plan, observers=())
+    if ptq.quantize_pool_inputs:
+        requantized = pool_inputs_to_observe(program.global_block(), plan)
+        plan = dataclasses.replace(plan, observers=plan.observers + requantized)
     if plan.is_empty:
         raise ProgramStateError(
             f"no tensor of the model can be quantized with quantizable_op_type={list(config.effective_op_types)}; "

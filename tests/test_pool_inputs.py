@@ -54,7 +54,8 @@ def _batch(seed=0, n=4):
 def _quantize(tmp_path, name, model=None, **options):
     model = model or _pool_net(tmp_path / "fp32")
     batches = [{"x": _batch(seed)} for seed in range(4)]
-    options = {"algo": "abs_max", "quantizable_op_type": ["conv2d"], "output_scales": "none", **options}
+    options = {"algo": "abs_max", "quantizable_op_type": ["conv2d"], "output_scales": "none", "skip_tensor_list": ["x"],
+               **options}  # the first conv stays float, as the depthwise convs before PP-OCRv4 rec's pools
     quant.quant_post(paddle.static.Executor(paddle.CPUPlace()), str(model), str(tmp_path / name),
                      data_loader=lambda: iter(batches), show_progress=False, **options)
     return tmp_path / name
@@ -189,7 +190,7 @@ def test_scale_table_reapplied_gives_the_same_model(tmp_path):
     again = tmp_path / "again"
     quant.quant_post(paddle.static.Executor(paddle.CPUPlace()), str(tmp_path / "fp32"), str(again), algo="abs_max",
                      quantizable_op_type=["conv2d"], output_scales="none", deploy_backend="onednn",
-                     scale_table=str(first / "scale_table.json"))
+                     skip_tensor_list=["x"], scale_table=str(first / "scale_table.json"))
     for name in ("model.pdmodel", "model.pdiparams"):
         assert (first / name).read_bytes() == (again / name).read_bytes()
 
@@ -198,3 +199,81 @@ def test_only_the_onednn_profile_states_pool_input_quantization():
     assert quant.PTQConfig().quantize_pool_inputs is False
     assert {b: quant.PTQConfig(deploy_backend=b).quantize_pool_inputs for b in BACKENDS} == {
         "onednn": True, "tensorrt": False, "paddle_lite": False, "onnx": False}
+
+
+# ------------------------------------------------------------- pool inputs made by an int8 convolution
+def _append(block, op_type, inputs, attrs=None):
+    """Append one op writing a new float var shaped like its first input."""
+    first = inputs["X"][0]
+    out = block.create_var(name=paddle.utils.unique_name.generate(op_type), dtype="float32", shape=first.shape)
+    block.append_op(type=op_type, inputs=inputs, outputs={"Out": [out]}, attrs=attrs or {})
+    return out
+
+
+def _se_net(folder, *, affine_after_activation=False, shared_intermediate=False):
+    """conv -> hard_swish -> F; F -> pool -> conv 1x1 -> sigmoid -> gate; F * gate -> conv 1x1 (squeeze-and-excite).
+    ``affine_after_activation``: F = hard_swish(...) * a (a learnable multiply oneDNN does not fuse);
+    ``shared_intermediate``: the conv output is also fetched."""
+    paddle.seed(6)
+    main, startup = paddle.static.Program(), paddle.static.Program()
+    block = main.global_block()
+    with paddle.static.program_guard(main, startup):
+        x = paddle.static.data("x", [None, 3, 11, 11], "float32")
+        conv = paddle.static.nn.conv2d(x, 8, 3, padding=1)
+        features = paddle.nn.functional.hardswish(conv)
+        if affine_after_activation:
+            scale = paddle.static.create_parameter([1], "float32", name="after_act",
+                                                   default_initializer=paddle.nn.initializer.Constant(1.5))
+            features = _append(block, "elementwise_mul", {"X": [features], "Y": [scale]}, {"axis": -1})
+        pooled = block.create_var(name="pooled", dtype="float32", shape=[-1, 8, 1, 1])
+        block.append_op(type="pool2d", inputs={"X": [features]}, outputs={"Out": [pooled]},
+                        attrs={"pooling_type": "avg", "global_pooling": True, "ksize": [1, 1]})
+        gate = _append(block, "sigmoid", {"X": [paddle.static.nn.conv2d(pooled, 8, 1)]})
+        excited = _append(block, "elementwise_mul", {"X": [features], "Y": [gate]}, {"axis": -1})
+        out = paddle.flatten(paddle.mean(paddle.static.nn.conv2d(excited, 5, 1), axis=[2, 3]), 1)
+        fetched = [out, conv] if shared_intermediate else [out]
+    exe = paddle.static.Executor(paddle.CPUPlace())
+    scope = paddle.static.Scope()
+    with paddle.static.scope_guard(scope):
+        exe.run(startup)
+        paddle.static.save_inference_model(str(folder / "model"), [x], fetched, exe, program=main)
+    return folder
+
+
+def _plan_observers(folder, **options):
+    from paddle_quant.ptq_steps import plan_post_training
+
+    program = _load(folder)[0]
+    config = quant.PTQConfig(quantizable_op_type=["conv2d"], output_scales="none", **options)
+    return [o.var for o in plan_post_training(program, config).observers]
+
+
+def test_a_pool_input_an_int8_conv_writes_gets_its_own_observer(tmp_path):
+    model = _se_net(tmp_path / "fp32")
+    features = _pool(_ops(model)).input("X")[0]
+    assert _plan_observers(model) == []
+    assert _plan_observers(model, deploy_backend="onednn") == [features]
+    assert _plan_observers(model, deploy_backend="onednn", skip_tensor_list=["x"]) == []  # the conv stays float
+
+
+@pytest.mark.parametrize("case", ["affine_after_activation", "shared_intermediate"])
+def test_no_observer_where_onednn_does_not_fuse_the_chain(tmp_path, case):
+    model = _se_net(tmp_path / "fp32", **{case: True})
+    assert _plan_observers(model, deploy_backend="onednn") == []
+
+
+def test_the_observer_keeps_onednn_from_clipping_the_other_readers_at_the_pooled_scale(tmp_path):
+    model = _se_net(tmp_path / "fp32")
+    both = {"skip_tensor_list": []}  # the conv writing the pool input is int8
+    plain = _quantize(tmp_path, "plain", model, **both)
+    onednn = _quantize(tmp_path, "onednn", model, deploy_backend="onednn", **both)
+    features = _pool(_ops(model)).input("X")[0]
+    [observer] = _quantizer_of(_ops(onednn), features)
+    assert observer.attr("only_observer")
+    assert _quantizer_of(_ops(onednn), "pooled")[0].input("Scale") == observer.input("Scale")
+    batch = _batch(15)
+    fp32 = _executor(model, batch)
+    error = {name: np.abs(_onednn_int8(folder, batch) - fp32).max() for name, folder in
+             (("plain", plain), ("onednn", onednn))}
+    assert error["onednn"] <= 0.1 * np.abs(fp32).max()
+    assert error["plain"] >= 3 * error["onednn"]  # oneDNN requantized F at the pooled scale for every reader

@@ -26,10 +26,19 @@ unchanged. ``quant_post`` runs it for ``deploy_backend='onednn'``
 (:attr:`~paddle_quant.backends.BackendProfile.quantize_pool_inputs`). The scale table keeps the
 calibrated scales, so re-applying it runs this pass again and gives the same model.
 
+One more oneDNN rule turns the pooled scale into damage: when the pool input is produced by an int8
+convolution (through ops oneDNN fuses into it: bias add, batch norm, an activation), oneDNN
+requantizes the convolution's output at the pool input's scale, so every reader of that tensor,
+not only the pool, sees it clipped at the pooled average's range. On PP-OCR cls with
+``output_scales='none'`` the squeeze-and-excite multiply then read clipped features and the
+deployed model fell to about 50 %. :func:`pool_inputs_to_observe` gives such a tensor an observer
+of its own when ``quant_post`` plans (``deploy_backend='onednn'``), so oneDNN requantizes it at its
+own calibrated scale instead.
+
 Not reproduced: oneDNN also rounds a pool's output when only an observer carries its scale (the
 observer pair stays an identity here), runs a pool whose output has no scale but whose input has
-one in int8, and, when the pool input is produced by an int8 convolution, requantizes it there,
-so the input's other readers see it quantized too (PP-OCR cls with ``output_scales='none'``).
+one in int8, and rounds a tensor its int8 producer requantizes for every reader (an observer pair
+is an identity for the other readers here).
 """
 
 from __future__ import annotations
@@ -38,9 +47,15 @@ from dataclasses import dataclass
 
 from .. import naming
 from .._program import is_observer, readers_by_var, writer_by_var
+from .plan import ObservedOutput, QuantPlan
 from .quantizers import insert_qdq_pair, qdq_attrs
 
-__all__ = ["QuantizedPoolInput", "quantize_pool_inputs"]
+__all__ = ["QuantizedPoolInput", "quantize_pool_inputs", "pool_inputs_to_observe"]
+
+_CONV_TYPES = ("conv2d", "depthwise_conv2d")
+_ACTIVATIONS = ("relu", "relu6", "hard_swish", "swish", "hard_sigmoid", "sigmoid", "leaky_relu", "gelu", "mish",
+                "abs", "clip", "sqrt", "tanh")
+"""Activations oneDNN fuses into the convolution before them (``conv_activation_onednn_fuse_pass``)."""
 
 
 @dataclass(frozen=True)
@@ -120,3 +135,55 @@ def quantize_pool_inputs(program, scope, place) -> list[QuantizedPoolInput]:
         changed.append(QuantizedPoolInput(output, source, scale, rescale))
     program._sync_with_cpp()
     return changed
+
+
+def _made_by_quantized_conv(block, name: str, writers: dict, readers: dict, quantized_convs: set) -> bool:
+    """True when ``name`` is the output of a quantized convolution as oneDNN fuses it: conv, then ops on one
+    input with a parameter (bias add, batch norm, a folded multiply/add), then at most one activation, each
+    intermediate read by the next op alone."""
+    op = block.ops[writers[name]] if name in writers else None
+    if op is not None and op.type in _ACTIVATIONS:
+        op = _single_reader_producer(block, op.input("X")[0], writers, readers)
+    while op is not None and op.type not in _CONV_TYPES:
+        source = _tensor_operand(block, op)
+        op = _single_reader_producer(block, source, writers, readers) if source is not None else None
+    return op is not None and writers[op.output("Output")[0]] in quantized_convs
+
+
+def _single_reader_producer(block, name: str, writers: dict, readers: dict):
+    """The op writing ``name`` when ``name`` has exactly one reader, else None."""
+    return block.ops[writers[name]] if name in writers and len(readers.get(name, [])) == 1 else None
+
+
+def _tensor_operand(block, op):
+    """The tensor a batch norm or a parameter multiply/add applies to, or None for any other op."""
+    if op.type == "batch_norm":
+        return op.input("X")[0]
+    if op.type not in ("elementwise_add", "elementwise_mul"):
+        return None
+    operands = [op.input("X")[0], op.input("Y")[0]]
+    tensors = [n for n in operands if not _is_parameter(block, n)]
+    return tensors[0] if len(tensors) == 1 else None
+
+
+def _is_parameter(block, name: str) -> bool:
+    return block.has_var(name) and block.var(name).persistable
+
+
+def pool_inputs_to_observe(block, plan: QuantPlan) -> tuple[ObservedOutput, ...]:
+    """Observers to add to ``plan`` (of the float program ``block``) for oneDNN: the input of every average
+    pool whose output is quantized or observed, when that input has no scale of its own and is produced by a
+    quantized convolution (see the module docstring)."""
+    scaled = {t.var for t in plan.tensors} | {o.var for o in plan.observers}
+    quantized_convs = {op.index for op in plan.ops  # int8 in oneDNN: the input is quantized, not only the weight
+                       if op.op_type in _CONV_TYPES and any(slot == "Input" for slot, _ in op.inputs)}
+    readers = readers_by_var(block)
+    writers = {name: index for index, op in enumerate(block.ops) for name in op.output_arg_names}
+    wanted = []
+    for op in block.ops:
+        if not _is_average_pool(op) or op.output("Out")[0] not in scaled or op.input("X")[0] in scaled:
+            continue
+        source = op.input("X")[0]
+        if _made_by_quantized_conv(block, source, writers, readers, quantized_convs):
+            wanted.append(ObservedOutput(source, writers[source]))
+    return tuple(dict.fromkeys(wanted))
