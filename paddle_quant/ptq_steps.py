@@ -51,7 +51,8 @@ def write_scales(scope, place, scales: dict[str, np.ndarray]) -> None:
 
 def plan_post_training(program, ptq: PTQConfig) -> QuantPlan:
     """What quant_post quantizes in ``program``: the plan minus ``skip_tensor_list``, observers per
-    ``output_scales`` (plus, for oneDNN, pool inputs its int8 convolutions requantize); warns about absent op types, ProgramStateError when nothing can be quantized."""
+    ``output_scales`` (plus, for oneDNN, the pool inputs its int8 convolutions would requantize); warns
+    about absent op types, ProgramStateError when nothing can be quantized."""
     config = ptq.to_quant_config()
     plan = plan_quantization(program.global_block(), config).without_tensors(ptq.skip_tensor_list)
     present = {op.type for op in program.global_block().ops}

@@ -31,7 +31,7 @@ convolution (through ops oneDNN fuses into it: bias add, batch norm, an activati
 requantizes the convolution's output at the pool input's scale, so every reader of that tensor,
 not only the pool, sees it clipped at the pooled average's range. On PP-OCR cls with
 ``output_scales='none'`` the squeeze-and-excite multiply then read clipped features and the
-deployed model fell to about 50 %. :func:`pool_inputs_to_observe` gives such a tensor an observer
+deployed model fell to 54.6 % (fp32 95.3 %; the Executor read 95.4 %). :func:`pool_inputs_to_observe` gives such a tensor an observer
 of its own when ``quant_post`` plans (``deploy_backend='onednn'``), so oneDNN requantizes it at its
 own calibrated scale instead.
 
