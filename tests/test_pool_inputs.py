@@ -19,6 +19,24 @@ from paddle_quant.passes.pool_inputs import quantize_pool_inputs
 from inference import predict, predictor
 
 
+def _global_pool(block, features, pooling_type):
+    """``pooled`` = global ``pooling_type`` pool of the 8-channel ``features``."""
+    pooled = block.create_var(name="pooled", dtype="float32", shape=[-1, 8, 1, 1])
+    block.append_op(type="pool2d", inputs={"X": [features]}, outputs={"Out": [pooled]},
+                    attrs={"pooling_type": pooling_type, "global_pooling": True, "ksize": [1, 1]})
+    return pooled
+
+
+def _save(folder, main, startup, x, fetched):
+    """Initialise the parameters and save ``main`` as an inference model with feed ``x``."""
+    exe = paddle.static.Executor(paddle.CPUPlace())
+    scope = paddle.static.Scope()
+    with paddle.static.scope_guard(scope):
+        exe.run(startup)
+        paddle.static.save_inference_model(str(folder / "model"), [x], fetched, exe, program=main)
+    return folder
+
+
 def _pool_net(folder, *, pooling_type="avg", shared=False):
     """conv -> hard_swish -> pool (global) -> conv 1x1 -> flatten; ``shared``: a 1x1 conv also reads the pool
     input, its mean is fetched second."""
@@ -28,18 +46,11 @@ def _pool_net(folder, *, pooling_type="avg", shared=False):
     with paddle.static.program_guard(main, startup):
         x = paddle.static.data("x", [None, 3, 11, 11], "float32")
         features = paddle.nn.functional.hardswish(paddle.static.nn.conv2d(x, 8, 3, padding=1))
-        pooled = block.create_var(name="pooled", dtype="float32", shape=[-1, 8, 1, 1])
-        block.append_op(type="pool2d", inputs={"X": [features]}, outputs={"Out": [pooled]},
-                        attrs={"pooling_type": pooling_type, "global_pooling": True, "ksize": [1, 1]})
+        pooled = _global_pool(block, features, pooling_type)
         fetched = [paddle.flatten(paddle.static.nn.conv2d(pooled, 5, 1), 1)]
         if shared:
             fetched.append(paddle.mean(paddle.static.nn.conv2d(features, 5, 1), axis=[2, 3]))
-    exe = paddle.static.Executor(paddle.CPUPlace())
-    scope = paddle.static.Scope()
-    with paddle.static.scope_guard(scope):
-        exe.run(startup)
-        paddle.static.save_inference_model(str(folder / "model"), [x], fetched, exe, program=main)
-    return folder
+    return _save(folder, main, startup, x, fetched)
 
 
 def _batch(seed=0, n=4):
@@ -225,19 +236,12 @@ def _se_net(folder, *, affine_after_activation=False, shared_intermediate=False)
             scale = paddle.static.create_parameter([1], "float32", name="after_act",
                                                    default_initializer=paddle.nn.initializer.Constant(1.5))
             features = _append(block, "elementwise_mul", {"X": [features], "Y": [scale]}, {"axis": -1})
-        pooled = block.create_var(name="pooled", dtype="float32", shape=[-1, 8, 1, 1])
-        block.append_op(type="pool2d", inputs={"X": [features]}, outputs={"Out": [pooled]},
-                        attrs={"pooling_type": "avg", "global_pooling": True, "ksize": [1, 1]})
+        pooled = _global_pool(block, features, "avg")
         gate = _append(block, "sigmoid", {"X": [paddle.static.nn.conv2d(pooled, 8, 1)]})
         excited = _append(block, "elementwise_mul", {"X": [features], "Y": [gate]}, {"axis": -1})
         out = paddle.flatten(paddle.mean(paddle.static.nn.conv2d(excited, 5, 1), axis=[2, 3]), 1)
         fetched = [out, conv] if shared_intermediate else [out]
-    exe = paddle.static.Executor(paddle.CPUPlace())
-    scope = paddle.static.Scope()
-    with paddle.static.scope_guard(scope):
-        exe.run(startup)
-        paddle.static.save_inference_model(str(folder / "model"), [x], fetched, exe, program=main)
-    return folder
+    return _save(folder, main, startup, x, fetched)
 
 
 def _plan_observers(folder, **options):
