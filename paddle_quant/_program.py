@@ -28,6 +28,7 @@ __all__ = [
     "readers_by_var",
     "writer_by_var",
     "is_observer",
+    "is_persistable",
 ]
 
 _ROLES = core.op_proto_and_checker_maker.OpRole
@@ -138,6 +139,11 @@ def readers_by_var(block) -> dict[str, list]:
 def writer_by_var(block) -> dict[str, object]:
     """Variable name -> the (last) op of ``block`` that writes it."""
     return {name: op for op in block.ops for name in op.output_arg_names}
+
+
+def is_persistable(block, name: str) -> bool:
+    """True if ``block`` declares ``name`` as a persistable variable (a parameter or a stored scale)."""
+    return block.has_var(name) and block.var(name).persistable
 
 
 def is_observer(op) -> bool:

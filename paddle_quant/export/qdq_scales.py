@@ -25,7 +25,7 @@ from typing import Literal
 import numpy as np
 import paddle
 
-from .._program import check_program, is_observer, legacy_ir, read_tensor, writer_by_var
+from .._program import check_program, is_observer, is_persistable, legacy_ir, read_tensor, writer_by_var
 from ..errors import ConfigError, ProgramStateError
 from .._model_files import model_files
 from .._model_files import load_inference_program as _load  # the loader quant_post uses
@@ -98,10 +98,6 @@ def _zero_point(op, scope, scale: np.ndarray) -> np.ndarray:
     return read_tensor(scope, names[0]).astype(np.int32).reshape(scale.shape)
 
 
-def _is_persistable(block, name: str) -> bool:
-    return block.has_var(name) and block.var(name).persistable
-
-
 def _weight_name(source: str) -> str:
     return source[: -len(_INT8_SUFFIX)] if source.endswith(_INT8_SUFFIX) else source
 
@@ -117,7 +113,7 @@ def _from_dequant(block, scope, op, kind, name, int_values) -> TensorScale:
 def _read_one(block, scope, op, producers) -> TensorScale:
     """The TensorScale of one ``dequantize_linear`` op."""
     source = op.input("X")[0]
-    if _is_persistable(block, source):
+    if is_persistable(block, source):
         return _from_dequant(block, scope, op, "weight", _weight_name(source), read_tensor(scope, source))
     quant = producers.get(source)
     if quant is None or quant.type != "quantize_linear":
@@ -125,7 +121,7 @@ def _read_one(block, scope, op, producers) -> TensorScale:
             f"dequantize_linear reads '{source}', which is neither a stored weight nor the output of a "
             "quantize_linear op; the program is not in paddle_quant's QDQ format")
     name = quant.input("X")[0]
-    kind = "weight" if _is_persistable(block, name) else ("observer" if is_observer(quant) else "activation")
+    kind = "weight" if is_persistable(block, name) else ("observer" if is_observer(quant) else "activation")
     return _from_dequant(block, scope, op, kind, name, None)
 
 

@@ -31,7 +31,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .._program import is_observer, read_tensor, readers_by_var, write_tensor, writer_by_var
+from .._program import is_observer, is_persistable, read_tensor, readers_by_var, write_tensor, writer_by_var
 
 __all__ = ["FoldedConv", "fold_conv_affine", "CONV_TYPES"]
 
@@ -64,7 +64,7 @@ class _Graph:
         self.writer = writer_by_var(self.block)
 
     def persistable(self, name: str) -> bool:
-        return self.block.has_var(name) and self.block.var(name).persistable
+        return is_persistable(self.block, name)
 
     def only_reader(self, name: str):
         """The one op reading ``name``, skipping an observer pair; None if several or fetched."""

@@ -26,7 +26,7 @@ import numpy as np
 from paddle.base import core
 
 from .. import naming
-from .._program import insert_ops, read_tensor, write_tensor
+from .._program import insert_ops, is_persistable, read_tensor, write_tensor
 from ..errors import ProgramStateError
 from ..numerics import abs_max_scale, qmax, weight_to_int
 from .quantizers import insert_qdq_pair, qdq_attrs
@@ -84,10 +84,6 @@ def _producer_index(block, name) -> int:
     raise KeyError(name)
 
 
-def _is_weight(block, name) -> bool:
-    return block.has_var(name) and block.var(name).persistable
-
-
 def _int_weight_var(block, scope, place, weight, scale, bits, axis, round_half):
     dtype, var_type = _INT_DTYPES[8 if bits <= 8 else 16]
     values = weight_to_int(read_tensor(scope, weight), scale, bits, axis, round_half=round_half)
@@ -100,7 +96,7 @@ def _int_weight_var(block, scope, place, weight, scale, bits, axis, round_half):
 
 # ---------------------------------------------------------------- QDQ format
 def _fold_qdq_weights(block, scope, place) -> None:
-    for op in [op for op in block.ops if op.type == "quantize_linear" and _is_weight(block, op.input("X")[0])]:
+    for op in [op for op in block.ops if op.type == "quantize_linear" and is_persistable(block, op.input("X")[0])]:
         weight, quantized = op.input("X")[0], op.output("Y")[0]
         scale = read_tensor(scope, op.input("Scale")[0]).reshape(-1)
         axis, bits = op.attr("quant_axis"), op.attr("bit_length")
@@ -251,7 +247,7 @@ def _observers_to_thresholds(block, scope) -> None:
 
 
 def _fake_weight_quant_ops(block):
-    return [op for op in block.ops if op.type in _FAKE_WEIGHT_QUANT_OPS and _is_weight(block, op.input("X")[0])]
+    return [op for op in block.ops if op.type in _FAKE_WEIGHT_QUANT_OPS and is_persistable(block, op.input("X")[0])]
 
 
 def _freeze_fake(block, scope, place) -> None:

@@ -46,13 +46,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from .. import naming
-from .._program import is_observer, readers_by_var, writer_by_var
+from .._program import is_observer, is_persistable, readers_by_var, writer_by_var
+from .fold_affine import CONV_TYPES
 from .plan import ObservedOutput, QuantPlan
 from .quantizers import insert_qdq_pair, qdq_attrs
 
 __all__ = ["QuantizedPoolInput", "quantize_pool_inputs", "pool_inputs_to_observe"]
 
-_CONV_TYPES = ("conv2d", "depthwise_conv2d")
 _ACTIVATIONS = ("relu", "relu6", "hard_swish", "swish", "hard_sigmoid", "sigmoid", "leaky_relu", "gelu", "mish",
                 "abs", "clip", "sqrt", "tanh")
 """Activations oneDNN fuses into the convolution before them (``conv_activation_onednn_fuse_pass``)."""
@@ -144,7 +144,7 @@ def _made_by_quantized_conv(block, name: str, writers: dict, readers: dict, quan
     op = block.ops[writers[name]] if name in writers else None
     if op is not None and op.type in _ACTIVATIONS:
         op = _single_reader_producer(block, op.input("X")[0], writers, readers)
-    while op is not None and op.type not in _CONV_TYPES:
+    while op is not None and op.type not in CONV_TYPES:
         source = _tensor_operand(block, op)
         op = _single_reader_producer(block, source, writers, readers) if source is not None else None
     return op is not None and writers[op.output("Output")[0]] in quantized_convs
@@ -162,12 +162,8 @@ def _tensor_operand(block, op):
     if op.type not in ("elementwise_add", "elementwise_mul"):
         return None
     operands = [op.input("X")[0], op.input("Y")[0]]
-    tensors = [n for n in operands if not _is_parameter(block, n)]
+    tensors = [n for n in operands if not is_persistable(block, n)]
     return tensors[0] if len(tensors) == 1 else None
-
-
-def _is_parameter(block, name: str) -> bool:
-    return block.has_var(name) and block.var(name).persistable
 
 
 def pool_inputs_to_observe(block, plan: QuantPlan) -> tuple[ObservedOutput, ...]:
@@ -176,7 +172,7 @@ def pool_inputs_to_observe(block, plan: QuantPlan) -> tuple[ObservedOutput, ...]
     quantized convolution (see the module docstring)."""
     scaled = {t.var for t in plan.tensors} | {o.var for o in plan.observers}
     quantized_convs = {op.index for op in plan.ops  # int8 in oneDNN: the input is quantized, not only the weight
-                       if op.op_type in _CONV_TYPES and any(slot == "Input" for slot, _ in op.inputs)}
+                       if op.op_type in CONV_TYPES and any(slot == "Input" for slot, _ in op.inputs)}
     readers = readers_by_var(block)
     writers = {name: index for index, op in enumerate(block.ops) for name in op.output_arg_names}
     wanted = []
