@@ -1,6 +1,6 @@
 """Acceptance bench: does ``analyze``'s automatic skip list improve PP-OCRv4 rec's deployed int8 accuracy?
 
-1. ``paddle_quant.analysis.analyze`` on PP-OCRv4 rec with a few calibration batches of rendered
+1. ``paddle_quant.analysis.analyze.analyze`` on PP-OCRv4 rec with a few calibration batches of rendered
    lines (the calibration stream of ``ppocr.calibration_feeds``, with their labels), the metric
    being the character accuracy (%) of those lines, and ``--max-drop`` points as the target.
 2. ``quant_post`` twice with the same calibration data and options: every layer of the baseline
@@ -26,9 +26,9 @@ import time
 import paddle
 
 import paddle_quant as quant
-from paddle_quant.analysis import analyze
-from paddle_quant.ptq_config import PTQConfig
-from paddle_quant.sensitivity import onednn_runner
+from paddle_quant.analysis.analyze import analyze
+from paddle_quant.ptq.config import PTQConfig
+from paddle_quant.analysis.sensitivity import onednn_runner
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "demos"))
 import ppocr  # noqa: E402  demos/ppocr.py

@@ -141,9 +141,9 @@ def ptq_ppocr(kind, models, workdir, args):
 
 
 def _input_name(model_dir):
-    from paddle_quant.runtimes import make_runner
+    from paddle_quant.deploy.runtimes import make_runner
 
-    from paddle_quant._model_files import model_files
+    from paddle_quant.common.model_files import model_files
 
     model, params = model_files(model_dir)
     return make_runner("paddle_fp32", model, params).input_names[0]
@@ -151,7 +151,7 @@ def _input_name(model_dir):
 
 def fold_fp32(model_dir, out):
     """The fp32 model with passes/fold_affine applied (what quant_post does to the int8 model): a fairer baseline."""
-    from paddle_quant._model_files import load_inference_program, model_files, save_inference_atomically
+    from paddle_quant.common.model_files import load_inference_program, model_files, save_inference_atomically
     from paddle_quant.passes.fold_affine import fold_conv_affine
 
     exe, scope = paddle.static.Executor(paddle.CPUPlace()), paddle.static.Scope()
@@ -164,8 +164,8 @@ def fold_fp32(model_dir, out):
 
 def folded_latency_ms(folded_dir, name, images, batch, repeats):
     """Median fp32 oneDNN latency of the folded fp32 model on one batch."""
-    from paddle_quant._model_files import model_files
-    from paddle_quant.runtimes import make_runner, median_latency_ms
+    from paddle_quant.common.model_files import model_files
+    from paddle_quant.deploy.runtimes import make_runner, median_latency_ms
 
     return median_latency_ms(make_runner("paddle_fp32", *model_files(folded_dir)), {name: images[:batch]},
                              repeats=repeats)

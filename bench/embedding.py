@@ -25,7 +25,7 @@ import time
 import numpy as np
 import paddle
 
-from paddle_quant.embedding import quant_embedding
+from paddle_quant.embedding.quant_embedding import quant_embedding
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1] / "demos"))
 from _table import print_table  # noqa: E402  (demos/_table.py)

@@ -90,7 +90,7 @@ def parse_args(argv=None):
 
 
 class RunnerPredictor:
-    """The part of Paddle Inference's predictor API demos/ppocr.py uses, over a ``paddle_quant.runtimes.Runner``."""
+    """The part of Paddle Inference's predictor API demos/ppocr.py uses, over a ``paddle_quant.deploy.runtimes.Runner``."""
 
     def __init__(self, runner):
         self.runner = runner
@@ -132,7 +132,7 @@ def ort_predictor(path, threads):
     """onnxruntime (CPU) with ``threads`` intra-op threads and one inter-op thread, as a predictor."""
     import onnxruntime as ort
 
-    from paddle_quant.runtimes import Runner
+    from paddle_quant.deploy.runtimes import Runner
 
     options = ort.SessionOptions()
     options.intra_op_num_threads = threads
@@ -144,7 +144,7 @@ def ort_predictor(path, threads):
 
 def executor_predictor(model_dir):
     """The Paddle Executor running the QDQ model as float arithmetic (the fake-quant simulation)."""
-    from paddle_quant.runtimes import make_runner
+    from paddle_quant.deploy.runtimes import make_runner
 
     return RunnerPredictor(make_runner("executor", os.path.join(model_dir, "model.pdmodel"),
                                        os.path.join(model_dir, "model.pdiparams")))

@@ -50,7 +50,7 @@ ROOT = pathlib.Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT), str(ROOT / "demos")]
 
 import paddle_quant as quant  # noqa: E402
-from paddle_quant.errors import ProgramStateError  # noqa: E402
+from paddle_quant.common.errors import ProgramStateError  # noqa: E402
 from paddle_quant.export.paddle_lite import check_paddle_lite_structure, export_paddle_lite  # noqa: E402
 from _table import print_table  # noqa: E402  (demos/_table.py)
 

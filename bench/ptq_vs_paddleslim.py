@@ -229,7 +229,7 @@ def _output_scales_used(given):
     """The output_scales value a quant_post run used: the one given, else PTQConfig's default (None if none)."""
     if given is not None:
         return given
-    from paddle_quant.ptq_config import PTQConfig
+    from paddle_quant.ptq.config import PTQConfig
 
     field = PTQConfig.model_fields.get("output_scales")
     return None if field is None else field.default

@@ -54,7 +54,7 @@ import time
 import paddle
 
 import paddle_quant as quant
-from paddle_quant.ptq_config import ALGORITHMS
+from paddle_quant.ptq.config import ALGORITHMS
 import ppocr  # demos/ppocr.py, next to this file
 from _table import print_table  # demos/_table.py
 

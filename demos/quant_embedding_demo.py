@@ -21,7 +21,7 @@ import numpy as np
 import paddle
 
 from _table import print_table  # demos/_table.py, next to this file
-from paddle_quant.embedding import quant_embedding
+from paddle_quant.embedding.quant_embedding import quant_embedding
 
 TABLE = "word_emb"
 

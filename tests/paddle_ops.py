@@ -3,7 +3,7 @@
 Builds a one-op ``paddle.static.Program`` under the legacy IR, writes the input
 arrays straight into a fresh ``paddle.static.Scope``, runs it on the CPU and
 returns the outputs as numpy arrays. Used as the oracle for the numpy kernel
-references in ``paddle_quant.numerics``.
+references in ``paddle_quant.common.numerics``.
 
 Example:
     >>> out = run_op(
@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 import paddle
 
-from paddle_quant._program import legacy_ir
+from paddle_quant.common.program import legacy_ir
 
 __all__ = ["run_op"]
 

@@ -13,10 +13,10 @@ import paddle
 import pytest
 
 import paddle_quant as quant
-from paddle_quant.analysis import analyze
-from paddle_quant.errors import ConfigError, ConfigTypeError
-from paddle_quant.ptq_config import PTQConfig
-from paddle_quant.report import ReportDependencyError, check_plotting
+from paddle_quant.analysis.analyze import analyze
+from paddle_quant.common.errors import ConfigError, ConfigTypeError
+from paddle_quant.ptq.config import PTQConfig
+from paddle_quant.analysis.report import ReportDependencyError, check_plotting
 
 BATCHES = 3
 BATCH = 32
@@ -105,7 +105,7 @@ def test_report_files_exist_and_name_every_layer(analysed):
 
 
 def test_html_escapes_tensor_names(digits_model, tmp_path):
-    from paddle_quant.report import _fmt, _table
+    from paddle_quant.analysis.report import _fmt, _table
 
     cell = _fmt("<script>x</script>")
     assert "<script>" not in _table(["a<b"], [[cell]])
@@ -217,7 +217,7 @@ def test_user_metric_and_op_type_granularity(digits_model, tmp_path):
     ({"batches": [np.zeros((2, 1, 8, 8), np.float32)]}, ConfigTypeError, "feed dict"),
     ({"batches": [{"x": np.zeros((2, 1, 8, 8), np.float32)}]}, ConfigError, "feeds"),
     ({"batches": [{"image": np.zeros((2, 1, 8, 8), np.float64)}]}, ConfigError, "dtype"),
-    ({"ptq_config": PTQConfig(quantizable_op_type=["matmul_v2"])}, quant.errors.ProgramStateError, "no tensor"),
+    ({"ptq_config": PTQConfig(quantizable_op_type=["matmul_v2"])}, quant.ProgramStateError, "no tensor"),
 ])
 def test_bad_arguments_raise_typed_errors(digits_model, tmp_path, kwargs, error, words):
     args = {"model_dir": digits_model.folder, "batches": _batches(digits_model, 1), "ptq_config": PTQConfig(),
@@ -251,7 +251,7 @@ def test_missing_matplotlib_is_a_typed_error_before_any_work(digits_model, tmp_p
 
 
 def test_sqnr_and_cosine_edge_cases():
-    from paddle_quant.analysis import cosine, sqnr_db
+    from paddle_quant.analysis.analyze import cosine, sqnr_db
 
     assert sqnr_db(4.0, 0.0) == math.inf
     assert sqnr_db(100.0, 1.0) == pytest.approx(20.0)
@@ -260,7 +260,7 @@ def test_sqnr_and_cosine_edge_cases():
 
 @pytest.mark.slow
 def test_deployed_runner_measures_quant_post_models_on_onednn(digits_model, tmp_path):
-    from paddle_quant.sensitivity import onednn_runner
+    from paddle_quant.analysis.sensitivity import onednn_runner
 
     feeds, runner = _batches(digits_model, 2), onednn_runner(threads=1)
     ptq = PTQConfig(algo="abs_max", batch_nums=2)
@@ -305,7 +305,7 @@ class _AdditiveEvaluator:
 
 
 def test_greedy_takes_the_shortest_sensitive_prefix_and_reports_an_unmet_target():
-    from paddle_quant.sensitivity import Unit, greedy_skip_list, unit_sensitivities
+    from paddle_quant.analysis.sensitivity import Unit, greedy_skip_list, unit_sensitivities
 
     penalties = {"a": 0.5, "b": 4.0, "c": 2.0, "d": 0.1}
     units = [Unit(n, "conv2d", (f"{n}.w", f"{n}.x")) for n in penalties]

@@ -4,8 +4,8 @@ import paddle
 import pytest
 
 import paddle_quant as quant
-from paddle_quant.backends import BACKENDS
-from paddle_quant.errors import ConfigError, ConfigTypeError
+from paddle_quant.common.backends import BACKENDS
+from paddle_quant.common.errors import ConfigError, ConfigTypeError
 from paddle_quant.export.tensorrt_cache import TENSORRT_CACHE_FILENAME
 
 

@@ -14,7 +14,7 @@ from PIL import Image
 
 import paddle_quant as quant
 from paddle_quant.cli.main import EXIT_FAILURE, EXIT_OK, EXIT_USAGE, build_parser, exit_code_for, main
-from paddle_quant.errors import ConfigError, ConfigTypeError, ProgramStateError, ScopeError
+from paddle_quant.common.errors import ConfigError, ConfigTypeError, ProgramStateError, ScopeError
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 SUBCOMMANDS = ("post", "embedding", "inspect", "analyze", "verify", "demo")
@@ -109,8 +109,8 @@ def test_exit_code_mapping():
 
 
 @pytest.mark.parametrize("command, module", [
-    (["analyze", "--report-dir", "r"], "paddle_quant.analysis"),
-    (["embedding", "--model-dir", "m", "--save-dir", "o"], "paddle_quant.embedding"),
+    (["analyze", "--report-dir", "r"], "paddle_quant.analysis.analyze"),
+    (["embedding", "--model-dir", "m", "--save-dir", "o"], "paddle_quant.embedding.quant_embedding"),
 ])
 def test_missing_optional_module_exits_1(command, module, monkeypatch, caplog):
     monkeypatch.setitem(sys.modules, module, None)  # import raises ImportError
@@ -405,7 +405,7 @@ def test_embedding_on_a_model_without_tables_exits_1(tiny_model, tmp_path, caplo
 
 
 def test_analyze_writes_a_skip_list_that_post_accepts(tiny_model, image_dir, tmp_path, capsys):
-    pytest.importorskip("paddle_quant.analysis")
+    pytest.importorskip("paddle_quant.analysis.analyze")
     skip = tmp_path / "skip.json"
     code = main(["analyze", "--model-dir", tiny_model, "--data", image_dir, "--input-shape", "3,8,8",
                  "--batch-size", "3", "--report-dir", tmp_path / "report", "--max-drop", "0",

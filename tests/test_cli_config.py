@@ -6,14 +6,8 @@ import time
 import pytest
 import yaml
 
-from paddle_quant.cli.config_file import (
-    ELEMENTS,
-    build_configs,
-    load_config_file,
-    parse_config_text,
-    read_skip_list,
-)
-from paddle_quant.errors import ConfigError
+from paddle_quant.cli.config_file import ELEMENTS, build_configs, load_config_file, parse_config_text, read_skip_list
+from paddle_quant.common.errors import ConfigError
 
 # The published template (src/configs/paddle_quantization_config_template.xml of the seed):
 # SaveDir under Model, the last block spelled Parameters, empty elements.

@@ -1,4 +1,4 @@
-"""Tests of paddle_quant.config: PaddleSlim 2.6 parity, its defects fixed, and error messages.
+"""Tests of paddle_quant.common.config: PaddleSlim 2.6 parity, its defects fixed, and error messages.
 
 Oracles: PaddleSlim 2.6's ``_quant_config_default``/``_parse_configs`` (differential, where
 PaddleSlim is right) and explicit regression cases for where it is not. When PaddleSlim
@@ -19,10 +19,10 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from paddle_quant import config as config_module
-from paddle_quant import registry
-from paddle_quant.config import DEFAULT_CONFIG, TENSORRT_CONFIG, QuantConfig, as_quant_config
-from paddle_quant.errors import ConfigError, ConfigTypeError
+from paddle_quant.common import config as config_module
+from paddle_quant.common import registry
+from paddle_quant.common.config import DEFAULT_CONFIG, TENSORRT_CONFIG, QuantConfig, as_quant_config
+from paddle_quant.common.errors import ConfigError, ConfigTypeError
 
 _SETTINGS = settings(
     max_examples=150,
@@ -439,6 +439,6 @@ def test_config_module_imports_no_paddle():
             imported.update(alias.name for alias in node.names)
         elif isinstance(node, ast.ImportFrom):
             imported.add(node.module)
-    assert imported <= {"__future__", "typing", "pydantic", "pydantic_core", "paddle_quant",
-                        "paddle_quant.errors", "paddle_quant.registry", "paddle_quant._validation",
-                        "paddle_quant.backends"}, imported
+    assert imported <= {"__future__", "typing", "pydantic", "pydantic_core", "paddle_quant.common",
+                        "paddle_quant.common.errors", "paddle_quant.common.registry", "paddle_quant.common.validation",
+                        "paddle_quant.common.backends"}, imported

@@ -5,8 +5,8 @@ import paddle
 import pytest
 
 import paddle_quant as quant
-from paddle_quant import naming
-from paddle_quant.numerics import qmax
+from paddle_quant.common import naming
+from paddle_quant.common.numerics import qmax
 
 from inference import predict, predictor, save_model
 from nets import conv_net, run

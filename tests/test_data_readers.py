@@ -24,7 +24,7 @@ from paddle_quant.data import (
     warn_if_few,
 )
 from paddle_quant.data import images as images_module
-from paddle_quant.errors import ConfigError
+from paddle_quant.common.errors import ConfigError
 
 
 def _image(rng, height=5, width=7, mode="RGB"):

@@ -10,8 +10,8 @@ import pytest
 from paddle.static.quantization import quanter as reference
 
 import paddle_quant as quant
-from paddle_quant import naming
-from paddle_quant.numerics import qmax
+from paddle_quant.common import naming
+from paddle_quant.common.numerics import qmax
 
 from nets import conv_net, run
 

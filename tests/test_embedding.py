@@ -1,6 +1,6 @@
 """quant_embedding at program level: Executor vs numpy reference, PaddleSlim differential, Paddle Inference.
 
-The oracle for our outputs is :mod:`paddle_quant.embedding_numerics` applied to
+The oracle for our outputs is :mod:`paddle_quant.embedding.numerics` applied to
 the float table and indexed by the ids in numpy (the Executor must agree), and
 PaddleSlim 2.6's ``quant_embedding`` for abs_max (within one quantization step).
 """
@@ -12,9 +12,9 @@ import paddle
 import pytest
 from paddle import inference
 
-from paddle_quant import embedding_numerics as en
-from paddle_quant.embedding import plan_embedding, quant_embedding
-from paddle_quant.errors import ConfigError, ProgramStateError
+from paddle_quant.embedding import numerics as en
+from paddle_quant.embedding.quant_embedding import plan_embedding, quant_embedding
+from paddle_quant.common.errors import ConfigError, ProgramStateError
 
 PLACE = paddle.CPUPlace()
 VOCAB, DIM = 60, 16

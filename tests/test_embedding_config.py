@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from paddle_quant.embedding_config import EmbeddingConfig, EmbeddingMethodConfig, as_embedding_config
-from paddle_quant.errors import ConfigError, ConfigTypeError
+from paddle_quant.embedding.config import EmbeddingConfig, EmbeddingMethodConfig, as_embedding_config
+from paddle_quant.common.errors import ConfigError, ConfigTypeError
 
 
 def test_flat_shape_applies_to_named_tables():

@@ -1,4 +1,4 @@
-"""paddle_quant.embedding_numerics: hypothesis properties and independent numpy references.
+"""paddle_quant.embedding.numerics: hypothesis properties and independent numpy references.
 
 Properties: abs_max error <= step/2 inside the clip range; log codes carry the
 sign of the value and stay within 2**bits codes; product-quantization codes
@@ -13,8 +13,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
-from paddle_quant import embedding_numerics as en
-from paddle_quant.errors import ConfigError
+from paddle_quant.embedding import numerics as en
+from paddle_quant.common.errors import ConfigError
 
 F32 = np.float32
 _finite = st.floats(-50.0, 50.0, allow_nan=False, width=32)

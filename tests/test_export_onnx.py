@@ -18,17 +18,13 @@ import paddle.nn.functional as F
 import pytest
 
 import paddle_quant as quant
-from paddle_quant.errors import ConfigError, ProgramStateError
+from paddle_quant.common.errors import ConfigError, ProgramStateError
 from paddle_quant.export.qdq_scales import load_quantized_model, read_qdq_scales
 
 onnx = pytest.importorskip("onnx")
 ort = pytest.importorskip("onnxruntime")
 
-from paddle_quant.export.onnx import (  # noqa: E402  (after the importorskip of the optional deps)
-    MissingDependencyError,
-    export_float_onnx,
-    export_onnx,
-)
+from paddle_quant.export.onnx import MissingDependencyError, export_float_onnx, export_onnx
 
 from digits_model import accuracy  # noqa: E402
 

@@ -16,7 +16,7 @@ import paddle
 import pytest
 
 import paddle_quant as quant
-from paddle_quant.errors import ConfigError, ProgramStateError
+from paddle_quant.common.errors import ConfigError, ProgramStateError
 from paddle_quant.export.paddle_lite import (PADDLE_LITE_TARGETS, check_paddle_lite_structure,
                                              export_paddle_lite, find_paddle_lite_opt)
 

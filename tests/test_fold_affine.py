@@ -13,7 +13,7 @@ import paddle
 import pytest
 
 import paddle_quant as quant
-from paddle_quant._program import read_tensor
+from paddle_quant.common.program import read_tensor
 from paddle_quant.passes.fold_affine import fold_conv_affine
 
 CHANNELS = 6

@@ -1,4 +1,4 @@
-"""paddle_quant.numerics against Paddle's own kernels (bit for bit) and properties.
+"""paddle_quant.common.numerics against Paddle's own kernels (bit for bit) and properties.
 
 Differential tests build one op with ``tests/paddle_ops.run_op`` and compare
 with ``np.testing.assert_array_equal``. Inputs contain exact ``.5`` ties on
@@ -17,8 +17,8 @@ from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
 from paddle_ops import run_op
-from paddle_quant import numerics as nm
-from paddle_quant.errors import ConfigError
+from paddle_quant.common import numerics as nm
+from paddle_quant.common.errors import ConfigError
 
 F32 = np.float32
 BITS = [2, 4, 8, 16]

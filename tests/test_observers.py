@@ -18,9 +18,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
-from paddle_quant import numerics as nm
+from paddle_quant.common import numerics as nm
 from paddle_quant import observers as ob
-from paddle_quant.errors import ConfigError, ConfigTypeError
+from paddle_quant.common.errors import ConfigError, ConfigTypeError
 
 F32 = np.float32
 HIST_ALGOS = ["KL", "hist", "mse"]
@@ -581,7 +581,7 @@ def test_emd_all_zero_batch_does_not_pin_the_threshold():
 
 
 def test_emd_rejects_non_finite_and_bad_settings():
-    from paddle_quant.errors import NonFiniteError
+    from paddle_quant.common.errors import NonFiniteError
 
     with pytest.raises(NonFiniteError):
         ob.EMDObserver().update(np.array([1.0, np.nan], F32))

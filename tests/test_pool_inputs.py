@@ -13,7 +13,7 @@ import paddle
 import pytest
 
 import paddle_quant as quant
-from paddle_quant.backends import BACKENDS
+from paddle_quant.common.backends import BACKENDS
 from paddle_quant.passes.pool_inputs import quantize_pool_inputs
 
 from inference import predict, predictor
@@ -130,7 +130,7 @@ def test_the_executor_now_computes_what_onednn_int8_runs(tmp_path):
 def test_onnxruntime_runs_the_exported_pool_input_quantizer(tmp_path):
     pytest.importorskip("onnxruntime")
     from paddle_quant.export.onnx import export_onnx
-    from paddle_quant.runtimes import make_runner
+    from paddle_quant.deploy.runtimes import make_runner
 
     onednn = _quantize(tmp_path, "onednn", deploy_backend="onednn")
     result = export_onnx(onednn, tmp_path / "model.onnx")
@@ -245,7 +245,7 @@ def _se_net(folder, *, affine_after_activation=False, shared_intermediate=False)
 
 
 def _plan_observers(folder, **options):
-    from paddle_quant.ptq_steps import plan_post_training
+    from paddle_quant.ptq.steps import plan_post_training
 
     program = _load(folder)[0]
     config = quant.PTQConfig(quantizable_op_type=["conv2d"], output_scales="none", **options)

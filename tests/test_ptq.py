@@ -8,7 +8,7 @@ import paddle
 import pytest
 
 import paddle_quant as quant
-from paddle_quant.ptq_config import ALGORITHMS
+from paddle_quant.ptq.config import ALGORITHMS
 
 from digits_model import accuracy
 
@@ -260,7 +260,7 @@ def test_activation_bits_other_than_8_warn_about_onednn(digits_model, tmp_path, 
 
 @pytest.mark.parametrize("algo", ["abs_max", "avg", "min_max", "hist"])
 def test_in_graph_statistics_give_the_same_scales_as_whole_tensors(digits_model, tmp_path, monkeypatch, algo):
-    from paddle_quant import calibration
+    from paddle_quant.ptq import calibration
 
     whole = _run(digits_model, tmp_path / "whole", algo=algo)
     monkeypatch.setattr(calibration, "WHOLE_TENSOR_BUDGET", 0)

@@ -7,7 +7,7 @@ import paddle
 import pytest
 
 import paddle_quant as quant
-from paddle_quant import naming
+from paddle_quant.common import naming
 
 from nets import conv_net, param_values, run
 

@@ -9,7 +9,7 @@ import paddle
 import pytest
 
 import paddle_quant as quant
-from paddle_quant.errors import ConfigError
+from paddle_quant.common.errors import ConfigError
 from paddle_quant.export.scale_table import (SCALE_TABLE_FILENAME, ScaleTable, make_entry, read_scale_table,
                                              write_scale_table)
 from paddle_quant.export.tensorrt_cache import (TENSORRT_CACHE_FILENAME, read_tensorrt_cache, tensorrt_scale,

@@ -7,7 +7,7 @@ import paddle
 import pytest
 
 import paddle_quant as quant
-from paddle_quant.errors import ConfigError, ConfigTypeError
+from paddle_quant.common.errors import ConfigError, ConfigTypeError
 from paddle_quant import verify
 
 import qat_digits

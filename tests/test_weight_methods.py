@@ -1,4 +1,4 @@
-"""paddle_quant.weight_methods: abs max, per-channel abs max, ADMM, power of two.
+"""paddle_quant.ptq.weight_methods: abs max, per-channel abs max, ADMM, power of two.
 
 Oracles: ``numerics`` (abs-max scales, kernel quantization), hypothesis
 properties (ADMM never worse than abs max; per channel equals per tensor per
@@ -15,9 +15,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
-from paddle_quant import numerics as nm
-from paddle_quant import weight_methods as wm
-from paddle_quant.errors import ConfigError, ConfigTypeError
+from paddle_quant.common import numerics as nm
+from paddle_quant.ptq import weight_methods as wm
+from paddle_quant.common.errors import ConfigError, ConfigTypeError
 
 F32 = np.float32
 SETTINGS = settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.too_slow])

@@ -22,7 +22,7 @@ native lists and numbers or the XML text forms.
 XML is parsed with defusedxml with DTDs forbidden (no entity expansion, no external entities);
 YAML with a safe loader that refuses anchors and aliases (no alias bombs). Relative paths in a
 file are relative to the file's folder. Every error is a
-:class:`~paddle_quant.errors.ConfigError` naming the element, the value and what is allowed;
+:class:`~paddle_quant.common.errors.ConfigError` naming the element, the value and what is allowed;
 an unknown element gets the closest allowed name suggested.
 """
 
@@ -37,9 +37,9 @@ from pydantic import (BaseModel, BeforeValidator, ConfigDict, Field, PrivateAttr
                       model_validator)
 from typing_extensions import Annotated
 
-from ..errors import ConfigError, PaddleQuantError, closest_match
-from ..ptq_config import ALGORITHMS, PTQConfig
-from ..registry import SUPPORTED_OP_TYPES
+from ..common.errors import ConfigError, PaddleQuantError, closest_match
+from ..ptq.config import ALGORITHMS, PTQConfig
+from ..common.registry import SUPPORTED_OP_TYPES
 
 if TYPE_CHECKING:  # the data readers (numpy, Pillow) load only when a run needs them
     from ..data.preprocess import PreprocessConfig
@@ -394,7 +394,7 @@ class RunConfig(_Section):
         return tuple(dict.fromkeys(names))
 
     def ptq_config(self, **overrides: Any) -> PTQConfig:
-        """The :class:`~paddle_quant.ptq_config.PTQConfig` of this run.
+        """The :class:`~paddle_quant.ptq.config.PTQConfig` of this run.
 
         ``WeightMethod`` channel_wise is abs_max with per-channel scales; ``Granularity`` per_tensor gives
         per-tensor weight scales, per_channel and mixed per-channel weight scales (activations are always

@@ -18,7 +18,7 @@ import tempfile
 from pathlib import Path
 from typing import Any, Callable, Mapping, Optional, Sequence
 
-from ..errors import ConfigError, ConfigTypeError, MissingDependencyError, PaddleQuantError
+from ..common.errors import ConfigError, ConfigTypeError, MissingDependencyError, PaddleQuantError
 from .config_file import GRANULARITIES, WEIGHT_METHODS_CLI, RunConfig, build_configs, load_config_file
 
 __all__ = ["EXIT_OK", "EXIT_FAILURE", "EXIT_USAGE", "build_parser", "main", "exit_code_for"]
@@ -351,7 +351,7 @@ def _load_program(model: Path):
     """The model's Program, read from the model file only (no parameters)."""
     import paddle
 
-    from .._program import legacy_ir
+    from ..common.program import legacy_ir
 
     with legacy_ir():
         try:
@@ -384,7 +384,7 @@ def _check_input(run: RunConfig, feeds: Mapping[str, tuple[int, ...]]) -> list[s
 
 
 def _closest(name: str, names) -> str:
-    from ..errors import closest_match
+    from ..common.errors import closest_match
 
     hint = closest_match(name, list(names))
     return f"; did you mean {hint!r}?" if hint else ""
@@ -447,7 +447,7 @@ def _post_one(index: int, run: RunConfig, check_only: bool) -> None:
     import paddle
 
     from ..data import batch_generator
-    from ..ptq import run_post_training
+    from ..ptq.quant_post import run_post_training
 
     model, params = _model_file(run)
     save_dir, table = run.save_dir(), run.scale_table()
@@ -483,7 +483,7 @@ def _run_post(args: argparse.Namespace) -> int:
 # ---------------------------------------------------------------- inspect
 def _plan_rows(program, run: RunConfig, ptq) -> list[dict]:
     from ..passes.plan import plan_quantization
-    from ..registry import SUPPORTED_OP_TYPES
+    from ..common.registry import SUPPORTED_OP_TYPES
 
     config = ptq.to_quant_config()
     block = program.global_block()
@@ -515,7 +515,7 @@ def _plan_rows(program, run: RunConfig, ptq) -> list[dict]:
 def _inspect_one(index: int, run: RunConfig, args: argparse.Namespace) -> None:
     from collections import Counter
 
-    from .._program import legacy_ir
+    from ..common.program import legacy_ir
 
     model, _ = _model_file(run)
     program = _load_program(model)
@@ -558,7 +558,7 @@ def _embedding_config(args: argparse.Namespace) -> dict:
 
 def _save_atomically(exe, scope, program, feed_names, fetch_names, target: Path) -> None:
     """The model into a temporary sibling folder of ``target``, then swapped into place."""
-    from .._model_files import save_inference_atomically
+    from ..common.model_files import save_inference_atomically
 
     if target.exists() and not target.is_dir():
         raise ConfigError(f"--save-dir {str(target)!r} exists and is not a directory")
@@ -567,14 +567,14 @@ def _save_atomically(exe, scope, program, feed_names, fetch_names, target: Path)
 
 def _run_embedding(args: argparse.Namespace) -> int:
     try:
-        from ..embedding import plan_embedding, quant_embedding
+        from ..embedding.quant_embedding import plan_embedding, quant_embedding
     except ImportError as exc:
-        return _missing_module("embedding", "paddle_quant.embedding", exc)
+        return _missing_module("embedding", "paddle_quant.embedding.quant_embedding", exc)
     import paddle
 
-    from .._model_files import load_inference_program
-    from .._program import legacy_ir
-    from ..errors import ProgramStateError
+    from ..common.model_files import load_inference_program
+    from ..common.program import legacy_ir
+    from ..common.errors import ProgramStateError
 
     run = build_configs([{}], base_dir=Path.cwd(), overrides=_overrides(args)[0])[0]
     model, params = _model_file(run)
@@ -621,7 +621,7 @@ def _analyze_one(index: int, run: RunConfig, args: argparse.Namespace, analyze: 
     report_dir = report_dir / f"config{index}" if index > 1 else report_dir
     runner = None
     if args.runtime == "onednn":
-        from ..sensitivity import onednn_runner
+        from ..analysis.sensitivity import onednn_runner
 
         runner = onednn_runner()
     result = analyze(str(model.parent), feed_loader(reader, ptq.batch_size, feed_names), ptq,
@@ -646,9 +646,9 @@ def _write_json(path: Path, data: Any) -> None:
 def _run_analyze(args: argparse.Namespace) -> int:
     configs = _configs(args)
     try:
-        from ..analysis import analyze
+        from ..analysis.analyze import analyze
     except ImportError as exc:
-        return _missing_module("analyze", "paddle_quant.analysis", exc)
+        return _missing_module("analyze", "paddle_quant.analysis.analyze", exc)
     return _each_config(configs, lambda i, run: _analyze_one(i, run, args, analyze))
 
 
@@ -657,7 +657,7 @@ def _run_verify(args: argparse.Namespace) -> int:
     import itertools
 
     from ..data import feed_loader
-    from ..verification import verify
+    from ..deploy.verify import verify
 
     if args.verify_batches < 1:
         raise ConfigError(f"--verify-batches must be >= 1, got {args.verify_batches}")

@@ -19,7 +19,7 @@ from typing import Callable, Iterable, Iterator, Sequence, Union
 
 import numpy as np
 
-from ..errors import ConfigError
+from ..common.errors import ConfigError
 from .images import IMAGE_SUFFIXES, ImageFolder, SkippedFile, list_files
 from .preprocess import PreprocessConfig, output_shape, preprocess_image
 from .raw import RAW_SUFFIXES, RawFolder, read_text_tensor

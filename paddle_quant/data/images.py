@@ -4,7 +4,7 @@ Files are listed once, sorted by name (so runs are reproducible), narrowed by a
 :class:`~paddle_quant.data.sampling.SamplingConfig`, and decoded lazily: only the
 image being preprocessed is in memory. A file that cannot be decoded is skipped,
 logged and recorded in :attr:`ImageFolder.skipped`; when a pass over the folder
-yields no image at all, :class:`~paddle_quant.errors.ConfigError` lists why.
+yields no image at all, :class:`~paddle_quant.common.errors.ConfigError` lists why.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from typing import Callable, Iterator, Sequence
 import numpy as np
 from PIL import Image
 
-from ..errors import ConfigError
+from ..common.errors import ConfigError
 from .preprocess import PreprocessConfig, preprocess_image
 from .sampling import SamplingConfig, select_samples
 

@@ -32,8 +32,8 @@ import numpy as np
 from PIL import Image
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from .._validation import translate_validation_error
-from ..errors import ConfigError
+from ..common.validation import translate_validation_error
+from ..common.errors import ConfigError
 
 __all__ = ["PreprocessConfig", "preprocess_image", "output_shape"]
 

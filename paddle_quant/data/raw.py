@@ -19,7 +19,7 @@ from typing import Iterator, Optional, Sequence
 
 import numpy as np
 
-from ..errors import ConfigError
+from ..common.errors import ConfigError
 from .images import SkippedFile, list_files, stream_files
 from .sampling import SamplingConfig, select_samples
 

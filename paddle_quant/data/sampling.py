@@ -20,8 +20,8 @@ from typing import Any, Optional, Sequence, TypeVar
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from .._validation import translate_validation_error
-from ..errors import ConfigError
+from ..common.validation import translate_validation_error
+from ..common.errors import ConfigError
 
 __all__ = ["SamplingConfig", "select_samples", "warn_if_few", "MIN_RECOMMENDED_SAMPLES"]
 

@@ -12,9 +12,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .._program import is_observer, read_tensor
-from ._onnx_ops import (_Graph, _attr, _check_nchw, _conv_attrs, _has_tensor_inputs, _in,
-                        _nonzero_weight_scale)
+from ..common.program import is_observer, read_tensor
+from ._onnx_ops import _Graph, _attr, _check_nchw, _conv_attrs, _has_tensor_inputs, _in, _nonzero_weight_scale
 
 
 # ---------------------------------------------------------------- conv folding (bias, batch_norm)

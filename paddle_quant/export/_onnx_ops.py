@@ -13,8 +13,8 @@ from typing import Callable
 import numpy as np
 from paddle.base.data_feeder import convert_dtype
 
-from .._program import read_tensor
-from ..errors import ProgramStateError
+from ..common.program import read_tensor
+from ..common.errors import ProgramStateError
 
 
 # ---------------------------------------------------------------- graph builder

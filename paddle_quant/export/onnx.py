@@ -38,8 +38,8 @@ from typing import Literal
 import numpy as np
 from paddle.base.data_feeder import convert_dtype
 
-from .._program import legacy_ir
-from ..errors import ConfigError, MissingDependencyError, ProgramStateError
+from ..common.program import legacy_ir
+from ..common.errors import ConfigError, MissingDependencyError, ProgramStateError
 from ._onnx_fold import _emit_folded_conv, _plan_conv_folds
 from ._onnx_ops import OP_CONVERTERS, _Graph
 from .qdq_scales import load_quantized_model, read_qdq_scales

@@ -43,9 +43,9 @@ import numpy as np
 import paddle
 from pydantic import BaseModel, ConfigDict, Field
 
-from .._model_files import load_inference_program, model_files
-from .._program import legacy_ir
-from ..errors import ConfigError, ProgramStateError
+from ..common.model_files import load_inference_program, model_files
+from ..common.program import legacy_ir
+from ..common.errors import ConfigError, ProgramStateError
 
 __all__ = [
     "PADDLE_LITE_TARGETS",

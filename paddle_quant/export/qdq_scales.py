@@ -25,10 +25,10 @@ from typing import Literal
 import numpy as np
 import paddle
 
-from .._program import check_program, is_observer, is_persistable, legacy_ir, read_tensor, writer_by_var
-from ..errors import ConfigError, ProgramStateError
-from .._model_files import model_files
-from .._model_files import load_inference_program as _load  # the loader quant_post uses
+from ..common.program import check_program, is_observer, is_persistable, legacy_ir, read_tensor, writer_by_var
+from ..common.errors import ConfigError, ProgramStateError
+from ..common.model_files import model_files
+from ..common.model_files import load_inference_program as _load  # the loader quant_post uses
 
 __all__ = ["TensorScale", "QuantizedModel", "read_qdq_scales", "load_quantized_model"]
 

@@ -32,7 +32,7 @@ from typing import Literal, Mapping, Optional
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from ..errors import ConfigError
+from ..common.errors import ConfigError
 
 __all__ = [
     "SCALE_TABLE_FILENAME",

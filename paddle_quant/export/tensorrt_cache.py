@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import ConfigError
+from ..common.errors import ConfigError
 from .scale_table import ScaleTable
 
 __all__ = ["DEFAULT_HEADER", "TENSORRT_CACHE_FILENAME", "tensorrt_scale", "tensorrt_cache_text", "write_tensorrt_cache",

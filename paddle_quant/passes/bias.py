@@ -16,10 +16,10 @@ from typing import Callable
 
 import numpy as np
 
-from .. import naming
-from .._program import read_tensor, write_tensor
-from ..bias_correction import conv_input_mean, conv_output_shift, matmul_input_mean, matmul_output_shift
-from ..numerics import dequantize_linear
+from ..common import naming
+from ..common.program import read_tensor, write_tensor
+from ..ptq.bias_correction import conv_input_mean, conv_output_shift, matmul_input_mean, matmul_output_shift
+from ..common.numerics import dequantize_linear
 from .plan import QuantPlan
 
 __all__ = ["BiasCorrection", "bias_corrections", "apply_bias_corrections"]

@@ -31,7 +31,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .._program import is_observer, is_persistable, read_tensor, readers_by_var, write_tensor, writer_by_var
+from ..common.program import is_observer, is_persistable, read_tensor, readers_by_var, write_tensor, writer_by_var
 
 __all__ = ["FoldedConv", "fold_conv_affine", "CONV_TYPES"]
 

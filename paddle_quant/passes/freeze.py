@@ -25,10 +25,10 @@ from __future__ import annotations
 import numpy as np
 from paddle.base import core
 
-from .. import naming
-from .._program import insert_ops, is_persistable, read_tensor, write_tensor
-from ..errors import ProgramStateError
-from ..numerics import abs_max_scale, qmax, weight_to_int
+from ..common import naming
+from ..common.program import insert_ops, is_persistable, read_tensor, write_tensor
+from ..common.errors import ProgramStateError
+from ..common.numerics import abs_max_scale, qmax, weight_to_int
 from .quantizers import insert_qdq_pair, qdq_attrs
 from .rewrite import QUANTIZED_OP_ATTR
 

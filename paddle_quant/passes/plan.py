@@ -20,9 +20,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
-from .. import registry
-from .._program import is_float_var, is_forward_op
-from ..config import QuantConfig
+from ..common import registry
+from ..common.program import is_float_var, is_forward_op
+from ..common.config import QuantConfig
 
 __all__ = ["TensorQuant", "OpQuant", "SkippedOp", "ObservedOutput", "QuantPlan", "plan_quantization"]
 

@@ -23,7 +23,7 @@ quantized or observed:
 
 The Executor, onnxruntime and oneDNN then run the same arithmetic; the graph oneDNN builds is
 unchanged. ``quant_post`` runs it for ``deploy_backend='onednn'``
-(:attr:`~paddle_quant.backends.BackendProfile.quantize_pool_inputs`). The scale table keeps the
+(:attr:`~paddle_quant.common.backends.BackendProfile.quantize_pool_inputs`). The scale table keeps the
 calibrated scales, so re-applying it runs this pass again and gives the same model.
 
 One more oneDNN rule turns the pooled scale into damage: when the pool input is produced by an int8
@@ -45,8 +45,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from .. import naming
-from .._program import is_observer, is_persistable, readers_by_var, writer_by_var
+from ..common import naming
+from ..common.program import is_observer, is_persistable, readers_by_var, writer_by_var
 from .fold_affine import CONV_TYPES
 from .plan import ObservedOutput, QuantPlan
 from .quantizers import insert_qdq_pair, qdq_attrs

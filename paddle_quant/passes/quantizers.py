@@ -25,9 +25,9 @@ import numpy as np
 
 from paddle.base import core
 
-from .. import naming
-from .._program import insert_ops, write_tensor
-from ..numerics import qmax
+from ..common import naming
+from ..common.program import insert_ops, write_tensor
+from ..common.numerics import qmax
 from .plan import TensorQuant
 
 __all__ = ["VarSpec", "InsertedOp", "Emission", "ROUND_TYPE", "qdq_attrs", "insert_qdq_pair", "emit_quantizer",

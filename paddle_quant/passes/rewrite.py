@@ -11,9 +11,9 @@ from __future__ import annotations
 import numpy as np
 from paddle.base import core
 
-from .. import naming
-from .._program import OP_ROLE_BACKWARD, has_tensor, insert_ops, op_role, read_tensor, write_tensor
-from ..numerics import abs_max_scale
+from ..common import naming
+from ..common.program import OP_ROLE_BACKWARD, has_tensor, insert_ops, op_role, read_tensor, write_tensor
+from ..common.numerics import abs_max_scale
 from .plan import QuantPlan, TensorQuant
 from .quantizers import Emission, TensorInfo, emit_global_step, emit_observer, emit_quantizer
 

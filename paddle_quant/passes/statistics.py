@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 from paddle.base import core
 
-from .._program import insert_ops
+from ..common.program import insert_ops
 
 __all__ = ["TensorStatistics", "STATISTICS", "shape_program", "statistics_program", "sample_start"]
 

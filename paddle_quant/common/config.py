@@ -6,8 +6,8 @@ dict PaddleSlim would use. Unlike PaddleSlim it validates every key (no ``assert
 refuses unknown keys, and resolves which op types get quantized in one place
 (:attr:`QuantConfig.effective_op_types`).
 
-Every failure raises :class:`~paddle_quant.errors.ConfigError` (a ``ValueError``) or
-:class:`~paddle_quant.errors.ConfigTypeError` (a ``TypeError``) whose message names
+Every failure raises :class:`~paddle_quant.common.errors.ConfigError` (a ``ValueError``) or
+:class:`~paddle_quant.common.errors.ConfigTypeError` (a ``TypeError``) whose message names
 the key, the value given and what is allowed; pydantic's ``ValidationError`` never
 escapes.
 
@@ -32,10 +32,10 @@ from typing import Any, Literal, Mapping, Optional, Union, get_args
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 from pydantic_core import PydanticCustomError
 
-from paddle_quant import registry
-from paddle_quant._validation import translate_validation_error
-from paddle_quant.backends import check_backend
-from paddle_quant.errors import ConfigError, ConfigTypeError, closest_match
+from paddle_quant.common import registry
+from paddle_quant.common.validation import translate_validation_error
+from paddle_quant.common.backends import check_backend
+from paddle_quant.common.errors import ConfigError, ConfigTypeError, closest_match
 
 __all__ = [
     "WeightQuantizeType",

@@ -6,12 +6,12 @@ import logging
 
 import paddle
 
-from ._program import check_program, has_backward, legacy_ir, resolve_scope
-from .config import QuantConfig, as_quant_config
-from .errors import ConfigError, ProgramStateError
-from .passes.freeze import freeze_program
-from .passes.plan import QuantPlan, plan_quantization
-from .passes.rewrite import QUANTIZED_OP_ATTR, apply_plan
+from ..common.program import check_program, has_backward, legacy_ir, resolve_scope
+from ..common.config import QuantConfig, as_quant_config
+from ..common.errors import ConfigError, ProgramStateError
+from ..passes.freeze import freeze_program
+from ..passes.plan import QuantPlan, plan_quantization
+from ..passes.rewrite import QUANTIZED_OP_ATTR, apply_plan
 
 __all__ = ["quant_aware", "convert"]
 

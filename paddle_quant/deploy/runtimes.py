@@ -24,7 +24,7 @@ from typing import Callable, Mapping
 
 import numpy as np
 
-from .errors import ConfigError, MissingDependencyError
+from ..common.errors import ConfigError, MissingDependencyError
 
 __all__ = ["Runner", "RUNTIMES", "make_runner", "median_latency_ms"]
 
@@ -82,7 +82,7 @@ def _require_gpu() -> None:
 def _executor(model_file: Path, params_file: Path, *, threads: int):
     import paddle
 
-    from ._program import legacy_ir
+    from ..common.program import legacy_ir
 
     exe, scope = paddle.static.Executor(paddle.CPUPlace()), paddle.static.Scope()
     prefix = model_file.with_suffix("")

@@ -31,9 +31,9 @@ from typing import Callable, Mapping, Sequence
 import numpy as np
 import paddle
 
-from .passes.freeze import freeze_in_place
-from .passes.plan import QuantPlan
-from .passes.rewrite import apply_plan
+from ..passes.freeze import freeze_in_place
+from ..passes.plan import QuantPlan
+from ..passes.rewrite import apply_plan
 
 __all__ = ["Unit", "Runner", "Evaluator", "SimulationEvaluator", "DeployedEvaluator", "onednn_runner",
            "unit_sensitivities", "greedy_skip_list", "GreedyStep"]

@@ -14,12 +14,12 @@ observers and weight scales as ``quant_post``), then
 
    The errors are those of the whole quantized model at that point (upstream
    errors included), which is what the next op sees.
-2. **sensitivity** (:mod:`paddle_quant.sensitivity`): the metric change when only
+2. **sensitivity** (:mod:`paddle_quant.analysis.sensitivity`): the metric change when only
    one unit is quantized (``drop_alone``) and when only that unit is left in
    float (``gain_float``).
 3. **skip list**: with ``max_drop``, units are left in float greedily, most
    sensitive first, until the metric is within ``max_drop`` of fp32.
-4. **report** (:mod:`paddle_quant.report`): ``report.html`` with per-layer tables
+4. **report** (:mod:`paddle_quant.analysis.report`): ``report.html`` with per-layer tables
    and PNG plots, and ``analysis.json`` (top-level ``"skip_list"``).
 
 The metric (higher is better) is the user's ``metric(outputs_per_batch)`` or, by
@@ -55,17 +55,17 @@ from typing import Callable, Iterable, Mapping, Sequence
 import numpy as np
 import paddle
 
-from . import registry
-from ._program import legacy_ir
-from .calibration import calibrate
-from .errors import ConfigError, ConfigTypeError
-from .observers import make_observer
-from .passes.plan import OpQuant, QuantPlan
-from .passes.rewrite import apply_plan
-from ._model_files import model_files
-from ._model_files import load_inference_program as _load
-from .ptq_steps import make_observers, plan_post_training, weight_scales, write_scales
-from .ptq_config import PTQConfig
+from ..common import registry
+from ..common.program import legacy_ir
+from ..ptq.calibration import calibrate
+from ..common.errors import ConfigError, ConfigTypeError
+from ..observers import make_observer
+from ..passes.plan import OpQuant, QuantPlan
+from ..passes.rewrite import apply_plan
+from ..common.model_files import model_files
+from ..common.model_files import load_inference_program as _load
+from ..ptq.steps import make_observers, plan_post_training, weight_scales, write_scales
+from ..ptq.config import PTQConfig
 from .sensitivity import (DeployedEvaluator, GreedyStep, Runner, SimulationEvaluator, Unit, greedy_skip_list,
                           unit_sensitivities)
 
@@ -422,7 +422,7 @@ def analyze(model_dir, batches, ptq_config: PTQConfig, *, report_dir, max_drop: 
         sensitivity: ``"both"``, ``"drop_alone"``, ``"gain_float"`` or ``"none"``.
         granularity: ``"layer"`` (one unit per quantized op) or ``"op_type"``.
         runner: None evaluates configurations in the Executor (fake-quant simulation); a
-            :data:`~paddle_quant.sensitivity.Runner` (e.g. :func:`~paddle_quant.sensitivity.onednn_runner`)
+            :data:`~paddle_quant.analysis.sensitivity.Runner` (e.g. :func:`~paddle_quant.analysis.sensitivity.onednn_runner`)
             evaluates the saved, frozen models on a runtime (the deployed accuracy).
         fetch_group: quantized-op outputs fetched per run in the per-layer error pass (memory bound).
         plots: draw PNG plots (needs matplotlib, the ``report`` extra).

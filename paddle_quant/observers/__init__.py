@@ -36,8 +36,8 @@ from typing import Protocol, runtime_checkable
 
 import numpy as np
 
-from .errors import ConfigError, ConfigTypeError, NonFiniteError, closest_match
-from .numerics import qmax as _qmax
+from ..common.errors import ConfigError, ConfigTypeError, NonFiniteError, closest_match
+from ..common.numerics import qmax as _qmax
 
 __all__ = [
     "sample_stride",

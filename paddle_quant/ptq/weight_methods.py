@@ -2,7 +2,7 @@
 
 :func:`weight_scale` returns the threshold(s) a weight is quantized with in
 Paddle's convention (``q = clip(rint(w * qmax / s), -qmax-1, qmax)``, see
-:func:`paddle_quant.numerics.quantize_linear`): float32 of shape (1,) per
+:func:`paddle_quant.common.numerics.quantize_linear`): float32 of shape (1,) per
 tensor or (C,) per channel along ``axis``.
 
 An all-zero tensor or channel gets scale 1.0 under every method: it
@@ -15,9 +15,9 @@ from __future__ import annotations
 import numpy as np
 from numpy.typing import ArrayLike
 
-from .errors import ConfigError, ConfigTypeError, closest_match
-from .numerics import qmax as _qmax
-from .numerics import quantize_linear
+from ..common.errors import ConfigError, ConfigTypeError, closest_match
+from ..common.numerics import qmax as _qmax
+from ..common.numerics import quantize_linear
 
 __all__ = ["WEIGHT_METHODS", "DEFAULT_ADMM_ITERATIONS", "weight_scale", "admm_scale", "power_of_two_scale"]
 
@@ -51,7 +51,7 @@ def admm_scale(rows: np.ndarray, bits: int = 8, iterations: int = DEFAULT_ADMM_I
 
     Alternates, from ``s = max|w|``:
     ``q = clip(rint(w * qmax / s), -qmax-1, qmax)`` (the best grid point for
-    ``s``, computed by :func:`~paddle_quant.numerics.quantize_linear`) and
+    ``s``, computed by :func:`~paddle_quant.common.numerics.quantize_linear`) and
     ``s = qmax * <w, q> / <q, q>`` (the least-squares scale for ``q``).
     Neither step increases ``||w - s q / qmax||**2``, so the result is never
     worse than abs max. Stops after ``iterations`` rounds or when no ``q``

@@ -2,7 +2,7 @@
 
 Flow: validate the config -> plan (which ``lookup_table``/``lookup_table_v2``
 ops read which tables, with which method) -> quantize every planned table in
-numpy (:mod:`paddle_quant.embedding_numerics`) -> write the integer tables,
+numpy (:mod:`paddle_quant.embedding.numerics`) -> write the integer tables,
 scales, dictionaries and codebooks into the scope -> rewrite a clone of the
 program and return it.
 
@@ -47,11 +47,12 @@ import numpy as np
 import paddle
 from paddle.base import core
 
-from . import naming
-from ._program import check_program, has_backward, insert_ops, legacy_ir, read_tensor, resolve_scope, write_tensor
-from .embedding_config import LOOKUP_OP_TYPES, EmbeddingConfig, EmbeddingMethodConfig, as_embedding_config
-from .embedding_numerics import pq_code_offset, product_quantize, quantize_abs_max, quantize_log
-from .errors import ConfigError, ProgramStateError
+from ..common import naming
+from ..common.program import (check_program, has_backward, insert_ops, legacy_ir, read_tensor, resolve_scope,
+                              write_tensor)
+from .config import LOOKUP_OP_TYPES, EmbeddingConfig, EmbeddingMethodConfig, as_embedding_config
+from .numerics import pq_code_offset, product_quantize, quantize_abs_max, quantize_log
+from ..common.errors import ConfigError, ProgramStateError
 
 __all__ = ["quant_embedding", "plan_embedding", "EmbeddingPlan", "TablePlan", "LookupSite",
            "INT16_LOOKUP_OP_TYPES"]
@@ -298,7 +299,7 @@ def quant_embedding(program: paddle.static.Program, place,
         program: a legacy-IR inference Program; it is not modified.
         place: where the new tensors are created (``paddle.CPUPlace()``...).
         config: a dict in either PaddleSlim shape or an :class:`EmbeddingConfig`
-            (see :mod:`paddle_quant.embedding_config`); None means every lookup table, abs_max 8 bits.
+            (see :mod:`paddle_quant.embedding.config`); None means every lookup table, abs_max 8 bits.
         scope: the scope holding the float tables; None for the global scope.
             The integer tables, scales, dictionaries and codebooks are written
             into it; the float tables stay unless ``free_float_table=True``.

@@ -22,7 +22,7 @@ from typing import Sequence
 
 import numpy as np
 
-from .errors import MissingDependencyError
+from ..common.errors import MissingDependencyError
 
 __all__ = ["ReportDependencyError", "check_plotting", "write_report", "report_json"]
 

@@ -15,9 +15,9 @@ import numpy as np
 from paddle.base import core
 from tqdm import tqdm
 
-from .errors import ConfigError
-from .observers import DEFAULT_MAX_SAMPLES, AbsMaxObserver, AvgObserver, MinMaxObserver, sample_stride
-from .passes.statistics import sample_start, shape_program, statistics_program
+from ..common.errors import ConfigError
+from ..observers import DEFAULT_MAX_SAMPLES, AbsMaxObserver, AvgObserver, MinMaxObserver, sample_stride
+from ..passes.statistics import sample_start, shape_program, statistics_program
 
 __all__ = ["CalibrationStats", "check_feed", "calibrate", "WHOLE_TENSOR_BUDGET"]
 

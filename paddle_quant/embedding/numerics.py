@@ -13,7 +13,7 @@ from typing import Optional
 
 import numpy as np
 
-from .errors import ConfigError
+from ..common.errors import ConfigError
 
 __all__ = [
     "AbsMaxTable",

@@ -29,8 +29,8 @@ from typing import Any, Literal, Mapping, Optional, Union
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from ._validation import translate_validation_error
-from .errors import ConfigError, ConfigTypeError, closest_match
+from ..common.validation import translate_validation_error
+from ..common.errors import ConfigError, ConfigTypeError, closest_match
 
 __all__ = [
     "QuantizeType",

@@ -8,13 +8,13 @@ import logging
 
 import numpy as np
 
-from . import naming
-from ._program import read_tensor, write_tensor
-from .errors import ProgramStateError
-from .observers import make_observer
-from .passes.plan import QuantPlan, plan_quantization
-from .passes.pool_inputs import pool_inputs_to_observe
-from .ptq_config import PTQConfig
+from ..common import naming
+from ..common.program import read_tensor, write_tensor
+from ..common.errors import ProgramStateError
+from ..observers import make_observer
+from ..passes.plan import QuantPlan, plan_quantization
+from ..passes.pool_inputs import pool_inputs_to_observe
+from .config import PTQConfig
 from .weight_methods import weight_scale
 
 __all__ = ["observed_names", "make_observers", "weight_scales", "write_scales", "plan_post_training"]

@@ -15,22 +15,22 @@ from pathlib import Path
 
 import paddle
 
-from ._model_files import load_inference_program, model_files, save_inference_atomically
-from ._program import legacy_ir
+from ..common.model_files import load_inference_program, model_files, save_inference_atomically
+from ..common.program import legacy_ir
 from .calibration import CalibrationStats, calibrate
-from .errors import ConfigError
-from .export.scale_table import (SCALE_TABLE_FILENAME, ScaleTable, make_entry, observer_statistics,
-                                  read_scale_table, table_json)
-from .export.tensorrt_cache import TENSORRT_CACHE_FILENAME, tensorrt_cache_text
+from ..common.errors import ConfigError
+from ..export.scale_table import (SCALE_TABLE_FILENAME, ScaleTable, make_entry, observer_statistics, read_scale_table,
+                                  table_json)
+from ..export.tensorrt_cache import TENSORRT_CACHE_FILENAME, tensorrt_cache_text
 from .feeds import feed_batches
-from .passes.bias import bias_corrections, apply_bias_corrections
-from .passes.fold_affine import fold_conv_affine
-from .passes.freeze import freeze_in_place
-from .passes.plan import QuantPlan
-from .passes.pool_inputs import quantize_pool_inputs
-from .passes.rewrite import apply_plan
-from .ptq_config import PTQConfig
-from .ptq_steps import make_observers, observed_names, plan_post_training, weight_scales, write_scales
+from ..passes.bias import bias_corrections, apply_bias_corrections
+from ..passes.fold_affine import fold_conv_affine
+from ..passes.freeze import freeze_in_place
+from ..passes.plan import QuantPlan
+from ..passes.pool_inputs import quantize_pool_inputs
+from ..passes.rewrite import apply_plan
+from .config import PTQConfig
+from .steps import make_observers, observed_names, plan_post_training, weight_scales, write_scales
 
 __all__ = ["quant_post", "quant_post_static", "PTQResult"]
 
@@ -187,7 +187,7 @@ def quant_post(executor, model_dir, quantize_model_path, sample_generator=None, 
         scale_table: path of a scale table (``scale_table.json``, written next to every model this
             function emits) to apply instead of calibrating; no data source is needed then. The same
             model, options and table give a byte-identical model.
-        **options: the other :class:`~paddle_quant.ptq_config.PTQConfig` fields (hist_percent,
+        **options: the other :class:`~paddle_quant.ptq.config.PTQConfig` fields (hist_percent,
             weight_bits, activation_bits, weight_quantize_type, weight_method, bias_correction,
             fold_affine, skip_tensor_list, onnx_format, round_type, show_progress, ...).
 

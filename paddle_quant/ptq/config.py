@@ -1,8 +1,8 @@
 """Options of post-training quantization (``quant_post``), validated.
 
 One pydantic model behind ``quant_post``/``quant_post_static`` (and the command
-line): every bad value raises :class:`~paddle_quant.errors.ConfigError` or
-:class:`~paddle_quant.errors.ConfigTypeError` naming the option, the value and
+line): every bad value raises :class:`~paddle_quant.common.errors.ConfigError` or
+:class:`~paddle_quant.common.errors.ConfigTypeError` naming the option, the value and
 what is allowed.
 """
 
@@ -12,11 +12,11 @@ from typing import Any, Literal, Optional
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from . import registry
-from ._validation import translate_validation_error
-from .backends import backend_profile, check_backend
-from .config import QuantConfig
-from .errors import ConfigError, closest_match
+from ..common import registry
+from ..common.validation import translate_validation_error
+from ..common.backends import backend_profile, check_backend
+from ..common.config import QuantConfig
+from ..common.errors import ConfigError, closest_match
 
 __all__ = ["Algorithm", "WeightMethod", "PTQConfig", "ALGORITHMS", "WEIGHT_METHODS"]
 
@@ -85,7 +85,7 @@ class PTQConfig(BaseModel):
     batch_nums: Optional[int] = Field(None, ge=1, description="Number of calibration batches (None: all).")
     optimize_model: Literal[False] = Field(False, description="Fold batch norms first (not implemented).")
     deploy_backend: Optional[Literal["onednn", "tensorrt", "paddle_lite", "onnx"]] = Field(
-        None, description="Target runtime: shapes and checks the emitted model (see paddle_quant.backends).")
+        None, description="Target runtime: shapes and checks the emitted model (see paddle_quant.common.backends).")
     show_progress: Optional[bool] = Field(None, description="Progress bar; None: only on a terminal.")
     output_scales: Optional[Literal["all", "none"]] = Field(
         None,

@@ -22,10 +22,10 @@ from typing import Mapping, Sequence
 
 import numpy as np
 
-from ._model_files import model_files
-from .errors import ConfigError, ConfigTypeError
-from .export.scale_table import SCALE_TABLE_FILENAME, read_scale_table
-from .numerics import qmax
+from ..common.model_files import model_files
+from ..common.errors import ConfigError, ConfigTypeError
+from ..export.scale_table import SCALE_TABLE_FILENAME, read_scale_table
+from ..common.numerics import qmax
 from .runtimes import make_runner, median_latency_ms
 
 __all__ = ["OutputDeviation", "VerifyReport", "verify"]
@@ -136,7 +136,7 @@ def verify(model_dir, runtime: str = "onednn", inputs=None, *, fp32_model=None, 
     Args:
         model_dir: folder of the quantized Paddle model (what quant_post / convert saved).
         runtime: ``onednn`` (default), ``tensorrt`` (GPU), ``onnxruntime``, ``paddle_fp32``
-            (see :mod:`paddle_quant.runtimes`).
+            (see :mod:`paddle_quant.deploy.runtimes`).
         inputs: a feed dict ``{input name: array}`` or a list of them (batches).
         fp32_model: the fp32 model for the latency ratio: a Paddle model folder, or an fp32
             ``.onnx`` file for ``onnxruntime``. None: no ratio.

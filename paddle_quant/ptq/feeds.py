@@ -16,7 +16,7 @@ from typing import Any, Callable, Iterable, Iterator, Sequence
 
 import numpy as np
 
-from .errors import ConfigError, ConfigTypeError
+from ..common.errors import ConfigError, ConfigTypeError
 
 __all__ = ["feed_batches"]
 
