@@ -6,7 +6,8 @@ import time
 import pytest
 import yaml
 
-from paddle_quant.cli.config_file import ELEMENTS, build_configs, load_config_file, parse_config_text, read_skip_list
+from paddle_quant.cli.config_file import build_configs, load_config_file, parse_config_text
+from paddle_quant.cli.config_model import ELEMENTS, read_skip_list
 from paddle_quant.common.errors import ConfigError
 
 # The published template (src/configs/paddle_quantization_config_template.xml of the seed):
@@ -288,7 +289,7 @@ def test_resize_defaults_to_the_input_shape():
 
 
 def test_every_documented_element_has_an_allowed_text():
-    from paddle_quant.cli.config_file import _ALLOWED
+    from paddle_quant.cli.config_model import _ALLOWED
 
     for names in ELEMENTS.values():
         for name in names:
