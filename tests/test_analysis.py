@@ -251,7 +251,7 @@ def test_missing_matplotlib_is_a_typed_error_before_any_work(digits_model, tmp_p
 
 
 def test_sqnr_and_cosine_edge_cases():
-    from paddle_quant.analysis.analyze import cosine, sqnr_db
+    from paddle_quant.analysis.metrics import cosine, sqnr_db
 
     assert sqnr_db(4.0, 0.0) == math.inf
     assert sqnr_db(100.0, 1.0) == pytest.approx(20.0)

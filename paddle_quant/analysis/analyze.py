@@ -50,7 +50,7 @@ import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterable, Mapping, Sequence
+from typing import Callable, Iterable, Mapping
 
 import numpy as np
 import paddle
@@ -66,11 +66,12 @@ from ..common.model_files import model_files
 from ..common.model_files import load_inference_program as _load
 from ..ptq.steps import make_observers, plan_post_training, weight_scales, write_scales
 from ..ptq.config import PTQConfig
-from .sensitivity import (DeployedEvaluator, GreedyStep, Runner, SimulationEvaluator, Unit, greedy_skip_list,
+from .metrics import _Sums, cosine, output_cosine, sqnr_db
+from .results import AnalysisResult, LayerRow, TensorHistogram, UnitRow
+from .sensitivity import (DeployedEvaluator, Runner, SimulationEvaluator, Unit, greedy_skip_list,
                           unit_sensitivities)
 
-__all__ = ["LayerRow", "UnitRow", "TensorHistogram", "AnalysisResult", "analyze", "output_cosine",
-           "sqnr_db", "cosine", "HISTOGRAM_ALGORITHMS", "SENSITIVITY_WAYS", "GRANULARITIES"]
+__all__ = ["analyze", "HISTOGRAM_ALGORITHMS", "SENSITIVITY_WAYS", "GRANULARITIES"]
 
 _logger = logging.getLogger(__name__)
 
@@ -82,154 +83,6 @@ SENSITIVITY_WAYS: tuple[str, ...] = ("both", "drop_alone", "gain_float", "none")
 
 GRANULARITIES: tuple[str, ...] = ("layer", "op_type")
 """``granularity=`` values: a unit of the skip list is one quantized op, or every op of one type."""
-
-
-@dataclass(frozen=True)
-class LayerRow:
-    """One quantized op of the model.
-
-    Attributes:
-        name: ``"{op_type}#{index}"``, index in the fp32 program's global block.
-        op_type: the op's type.
-        index: the op's index in the fp32 program's global block.
-        output: the op's output tensor compared against fp32.
-        inputs: quantized input tensors (weight and activations): the op's skip-list entries.
-        sqnr_db: SQNR of the output vs fp32 in dB (``inf`` when identical).
-        cosine: cosine similarity of the output vs fp32.
-        drop_alone: metric(fp32) - metric(only this layer's unit quantized), or None if not measured.
-        gain_float: metric(all but this layer's unit quantized) - metric(all quantized), or None.
-        skipped: True if its unit is in the automatic skip list.
-    """
-
-    name: str
-    op_type: str
-    index: int
-    output: str
-    inputs: tuple[str, ...]
-    sqnr_db: float
-    cosine: float
-    drop_alone: float | None
-    gain_float: float | None
-    skipped: bool
-
-
-@dataclass(frozen=True)
-class UnitRow:
-    """One unit of the skip-list search: its tensors and sensitivities (None when not measured)."""
-
-    name: str
-    op_type: str
-    tensors: tuple[str, ...]
-    drop_alone: float | None
-    gain_float: float | None
-    skipped: bool
-
-
-@dataclass(frozen=True)
-class TensorHistogram:
-    """Histogram of ``|x|`` for one quantized activation and the threshold each algorithm picks.
-
-    Attributes:
-        tensor: activation name.
-        counts: counts per bin of ``|x|``.
-        bin_width: width of each bin (bins start at 0).
-        thresholds: algorithm -> threshold (the float ``|x|`` mapped to qmax).
-        chosen: the algorithm of the run (its threshold is the scale used).
-    """
-
-    tensor: str
-    counts: np.ndarray
-    bin_width: float
-    thresholds: dict
-    chosen: str
-
-
-@dataclass(frozen=True)
-class AnalysisResult:
-    """What :func:`analyze` measured and where the report is.
-
-    Attributes:
-        layers: per quantized op, in program order.
-        units: the skip-list units with their sensitivities.
-        skip_list: tensor names to leave in float (``PTQConfig.skip_tensor_list`` / ``quant_post``'s
-            ``skip_tensor_list=``); includes the config's own ``skip_tensor_list``.
-        report_path: the HTML report.
-        json_path: ``analysis.json`` next to it (top-level ``"skip_list"``).
-        metric_name: ``"output_cosine"`` or the user metric's name.
-        fp32_metric / quantized_metric / skip_metric: metric of the fp32 model, with every unit
-            quantized, and with the skip list applied (None when no skip list was searched).
-        max_drop: the target, as given.
-        target_met: whether the skip list meets it (None without ``max_drop``).
-        greedy: the greedy search's steps.
-        mode: ``"simulation"`` (Executor) or ``"deployed"`` (the runner) for the sensitivity.
-        batches: calibration batches used.
-        evaluations: model evaluations spent on sensitivity and the greedy search.
-        seconds: wall time of the analysis.
-    """
-
-    layers: tuple[LayerRow, ...]
-    units: tuple[UnitRow, ...]
-    skip_list: tuple[str, ...]
-    report_path: Path
-    json_path: Path
-    metric_name: str
-    fp32_metric: float
-    quantized_metric: float
-    skip_metric: float | None
-    max_drop: float | None
-    target_met: bool | None
-    greedy: tuple[GreedyStep, ...]
-    mode: str
-    batches: int
-    evaluations: int
-    seconds: float
-
-
-# ---------------------------------------------------------------- statistics
-def sqnr_db(signal_energy: float, error_energy: float) -> float:
-    """``10 log10(signal / error)`` in dB; ``inf`` when the error is 0, ``-inf`` when the signal is."""
-    if error_energy <= 0.0:
-        return math.inf
-    if signal_energy <= 0.0:
-        return -math.inf
-    return 10.0 * math.log10(signal_energy / error_energy)
-
-
-def cosine(dot: float, energy_x: float, energy_y: float) -> float:
-    """``dot / sqrt(energy_x * energy_y)``; 1.0 when both are zero, 0.0 when one is."""
-    if energy_x <= 0.0 and energy_y <= 0.0:
-        return 1.0
-    if energy_x <= 0.0 or energy_y <= 0.0:
-        return 0.0
-    return float(dot / math.sqrt(energy_x * energy_y))
-
-
-class _Sums:
-    """Running ``sum x^2``, ``sum y^2``, ``sum x*y``, ``sum (x-y)^2`` in float64."""
-
-    def __init__(self) -> None:
-        self.xx = self.yy = self.xy = self.ee = 0.0
-
-    def add(self, x: np.ndarray, y: np.ndarray) -> None:
-        x, y = np.asarray(x, np.float64).ravel(), np.asarray(y, np.float64).ravel()
-        self.xx += float(x @ x)
-        self.yy += float(y @ y)
-        self.xy += float(x @ y)
-        diff = x - y
-        self.ee += float(diff @ diff)
-
-
-def output_cosine(reference: Sequence[Sequence[np.ndarray]]) -> Callable[[list], float]:
-    """The default metric: mean over fetch targets of the all-batch cosine against ``reference``."""
-    def metric(outputs: Sequence[Sequence[np.ndarray]]) -> float:
-        sums = [_Sums() for _ in reference[0]]
-        for ref_batch, batch in zip(reference, outputs):
-            for total, x, y in zip(sums, ref_batch, batch):
-                total.add(x, y)
-        return float(np.mean([cosine(s.xy, s.xx, s.yy) for s in sums]))
-
-    metric.__name__ = "output_cosine"
-    return metric
 
 
 # ---------------------------------------------------------------- arguments
