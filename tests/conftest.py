@@ -38,7 +38,7 @@ def pytest_collection_modifyitems(config, items):
 
 @pytest.fixture(scope="session")
 def digits_model(tmp_path_factory):
-    """A trained fp32 digits CNN saved as an inference model (see tests/digits_model.py)."""
-    from digits_model import build_digits_model
+    """A trained fp32 digits CNN saved as an inference model (see tests/support/digits_model.py)."""
+    from support.digits_model import build_digits_model
 
     return build_digits_model(tmp_path_factory.mktemp("digits_fp32"))

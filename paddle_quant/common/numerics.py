@@ -1,7 +1,7 @@
 """Quantization numerics in numpy: bit-exact references of Paddle 3.3.1's CPU kernels.
 
 Everything is evaluated in float32 in the same order as the C++ kernels, so the
-results equal Paddle's bit for bit (checked in ``tests/test_numerics.py`` by
+results equal Paddle's bit for bit (checked in ``tests/common/test_numerics.py`` by
 running each op). No Paddle import here.
 
 Conventions (shared by all functions):
@@ -50,6 +50,10 @@ Quirks worth knowing (all reproduced here):
   fall below the current ``max|x|``.
 * ``fake_channel_wise_dequantize_max_abs`` with two scales ignores
   ``quant_axis``; the channel dim is ``x_num_col_dims``.
+
+One module on purpose (about 570 lines): it is the test oracle for every other part, and its
+functions share the conventions and float32 helpers above; split by op family, each piece would
+restate them.
 """
 
 from __future__ import annotations

@@ -198,7 +198,7 @@ def search_error_threshold(
     one minimum (refining around the single best coarse point changed 10 of
     301 PP-OCRv4 rec thresholds); with four kept, the choice equals the full
     search on all 180 PP-OCR cls and 301 rec activations of bench/ptq_vs_paddleslim.py
-    and on the test distributions (``tests/test_observers.py``).
+    and on the test distributions (``tests/observers/test_observers.py``).
     """
     if abs_max <= 0.0 or bin_width <= 0.0:
         return 0.0

@@ -8,8 +8,8 @@ import paddle_quant as quant
 from paddle_quant.common import naming
 from paddle_quant.common.numerics import qmax
 
-from inference import predict, predictor, save_model
-from nets import conv_net, run
+from support.inference import predict, predictor, save_model
+from support.nets import conv_net, run
 
 PLACE = paddle.CPUPlace()
 

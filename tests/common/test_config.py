@@ -141,7 +141,7 @@ def _valid_slim_dicts(draw) -> dict:
 def _runnable_on_backend(drawn: dict) -> dict:
     """Keep a drawn dict inside what its deploy_backend can run: PaddleSlim accepts e.g. 4-bit
     activations for mkldnn, which Paddle Inference then refuses; we refuse those at config time
-    (tests/test_backends.py), so the round-trip property only covers runnable ones."""
+    (tests/common/test_backends.py), so the round-trip property only covers runnable ones."""
     backend = drawn.get("deploy_backend")
     if backend is None:
         return drawn

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1] / "demos"))
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[2] / "demos"))
 import ppocr  # noqa: E402
 
 

@@ -16,7 +16,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
-from paddle_ops import run_op
+from support.paddle_ops import run_op
 from paddle_quant.common import numerics as nm
 from paddle_quant.common.errors import ConfigError
 

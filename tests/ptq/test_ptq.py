@@ -10,7 +10,7 @@ import pytest
 import paddle_quant as quant
 from paddle_quant.ptq.config import ALGORITHMS
 
-from digits_model import accuracy
+from support.digits_model import accuracy
 
 EXE = None
 

@@ -20,8 +20,8 @@ from paddle_quant.common.errors import ConfigError, ProgramStateError
 from paddle_quant.export.paddle_lite import (PADDLE_LITE_TARGETS, check_paddle_lite_structure,
                                              export_paddle_lite, find_paddle_lite_opt)
 
-from inference import save_model
-from nets import conv_net, run
+from support.inference import save_model
+from support.nets import conv_net, run
 
 PLACE = paddle.CPUPlace()
 

@@ -5,7 +5,7 @@ import paddle
 
 from paddle_quant.passes.statistics import sample_start, shape_program, statistics_program
 
-from nets import conv_net, run
+from support.nets import conv_net, run
 
 NAMES = ["x", "conv2d_0.tmp_2", "flatten_0.tmp_0"]
 

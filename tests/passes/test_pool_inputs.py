@@ -16,7 +16,7 @@ import paddle_quant as quant
 from paddle_quant.common.backends import BACKENDS
 from paddle_quant.passes.pool_inputs import quantize_pool_inputs
 
-from inference import predict, predictor
+from support.inference import predict, predictor
 
 
 def _global_pool(block, features, pooling_type):

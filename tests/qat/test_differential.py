@@ -13,7 +13,7 @@ import paddle_quant as quant
 from paddle_quant.common import naming
 from paddle_quant.common.numerics import qmax
 
-from nets import conv_net, run
+from support.nets import conv_net, run
 
 PLACE = paddle.CPUPlace()
 QUANT_OPS = {

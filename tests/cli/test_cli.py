@@ -16,7 +16,7 @@ import paddle_quant as quant
 from paddle_quant.cli.main import EXIT_FAILURE, EXIT_OK, EXIT_USAGE, build_parser, exit_code_for, main
 from paddle_quant.common.errors import ConfigError, ConfigTypeError, ProgramStateError, ScopeError
 
-REPO = pathlib.Path(__file__).resolve().parents[1]
+REPO = pathlib.Path(__file__).resolve().parents[2]
 SUBCOMMANDS = ("post", "embedding", "inspect", "analyze", "verify", "demo")
 
 

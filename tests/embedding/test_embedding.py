@@ -326,7 +326,7 @@ def _bench_module():
     import importlib.util
     import pathlib
 
-    path = pathlib.Path(__file__).resolve().parents[1] / "bench" / "embedding.py"
+    path = pathlib.Path(__file__).resolve().parents[2] / "bench" / "embedding.py"
     spec = importlib.util.spec_from_file_location("bench_embedding", path)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)

@@ -3,7 +3,7 @@
 import paddle_quant as quant
 from paddle_quant.passes import plan_quantization
 
-from nets import conv_net
+from support.nets import conv_net
 
 
 def _plan(net, config=None, program=None):

@@ -9,7 +9,7 @@ import pytest
 import paddle_quant as quant
 from paddle_quant.common import naming
 
-from nets import conv_net, param_values, run
+from support.nets import conv_net, param_values, run
 
 PLACE = paddle.CPUPlace()
 WEIGHT_TYPES = ["abs_max", "channel_wise_abs_max", "range_abs_max", "moving_average_abs_max"]

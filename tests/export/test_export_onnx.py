@@ -26,7 +26,7 @@ ort = pytest.importorskip("onnxruntime")
 
 from paddle_quant.export.onnx import MissingDependencyError, export_float_onnx, export_onnx
 
-from digits_model import accuracy  # noqa: E402
+from support.digits_model import accuracy  # noqa: E402
 
 WEIGHTS = {"conv2d_0.w_0": 0, "conv2d_1.w_0": 0, "fc_0.w_0": 1}
 ACTIVATIONS = {"image", "relu_0.tmp_0", "flatten_0.tmp_0"}
