@@ -9,6 +9,9 @@ import pytest
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1] / "demos"))
 
+NO_VNNI_REASON = ("compares int8 kernels with the simulation: they agree only on CPUs with VNNI/AMX, and this one "
+                  "has none (docs/deploy.md, 'CPUs without VNNI'; tests/deploy/test_cpu.py covers this case)")
+
 
 @pytest.fixture(autouse=True)
 def legacy_static_mode():
@@ -27,13 +30,18 @@ def rng():
 
 
 def pytest_collection_modifyitems(config, items):
-    """Skip tests marked ``gpu`` when Paddle has no CUDA device."""
-    if paddle.device.is_compiled_with_cuda() and paddle.device.cuda.device_count() > 0:
-        return
-    skip = pytest.mark.skip(reason="needs a CUDA device")
+    """Skip tests marked ``gpu`` when Paddle has no CUDA device, and ``vnni`` ones on CPUs without VNNI."""
+    from paddle_quant.deploy.cpu import int8_dot_product
+
+    skips = {}
+    if not (paddle.device.is_compiled_with_cuda() and paddle.device.cuda.device_count() > 0):
+        skips["gpu"] = pytest.mark.skip(reason="needs a CUDA device")
+    if not int8_dot_product():
+        skips["vnni"] = pytest.mark.skip(reason=NO_VNNI_REASON)
     for item in items:
-        if "gpu" in item.keywords:
-            item.add_marker(skip)
+        for keyword, skip in skips.items():
+            if keyword in item.keywords:
+                item.add_marker(skip)
 
 
 @pytest.fixture(scope="session")

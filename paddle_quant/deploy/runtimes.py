@@ -7,7 +7,7 @@ Each runtime is a factory ``(model_file, params_file, *, threads) -> Runner``:
 * ``paddle_fp32``: Paddle Inference on CPU with oneDNN, int8 off (a QDQ model's
   quant ops then also run in float).
 * ``onednn``: Paddle Inference on CPU with oneDNN int8 (``enable_onednn_int8``): QDQ
-  models run in real int8.
+  models run in real int8 (exactly as simulated only on CPUs with VNNI: :mod:`.cpu`).
 * ``tensorrt``: Paddle Inference with the TensorRT engine in int8
   (``precision_mode=Int8, use_calib_mode=False``: scales come from the QDQ ops);
   needs a CUDA build of Paddle and a GPU.
@@ -25,6 +25,7 @@ from typing import Callable, Mapping
 import numpy as np
 
 from ..common.errors import ConfigError, MissingDependencyError
+from .cpu import warn_without_vnni
 
 __all__ = ["Runner", "RUNTIMES", "make_runner", "median_latency_ms"]
 
@@ -53,6 +54,7 @@ def _paddle_inference(model_file: Path, params_file: Path, *, threads: int, int8
         config.disable_gpu()
         config.enable_onednn()
         if int8:
+            warn_without_vnni()
             config.enable_onednn_int8()
         config.set_cpu_math_library_num_threads(int(threads))
     config.disable_glog_info()

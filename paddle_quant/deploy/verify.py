@@ -26,11 +26,13 @@ from ..common.model_files import model_files
 from ..common.errors import ConfigError, ConfigTypeError
 from ..export.scale_table import SCALE_TABLE_FILENAME, read_scale_table
 from ..common.numerics import qmax
+from .cpu import int8_dot_product
 from .runtimes import make_runner, median_latency_ms
 
 __all__ = ["OutputDeviation", "VerifyReport", "verify"]
 
 _FP32_COUNTERPART = {"onednn": "paddle_fp32", "onnxruntime": "onnxruntime", "paddle_fp32": "paddle_fp32"}
+_CPU_INT8_RUNTIMES = ("onednn", "onnxruntime")
 
 
 @dataclass(frozen=True)
@@ -55,6 +57,9 @@ class VerifyReport:
     outputs: tuple[OutputDeviation, ...]
     latency_ms: float
     fp32_latency_ms: float | None
+    cpu_int8_dot_product: bool | None = None
+    """For CPU int8 runtimes (onednn, onnxruntime): whether this CPU has VNNI/AMX, without which int8
+    kernels compute differently from the simulation (:mod:`paddle_quant.deploy.cpu`); None otherwise."""
 
     @property
     def latency_ratio(self) -> float | None:
@@ -79,6 +84,9 @@ class VerifyReport:
         ratio = "" if self.latency_ratio is None else f", fp32 {self.fp32_latency_ms:.2f} ms, " \
                                                       f"int8/fp32 {self.latency_ratio:.2f}"
         lines.append(f"  latency {self.latency_ms:.2f} ms{ratio}")
+        if self.cpu_int8_dot_product is False:
+            lines.append("  note: this CPU has no VNNI/AMX; int8 kernels here compute differently from the simulation "
+                         "(docs/deploy.md, 'CPUs without VNNI')")
         return "\n".join(lines)
 
 
@@ -163,8 +171,9 @@ def verify(model_dir, runtime: str = "onednn", inputs=None, *, fp32_model=None, 
     outputs = tuple(_deviation(name, step, source, g, w)
                     for name, (step, source), g, w in zip(simulation.output_names, steps, got, want))
     latency = median_latency_ms(target, batches[0], repeats=repeats)
-    return VerifyReport(runtime, len(batches), outputs, latency, _fp32_latency(runtime, fp32_model, batches[0],
-                                                                                 threads, repeats))
+    fp32_latency = _fp32_latency(runtime, fp32_model, batches[0], threads, repeats)
+    dot_product = int8_dot_product() if runtime in _CPU_INT8_RUNTIMES else None
+    return VerifyReport(runtime, len(batches), outputs, latency, fp32_latency, dot_product)
 
 
 def _fp32_latency(runtime, fp32_model, feed, threads, repeats) -> float | None:

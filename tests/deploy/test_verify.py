@@ -9,6 +9,7 @@ import pytest
 import paddle_quant as quant
 from paddle_quant.common.errors import ConfigError, ConfigTypeError
 from paddle_quant import verify
+from paddle_quant.deploy.cpu import int8_dot_product
 
 import qat_digits
 
@@ -50,9 +51,15 @@ def test_report_matches_a_hand_computed_deviation(digits_model, int8_model):
     cosine = float(r @ s / np.linalg.norm(r) / np.linalg.norm(s))
     assert output.cosine == pytest.approx(cosine, abs=1e-9)
     assert report.batches == 2 and report.latency_ms > 0 and report.fp32_latency_ms > 0
+    assert "int8/fp32" in report.table()
+    assert report.cpu_int8_dot_product is int8_dot_product()
+
+
+@pytest.mark.vnni
+def test_onednn_int8_stays_within_a_few_steps_of_the_simulation(digits_model, int8_model):
+    report = verify(int8_model, "onednn", _feeds(digits_model), repeats=1)
     # oneDNN requantizes conv outputs the simulation keeps in float: a few steps, never wild.
     assert report.within(8.0), report.table()
-    assert "int8/fp32" in report.table()
 
 
 def test_simulation_against_itself_is_exact(digits_model, int8_model):

@@ -130,6 +130,7 @@ def test_unfolded_export_without_observers_computes_what_the_executor_computes(d
     assert np.array_equal(got.argmax(1), expected.argmax(1))
 
 
+@pytest.mark.vnni  # observers made real: onnxruntime runs int8 kernels (QLinearConv)
 def test_observer_pairs_quantize_like_the_executor_with_observers_made_real(digits_model, int8_dir, tmp_path):
     result = export_onnx(int8_dir, tmp_path / "m.onnx", observers="all", fold_conv=False)
     assert set(result.observers) <= _onnx_quantized_tensors(result.path)
@@ -139,6 +140,7 @@ def test_observer_pairs_quantize_like_the_executor_with_observers_made_real(digi
     assert np.abs(got - expected).max() <= 1.001 * _output_step(int8_dir, "fc_0.tmp_0")
 
 
+@pytest.mark.vnni  # folded convs with quantized outputs: onnxruntime runs int8 kernels
 def test_folded_export_matches_the_executor_with_the_same_quantizers(digits_model, int8_dir, tmp_path):
     result = export_onnx(int8_dir, tmp_path / "m.onnx", observers="int8_ops")  # fold_conv=True by default
     quantized = _onnx_quantized_tensors(result.path)

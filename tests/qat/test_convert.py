@@ -117,6 +117,7 @@ def test_save_int8_program_runs_and_matches(rng, tmp_path, onnx_format):
     assert os.path.getsize(params) < 0.5 * os.path.getsize(f_params) or onnx_format
 
 
+@pytest.mark.vnni
 @pytest.mark.parametrize("config", [{}, {"quantize_op_types": ["conv2d", "mul", "pool2d", "elementwise_add", "relu"]}],
                          ids=["default", "with-activation-ops"])
 def test_paddle_inference_onednn_int8_agrees_with_eval_program(rng, tmp_path, config):
