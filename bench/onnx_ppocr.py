@@ -89,45 +89,6 @@ def parse_args(argv=None):
     return args
 
 
-class RunnerPredictor:
-    """The part of Paddle Inference's predictor API demos/ppocr.py uses, over a ``paddle_quant.deploy.runtimes.Runner``."""
-
-    def __init__(self, runner):
-        self.runner = runner
-        self.feeds, self.results = {}, {}
-
-    def get_input_names(self):
-        return list(self.runner.input_names)
-
-    def get_output_names(self):
-        return list(self.runner.output_names)
-
-    def get_input_handle(self, name):
-        return _Handle(self, name)
-
-    def get_output_handle(self, name):
-        return _Handle(self, name)
-
-    def run(self):
-        self.results = dict(zip(self.runner.output_names, self.runner.run(self.feeds)))
-
-
-class _Handle:
-    """Input/output handle of :class:`RunnerPredictor` (reshape is implied by the array)."""
-
-    def __init__(self, owner, name):
-        self.owner, self.name = owner, name
-
-    def reshape(self, shape):
-        pass
-
-    def copy_from_cpu(self, array):
-        self.owner.feeds[self.name] = np.ascontiguousarray(array)
-
-    def copy_to_cpu(self):
-        return self.owner.results[self.name]
-
-
 def ort_predictor(path, threads):
     """onnxruntime (CPU) with ``threads`` intra-op threads and one inter-op thread, as a predictor."""
     import onnxruntime as ort
@@ -139,14 +100,14 @@ def ort_predictor(path, threads):
     options.inter_op_num_threads = 1
     session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
     inputs, outputs = tuple(i.name for i in session.get_inputs()), tuple(o.name for o in session.get_outputs())
-    return RunnerPredictor(Runner("onnxruntime", inputs, outputs, lambda feed: session.run(None, dict(feed))))
+    return ppocr.RunnerPredictor(Runner("onnxruntime", inputs, outputs, lambda feed: session.run(None, dict(feed))))
 
 
 def executor_predictor(model_dir):
     """The Paddle Executor running the QDQ model as float arithmetic (the fake-quant simulation)."""
     from paddle_quant.deploy.runtimes import make_runner
 
-    return RunnerPredictor(make_runner("executor", os.path.join(model_dir, "model.pdmodel"),
+    return ppocr.RunnerPredictor(make_runner("executor", os.path.join(model_dir, "model.pdmodel"),
                                        os.path.join(model_dir, "model.pdiparams")))
 
 

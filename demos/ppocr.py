@@ -62,6 +62,7 @@ __all__ = [
     "predict",
     "latency_ms",
     "paired_latency",
+    "RunnerPredictor",
     "evaluate_rec",
     "evaluate_cls",
     "input_name",
@@ -548,18 +549,59 @@ def paired_latency(predictors, batch, repeats):
     return [statistics.median(spent) for spent in times]
 
 
+class RunnerPredictor:
+    """The part of Paddle Inference's predictor API this kit uses, over any runner with ``input_names``,
+    ``output_names`` and ``run(feed) -> outputs`` (e.g. ``paddle_quant.deploy.runtimes.Runner``)."""
+
+    def __init__(self, runner):
+        self.runner = runner
+        self.feeds, self.results = {}, {}
+
+    def get_input_names(self):
+        return list(self.runner.input_names)
+
+    def get_output_names(self):
+        return list(self.runner.output_names)
+
+    def get_input_handle(self, name):
+        return _Handle(self, name)
+
+    def get_output_handle(self, name):
+        return _Handle(self, name)
+
+    def run(self):
+        self.results = dict(zip(self.runner.output_names, self.runner.run(self.feeds)))
+
+
+class _Handle:
+    """Input/output handle of :class:`RunnerPredictor` (reshape is implied by the array)."""
+
+    def __init__(self, owner, name):
+        self.owner, self.name = owner, name
+
+    def reshape(self, shape):
+        pass
+
+    def copy_from_cpu(self, array):
+        self.owner.feeds[self.name] = np.ascontiguousarray(array)
+
+    def copy_to_cpu(self):
+        return self.owner.results[self.name]
+
+
 def _as_predictor(model, int8):
     """model itself when it is already a predictor, else :func:`make_predictor` on it."""
     return model if hasattr(model, "get_input_names") else make_predictor(model, int8=int8)
 
 
-def _run_batches(predictor, batch, batch_size):
-    """Outputs of predictor over batch in chunks, concatenated, plus the median latency of one full chunk."""
+def _run_batches(predictor, batch, batch_size, timed=True):
+    """Outputs of predictor over batch in chunks, concatenated, plus the median latency of one full chunk
+    (None when not ``timed``)."""
     outputs = [predict(predictor, batch[i:i + batch_size]) for i in range(0, len(batch), batch_size)]
-    return np.concatenate(outputs), latency_ms(predictor, batch[:batch_size])
+    return np.concatenate(outputs), latency_ms(predictor, batch[:batch_size]) if timed else None
 
 
-def evaluate_rec(model, images, labels, *, int8, batch_size=8, charset=None):
+def evaluate_rec(model, images, labels, *, int8, batch_size=8, charset=None, timed=True):
     """Recognition accuracy and latency of a rec model on images with labels.
 
     Args:
@@ -568,22 +610,23 @@ def evaluate_rec(model, images, labels, *, int8, batch_size=8, charset=None):
         int8: passed to :func:`make_predictor` when a predictor is built here.
         batch_size: images per run; latency is the median of one batch of this size.
         charset: from :func:`load_charset`; default the cached ppocr_keys_v1.txt.
+        timed: also measure the latency (12 more runs of one batch); False gives ``latency_ms`` None.
 
     Returns:
         ``{'exact': %, 'char': %, 'latency_ms': ms per batch}`` (exact and char as :func:`rec_metrics`).
     """
-    probs, latency = _run_batches(_as_predictor(model, int8), rec_batch(images), batch_size)
+    probs, latency = _run_batches(_as_predictor(model, int8), rec_batch(images), batch_size, timed)
     metrics = rec_metrics(ctc_decode(probs, _charset() if charset is None else charset), labels)
     return {**metrics, "latency_ms": latency}
 
 
-def evaluate_cls(model, images, labels, *, int8, batch_size=8):
+def evaluate_cls(model, images, labels, *, int8, batch_size=8, timed=True):
     """Direction-classifier accuracy and latency; arguments as :func:`evaluate_rec`, labels 0/1.
 
     Returns:
         ``{'accuracy': %, 'latency_ms': ms per batch}``.
     """
-    probs, latency = _run_batches(_as_predictor(model, int8), cls_batch(images), batch_size)
+    probs, latency = _run_batches(_as_predictor(model, int8), cls_batch(images), batch_size, timed)
     return {"accuracy": cls_accuracy(probs, labels), "latency_ms": latency}
 
 
