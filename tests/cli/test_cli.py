@@ -5,7 +5,6 @@ import os
 import pathlib
 import subprocess
 import sys
-import time
 
 import numpy as np
 import paddle
@@ -254,34 +253,24 @@ def test_subprocess_post_help_and_bomb(tiny_model, image_dir, tmp_path):
     bomb.write_text('<?xml version="1.0"?><!DOCTYPE l [<!ENTITY a "aaaaaaaaaa">'
                     + "".join(f'<!ENTITY a{i} "{("&a;" if i == 0 else f"&a{i - 1};") * 10}">' for i in range(9))
                     + ']><QuantizationConfigs><Config><Model><Name>&a8;</Name></Model></Config></QuantizationConfigs>')
-    start = time.perf_counter()
     done = _cli("post", "-c", bomb, cwd=tmp_path)
-    elapsed = time.perf_counter() - start
-    assert done.returncode == 2 and "DOCTYPE" in done.stderr
-    assert elapsed < 2.0  # the whole process: measured 0.5 s (the package imports no Paddle for a config check)
-    start = time.perf_counter()
-    assert main(["post", "-c", str(bomb)]) == EXIT_USAGE
-    assert time.perf_counter() - start < 1.0
+    assert done.returncode == 2 and "DOCTYPE" in done.stderr and "DTDForbidden" in done.stderr
+    assert main(["post", "-c", str(bomb)]) == EXIT_USAGE  # (timings: bench/fast_paths.py)
 
 
 def test_config_errors_are_found_before_paddle_is_imported(tmp_path):
-    """The CLI's config path imports no Paddle: a bomb is refused in well under a second of work.
-
-    The package ``__init__`` imports Paddle (seconds); this runs the CLI modules under a bare package
-    so the test measures what the CLI itself costs.
-    """
+    """The CLI's config path imports no Paddle (seconds of start-up), checked in a fresh process through
+    the real package; how long the refusal takes is measured in bench/fast_paths.py."""
     bomb = tmp_path / "bomb.xml"
     bomb.write_text('<?xml version="1.0"?><!DOCTYPE l [<!ENTITY a "a">]><QuantizationConfigs/>')
-    script = ("import sys, types, time\n"
-              f"package = types.ModuleType('paddle_quant'); package.__path__ = [{str(REPO / 'paddle_quant')!r}]\n"
-              "sys.modules['paddle_quant'] = package\n"
+    script = ("import sys\n"
               "from paddle_quant.cli.main import main\n"
-              f"start = time.perf_counter(); code = main(['-q', 'post', '-c', {str(bomb)!r}])\n"
-              "print(code, 'paddle' in sys.modules, time.perf_counter() - start)\n")
-    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120, check=False)
-    code, imported, seconds = done.stdout.split()
-    assert (code, imported) == ("2", "False"), done.stderr
-    assert float(seconds) < 1.0
+              f"code = main(['-q', 'post', '-c', {str(bomb)!r}])\n"
+              "print(code, 'paddle' in sys.modules, sorted(m for m in sys.modules if m.startswith('paddle.'))[:3])\n")
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120, check=False,
+                          cwd=REPO)
+    code, imported, *paddle_modules = done.stdout.split(maxsplit=2)
+    assert (code, imported) == ("2", "False"), (done.stdout, done.stderr)
 
 
 # ---------------------------------------------------------------- the acceptance run on PP-OCR cls

@@ -1,7 +1,6 @@
 """Config files of `paddle-quant`: XML (hardened), YAML and JSON into one model; errors name the element."""
 
 import json
-import time
 
 import pytest
 import yaml
@@ -132,12 +131,13 @@ def test_yaml_and_json_give_the_same_model_as_xml(tmp_path, model_dir):
     assert bare.model_dump() == xml_run.model_dump()
 
 
-def test_billion_laughs_is_refused_fast(tmp_path):
+def test_billion_laughs_is_refused_at_the_doctype_before_any_entity(tmp_path):
+    """DTDForbidden comes from the DOCTYPE start handler, before any entity is declared, let alone expanded
+    (the time this takes is in bench/fast_paths.py)."""
     path = _write(tmp_path / "bomb.xml", BILLION_LAUGHS)
-    start = time.perf_counter()
-    with pytest.raises(ConfigError, match="DOCTYPE"):
+    with pytest.raises(ConfigError, match="DOCTYPE") as info:
         load_config_file(path)
-    assert time.perf_counter() - start < 1.0
+    assert "DTDForbidden" in str(info.value)
 
 
 def test_external_entity_is_refused_and_not_read(tmp_path):

@@ -9,7 +9,7 @@ brute-force mse/emd searches on the raw data with the kernel numerics
 
 from __future__ import annotations
 
-import time
+import sys
 import zlib
 
 import numpy as np
@@ -373,14 +373,34 @@ def test_kl_against_paddle_cal_kl_threshold(name, min_ratio):
         assert ours < 0.5 * hist.abs_max
 
 
-def test_kl_compute_scale_is_fast():
-    obs = _feed(ob.KLObserver(bits=8), _growing_batches())
-    obs.compute_scale()
-    start = time.perf_counter()
-    for _ in range(5):
-        obs.compute_scale()
-    elapsed = (time.perf_counter() - start) / 5
-    assert elapsed < 0.05  # measured ~0.3 ms for 2048 bins (Paddle's loop: 0.5-2.5 s)
+def _python_calls(function) -> int:
+    """How many Python-level function calls ``function()`` makes (C calls, e.g. numpy kernels, not counted)."""
+    calls = 0
+
+    def profile(frame, event, arg):
+        nonlocal calls
+        calls += event == "call"
+
+    sys.setprofile(profile)
+    try:
+        function()
+    finally:
+        sys.setprofile(None)
+    return calls
+
+
+@pytest.mark.parametrize("make", [lambda bins: ob.KLObserver(bins=bins), lambda bins: ob.MSEObserver(bins=bins),
+                                  lambda bins: ob.HistObserver(bins=bins)], ids=["KL", "mse", "hist"])
+def test_threshold_searches_have_no_python_loop_over_bins_or_candidates(make):
+    """Vectorised searches: the Python work of compute_scale does not grow with the bins (KL: 129 to 8065
+    candidates). Paddle's KL loops over candidates and bins in Python (0.5-2.5 s per tensor); the time
+    is measured in bench/fast_paths.py, not here."""
+    counts = []
+    for bins in (256, 2048, 8192):
+        obs = _feed(make(bins), _growing_batches())
+        obs.compute_scale()  # first call: lazy imports inside numpy
+        counts.append(_python_calls(obs.compute_scale))
+    assert counts[0] == counts[1] == counts[2] < 200, counts
 
 
 def test_rebin_to_abs_max_matches_a_histogram_over_exactly_that_range(rng):
@@ -486,14 +506,6 @@ def test_expected_error_model_matches_raw_errors(name, power):
     est = ob.compute_quantization_errors(hist.signed_counts, hist.bin_width, thresholds, bits=8, power=power)
     raw = [np.mean(np.abs(x - nm.fake_quant_dequant(x, F32(t), 8).astype(np.float64)) ** power) for t in thresholds]
     np.testing.assert_allclose(est, raw, rtol=0.01)
-
-
-def test_mse_compute_scale_time():
-    for cls in (ob.MSEObserver,):
-        obs = _feed(cls(bits=8), _growing_batches())
-        start = time.perf_counter()
-        obs.compute_scale()
-        assert time.perf_counter() - start < 0.05  # measured ~3 ms for 2048 bins
 
 
 # ---------------------------------------------------------------------- emd
