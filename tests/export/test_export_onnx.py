@@ -437,9 +437,9 @@ def test_output_is_replaced_atomically_and_no_temporary_file_stays(int8_dir, tmp
 
 # ---------------------------------------------------------------- the real PP-OCR classifier
 @pytest.mark.slow
-def test_ppocr_cls_int8_in_onnxruntime_agrees_with_paddle_int8(tmp_path):
-    ppocr = pytest.importorskip("ppocr")
-    models = ppocr.fetch_models()
+def test_ppocr_cls_int8_in_onnxruntime_agrees_with_paddle_int8(tmp_path, ppocr_models):
+    import ppocr  # demos/ppocr.py (conftest puts demos/ on the path)
+    models = ppocr_models
     feeds = list(ppocr.calibration_feeds("cls", 2, 8, 0))
     quant.quant_post(paddle.static.Executor(paddle.CPUPlace()), str(models["cls"]), str(tmp_path / "cls"),
                      data_loader=lambda: iter(feeds), algo="hist",

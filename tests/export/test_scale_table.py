@@ -131,6 +131,8 @@ def test_tensorrt_cache_lines_are_big_endian_float_hex(tmp_path):
     text = write_tensorrt_cache(table, tmp_path / "c.cache").read_text().splitlines()
     assert text[1] == "x: " + struct.pack(">f", 1.0).hex() == "x: 3f800000"
     assert tensorrt_scale(127.0) == np.float32(1.0)
+    # by hand: 2.54 / 127 = 0.02, whose float32 is 0x3ca3d70a
+    assert struct.pack(">f", tensorrt_scale(2.54)).hex() == "3ca3d70a"
 
 
 def test_tensorrt_cache_refuses_what_it_cannot_express(tmp_path):

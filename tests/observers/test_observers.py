@@ -9,6 +9,7 @@ brute-force mse/emd searches on the raw data with the kernel numerics
 
 from __future__ import annotations
 
+import math
 import sys
 import zlib
 
@@ -343,6 +344,42 @@ def test_kl_divergences_match_reference_and_paddle_helpers():
     expanded = expand_quantized_bins(merged, p)
     paddle_kl = safe_entropy(p, int(counts.sum()), expanded, sum(expanded))
     np.testing.assert_allclose(_reference_kl(counts, i, q), paddle_kl, rtol=1e-9)
+
+
+@pytest.mark.parametrize("counts, expected", [
+    # one target bin (bits=2). [3, 1]: i=1 keeps P=[4] vs Q=[3] (equal once normalised): 0;
+    # i=2: P=[3, 1], Q spreads 4 over two bins [2, 2]: 3/4 ln(3/2) + 1/4 ln(1/2).
+    ([3, 1], [0.0, 0.75 * math.log(1.5) + 0.25 * math.log(0.5)]),
+    # [2, 0, 2, 4]: i=2 ends on an empty bin (skipped: inf); i=3: P=[2, 0, 6]/8, Q=[2, 0, 2]/4;
+    # i=4: Q spreads 8 over the three non-empty bins: 2 * 1/4 ln(3/4) + 1/2 ln(3/2).
+    ([2, 0, 2, 4], [0.0, math.inf, 0.25 * math.log(0.5) + 0.75 * math.log(1.5),
+                    0.5 * math.log(0.75) + 0.5 * math.log(1.5)]),
+])
+def test_kl_divergences_of_hand_computed_cases(counts, expected):
+    cand, kl = ob.compute_kl_divergences(np.array(counts), bits=2)
+    assert cand.tolist() == list(range(1, len(counts) + 1))
+    np.testing.assert_allclose(kl, expected, rtol=0, atol=1e-12)
+
+
+def test_kl_divergences_equal_paddles_own_helpers_at_every_candidate_it_tries():
+    """Paddle's expand_quantized_bins + safe_entropy per candidate (its own code, not a restatement)."""
+    from paddle.static.quantization.cal_kl_threshold import expand_quantized_bins, safe_entropy
+
+    counts = _one_shot_hist("gamma", 50_000).counts[:1024]
+    cand, kl = ob.compute_kl_divergences(counts, bits=8)
+    checked = 0
+    for i in range(512, 1025, 7):  # Paddle's window: (bins - 1) // 2 .. bins - 1
+        if counts[i - 1] == 0:
+            continue
+        p = counts[:i].tolist()
+        p[i - 1] += int(counts[i:].sum())
+        m = i // 127
+        merged = [int(counts[g * m:(i if g == 126 else (g + 1) * m)].sum()) for g in range(127)]
+        expanded = expand_quantized_bins(merged, p)
+        paddle_kl = safe_entropy(p, int(counts.sum()), expanded, sum(expanded))
+        np.testing.assert_allclose(kl[i - 127], paddle_kl, rtol=1e-9, atol=1e-12)
+        checked += 1
+    assert checked > 50
 
 
 @pytest.mark.parametrize("name", ["normal", "laplace", "relu", "outliers", "gamma"])

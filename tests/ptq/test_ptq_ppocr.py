@@ -10,14 +10,14 @@ import pytest
 import paddle_quant as quant
 from paddle_quant.deploy.runtimes import make_runner
 
-ppocr = pytest.importorskip("ppocr")
+import ppocr  # demos/ppocr.py (conftest puts demos/ on the path)
 
 pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
-def models():
-    return ppocr.fetch_models()
+def models(ppocr_models):
+    return ppocr_models
 
 
 def _quantize(models, kind, out, **options):
