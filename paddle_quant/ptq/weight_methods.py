@@ -12,14 +12,17 @@ runtimes' scale checks finite (Paddle's abs max would give 0).
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 from numpy.typing import ArrayLike
 
 from ..common.errors import ConfigError, ConfigTypeError, closest_match
 from ..common.numerics import qmax as _qmax
-from ..common.numerics import quantize_linear
+from ..common.numerics import fake_quant_dequant, quantize_linear
 
-__all__ = ["WEIGHT_METHODS", "DEFAULT_ADMM_ITERATIONS", "weight_scale", "admm_scale", "power_of_two_scale"]
+__all__ = ["WEIGHT_METHODS", "DEFAULT_ADMM_ITERATIONS", "weight_scale", "admm_scale", "qdq_squared_errors",
+           "power_of_two_scale"]
 
 WEIGHT_METHODS: tuple[str, ...] = ("abs_max", "channel_wise_abs_max", "admm", "power_of_two")
 """Methods :func:`weight_scale` accepts."""
@@ -46,24 +49,39 @@ def _row_abs_max(rows: np.ndarray) -> np.ndarray:
     return np.where(m > 0, m, _ZERO_SCALE)
 
 
+def qdq_squared_errors(rows: np.ndarray, scale: np.ndarray, bits: int) -> np.ndarray:
+    """Per row of ``rows`` (float64 (C, K)): ``sum (w - QDQ(w))**2`` with the float32 scale the model
+    stores and the kernel's float32 arithmetic (:func:`~paddle_quant.common.numerics.fake_quant_dequant`),
+    each sum exactly rounded (``math.fsum``), so any caller scoring the same scale gets the same number."""
+    dequantized = fake_quant_dequant(rows, np.asarray(scale).astype(_F32), bits, axis=0).astype(np.float64)
+    return np.array([math.fsum(row) for row in (rows - dequantized) ** 2])
+
+
 def admm_scale(rows: np.ndarray, bits: int = 8, iterations: int = DEFAULT_ADMM_ITERATIONS) -> np.ndarray:
     """TNN's ADMM weight scale for each row of ``rows`` (float64 (C, K)), vectorised.
 
     Alternates, from ``s = max|w|``:
     ``q = clip(rint(w * qmax / s), -qmax-1, qmax)`` (the best grid point for
     ``s``, computed by :func:`~paddle_quant.common.numerics.quantize_linear`) and
-    ``s = qmax * <w, q> / <q, q>`` (the least-squares scale for ``q``).
-    Neither step increases ``||w - s q / qmax||**2``, so the result is never
-    worse than abs max. Stops after ``iterations`` rounds or when no ``q``
-    changes. Rows with ``q = 0`` keep their scale.
+    ``s = qmax * <w, q> / <q, q>`` (the least-squares scale for ``q``). Stops
+    after ``iterations`` rounds or when no ``q`` changes; rows with ``q = 0``
+    keep their scale.
+
+    In exact arithmetic neither step increases ``||w - s q / qmax||**2``; in
+    the kernel's float32 arithmetic one can, by a rounding (a weight with many
+    zeros went 0.278196 -> 0.27820146). So every row keeps its best iterate,
+    abs max included, scored by :func:`qdq_squared_errors` (ties keep the
+    earlier one): never worse than abs max, by construction.
 
     Returns:
-        float64 array of shape (C,).
+        float64 array of shape (C,), each value a float32 number (what the model stores).
     """
     q_max = _qmax(bits)
     if q_max < 1:
         raise ConfigError(f"bits must be in 2..16 for method 'admm', got {bits!r}")
     scale = _row_abs_max(rows)
+    best = scale.astype(_F32).astype(np.float64)
+    best_error = qdq_squared_errors(rows, best, bits)
     prev = None
     for _ in range(iterations):
         q = quantize_linear(rows, scale.astype(_F32), bits, axis=0).astype(np.float64)
@@ -72,8 +90,12 @@ def admm_scale(rows: np.ndarray, bits: int = 8, iterations: int = DEFAULT_ADMM_I
         qq = np.einsum("ij,ij->i", q, q)
         wq = np.einsum("ij,ij->i", rows, q)
         scale = np.where(qq > 0, q_max * wq / np.where(qq > 0, qq, 1.0), scale)
+        candidate = scale.astype(_F32).astype(np.float64)
+        error = qdq_squared_errors(rows, candidate, bits)
+        better = error < best_error
+        best, best_error = np.where(better, candidate, best), np.where(better, error, best_error)
         prev = q
-    return scale
+    return best
 
 
 def power_of_two_scale(rows: np.ndarray) -> np.ndarray:
