@@ -50,7 +50,7 @@ ROOT = pathlib.Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT), str(ROOT / "demos")]
 
 import paddle_quant as quant  # noqa: E402
-from paddle_quant.common.errors import ProgramStateError  # noqa: E402
+from paddle_quant.common.errors import ExportError  # noqa: E402
 from paddle_quant.export.paddle_lite import check_paddle_lite_structure, export_paddle_lite  # noqa: E402
 from _table import print_table  # noqa: E402  (demos/_table.py)
 
@@ -227,7 +227,7 @@ def compare(bin_dir, out, family, folders, data, batch_sizes):
         try:
             nb = export_paddle_lite(folder, out / "nb" / f"{family}_{name}_x86", valid_targets=("x86",),
                                     opt=bin_dir / "paddle_lite_opt")
-        except ProgramStateError as exc:
+        except ExportError as exc:
             first = next((line for line in str(exc).splitlines() if line.startswith("[F")), str(exc).splitlines()[-1])
             rows.append((f"{family}/{name}", str(errors), "-", "-", "-", f"opt failed: {first[-70:]}", "-", "-", "-"))
             continue
@@ -445,7 +445,7 @@ def check_vs_lite(bin_dir, out: pathlib.Path, folders, x):
 def _lite_outcome(bin_dir, out, folder, x) -> str:
     try:
         nb = export_paddle_lite(folder, folder / "x86", valid_targets=("x86",), opt=bin_dir / "paddle_lite_opt")
-    except ProgramStateError as exc:
+    except ExportError as exc:
         lines = str(exc).splitlines()
         first = next((line for line in lines if line.startswith("[F")), lines[0].split(": ", 1)[-1].split(";")[0])
         return f"opt fails: {first.split('] ', 1)[-1][:60]}"

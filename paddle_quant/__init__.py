@@ -37,6 +37,7 @@ _EXPORTS = {
     "ScopeError": ".common.errors",
     "UnsupportedProgramError": ".common.errors",
     "MissingDependencyError": ".common.errors",
+    "ExportError": ".common.errors",
 }
 
 __all__ = list(_EXPORTS)

@@ -19,6 +19,7 @@ __all__ = [
     "ScopeError",
     "NonFiniteError",
     "MissingDependencyError",
+    "ExportError",
     "closest_match",
 ]
 
@@ -53,6 +54,11 @@ class NonFiniteError(PaddleQuantError, ValueError):
 
 class MissingDependencyError(PaddleQuantError, ImportError):
     """An optional dependency (onnx, onnxruntime, matplotlib, ...) is not installed; the message names the extra."""
+
+
+class ExportError(PaddleQuantError, RuntimeError):
+    """An export step failed while running (an external converter such as ``paddle_lite_opt`` exited with an
+    error, timed out or wrote nothing); the message holds what the tool said."""
 
 
 def closest_match(word: str, candidates: Iterable[str]) -> str | None:

@@ -26,6 +26,7 @@ from ..common.model_files import model_files
 from ..common.errors import ConfigError, ConfigTypeError
 from ..export.scale_table import SCALE_TABLE_FILENAME, read_scale_table
 from ..common.numerics import qmax
+from ..ptq.feeds import as_feed
 from .cpu import int8_dot_product
 from .runtimes import make_runner, median_latency_ms
 
@@ -90,16 +91,25 @@ class VerifyReport:
         return "\n".join(lines)
 
 
-def _batches(inputs) -> list[dict[str, np.ndarray]]:
-    if isinstance(inputs, Mapping):
-        inputs = [inputs]
+def _batch_items(inputs) -> list:
+    """``inputs`` as a list of batches: one batch (a dict or an array) or a non-empty list/tuple of them."""
+    if isinstance(inputs, Mapping) or isinstance(inputs, np.ndarray) or hasattr(inputs, "numpy"):
+        return [inputs]
     if not isinstance(inputs, Sequence) or isinstance(inputs, (str, bytes)) or not inputs:
-        raise ConfigTypeError(f"inputs must be a feed dict or a non-empty list of feed dicts, got {type(inputs).__name__}")
+        raise ConfigTypeError("inputs must be a batch (a feed dict, or an array for a single-input model) or a "
+                              f"non-empty list of batches, got {type(inputs).__name__}")
+    return list(inputs)
+
+
+def _batches(items: list, feed_names: Sequence[str]) -> list[dict[str, np.ndarray]]:
+    """Each batch as a feed dict (the forms quant_post accepts: a dict, an array, a tuple in feed order)."""
     batches = []
-    for index, feed in enumerate(inputs):
-        if not isinstance(feed, Mapping):
-            raise ConfigTypeError(f"inputs[{index}] must be a dict of feed name -> array, got {type(feed).__name__}")
-        batches.append({str(k): np.asarray(v) for k, v in feed.items()})
+    for index, item in enumerate(items):
+        if isinstance(item, (str, bytes)) or not (isinstance(item, (Mapping, Sequence, np.ndarray))
+                                                  or hasattr(item, "numpy")):
+            raise ConfigTypeError(f"inputs[{index}] must be a feed dict, an array or a tuple of arrays in feed "
+                                  f"order {list(feed_names)}, got {type(item).__name__}")
+        batches.append({str(k): v for k, v in as_feed(item, feed_names, f"inputs[{index}]").items()})
     return batches
 
 
@@ -145,7 +155,8 @@ def verify(model_dir, runtime: str = "onednn", inputs=None, *, fp32_model=None, 
         model_dir: folder of the quantized Paddle model (what quant_post / convert saved).
         runtime: ``onednn`` (default), ``tensorrt`` (GPU), ``onnxruntime``, ``paddle_fp32``
             (see :mod:`paddle_quant.deploy.runtimes`).
-        inputs: a feed dict ``{input name: array}`` or a list of them (batches).
+        inputs: one batch or a list of batches; a batch is a feed dict ``{input name: array}``, an
+            array (a single-input model) or a tuple/list of arrays in feed order, as quant_post takes.
         fp32_model: the fp32 model for the latency ratio: a Paddle model folder, or an fp32
             ``.onnx`` file for ``onnxruntime``. None: no ratio.
         runtime_model: the file the runtime loads when it is not ``model_dir``'s Paddle model
@@ -159,12 +170,13 @@ def verify(model_dir, runtime: str = "onednn", inputs=None, *, fp32_model=None, 
     """
     if inputs is None:
         raise ConfigError("inputs is required: a feed dict or a list of feed dicts for the model's inputs")
-    batches = _batches(inputs)
+    items = _batch_items(inputs)
     folder = Path(model_dir)
     model, params = model_files(folder, model_filename, params_filename)
     if runtime == "onnxruntime" and runtime_model is None:
         raise ConfigError("runtime 'onnxruntime' needs runtime_model= (the .onnx file exported from model_dir)")
     simulation = make_runner("executor", model, params)
+    batches = _batches(items, simulation.input_names)
     target = make_runner(runtime, runtime_model or model, None if runtime_model else params, threads=threads)
     want, got = _collect(simulation, batches), _collect(target, batches)
     steps = _output_steps(folder, simulation.output_names, want)

@@ -45,7 +45,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from ..common.model_files import load_inference_program, model_files
 from ..common.program import legacy_ir
-from ..common.errors import ConfigError, ProgramStateError
+from ..common.errors import ConfigError, ExportError
 
 __all__ = [
     "PADDLE_LITE_TARGETS",
@@ -138,18 +138,18 @@ def _run_opt(command: list[str], timeout: float) -> subprocess.CompletedProcess:
     try:
         return subprocess.run(command, capture_output=True, text=True, timeout=timeout, check=False)
     except subprocess.TimeoutExpired as exc:
-        raise ProgramStateError(f"paddle_lite_opt ran past timeout={timeout} s: {' '.join(command)}") from exc
+        raise ExportError(f"paddle_lite_opt ran past timeout={timeout} s: {' '.join(command)}") from exc
     except OSError as exc:
         raise ConfigError(f"opt {command[0]!r} could not be started ({exc}); {INSTALL_HINT}") from exc
 
 
 def _check_opt_result(done: subprocess.CompletedProcess, produced: Path, model: Path) -> None:
-    """Raise ProgramStateError unless the tool exited 0 and wrote a non-empty ``.nb``."""
+    """Raise ExportError unless the tool exited 0 and wrote a non-empty ``.nb``."""
     if done.returncode == 0 and produced.is_file() and produced.stat().st_size > 0:
         return
     wrote = "an empty .nb" if produced.is_file() else "no .nb"
-    raise ProgramStateError(f"paddle_lite_opt failed on {str(model)!r}: exit status {done.returncode}, {wrote} "
-                            f"written; its output ends with:\n{_tail(done.stderr + done.stdout)}")
+    raise ExportError(f"paddle_lite_opt failed on {str(model)!r}: exit status {done.returncode}, {wrote} "
+                      f"written; its output ends with:\n{_tail(done.stderr + done.stdout)}")
 
 
 def export_paddle_lite(model_dir, output_prefix, *, valid_targets: Sequence[str] = ("arm",), opt=None,
@@ -176,7 +176,7 @@ def export_paddle_lite(model_dir, output_prefix, *, valid_targets: Sequence[str]
 
     Raises:
         ConfigError: tool missing (with install instructions), model files missing, bad targets.
-        ProgramStateError: paddle_lite_opt failed or wrote nothing; the message holds its output tail.
+        ExportError: paddle_lite_opt failed, timed out or wrote nothing; the message holds its output tail.
     """
     targets = _check_targets(valid_targets)
     model, params = _model_files(model_dir, model_filename, params_filename)

@@ -18,14 +18,20 @@ import numpy as np
 
 from ..common.errors import ConfigError, ConfigTypeError
 
-__all__ = ["feed_batches"]
+__all__ = ["feed_batches", "as_feed"]
 
 
 def _as_array(value: Any) -> np.ndarray:
     return np.asarray(value.numpy() if hasattr(value, "numpy") else value)
 
 
-def _as_feed(item: Any, feed_names: Sequence[str], where: str) -> dict[str, np.ndarray]:
+def as_feed(item: Any, feed_names: Sequence[str], where: str) -> dict[str, np.ndarray]:
+    """One batch or sample as a feed dict: a dict (as given), one array (a single-input model), or a tuple/list
+    with one array per feed in feed order.
+
+    Raises:
+        ConfigError: the number of arrays differs from the model's feeds (the message names ``where``).
+    """
     if isinstance(item, list) and len(item) == 1 and isinstance(item[0], dict):
         item = item[0]  # paddle.io.DataLoader(return_list=False) yields [feed_dict]
     if isinstance(item, dict):
@@ -34,7 +40,7 @@ def _as_feed(item: Any, feed_names: Sequence[str], where: str) -> dict[str, np.n
     if len(values) != len(feed_names):
         raise ConfigError(
             f"{where} holds {len(values)} tensor(s) but the model has {len(feed_names)} feed(s) "
-            f"{list(feed_names)}; yield one array per feed, in that order, or a dict keyed by feed name"
+            f"{list(feed_names)}; give one array per feed, in that order, or a dict keyed by feed name"
         )
     return {name: _as_array(value) for name, value in zip(feed_names, values)}
 
@@ -46,7 +52,7 @@ def _stack(samples: list[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
 def _batched(samples: Iterable[Any], feed_names, batch_size: int) -> Iterator[dict[str, np.ndarray]]:
     pending: list[dict[str, np.ndarray]] = []
     for index, sample in enumerate(samples):
-        pending.append(_as_feed(sample, feed_names, f"sample {index} of sample_generator"))
+        pending.append(as_feed(sample, feed_names, f"sample {index} of sample_generator"))
         if len(pending) == batch_size:
             yield _stack(pending)
             pending = []
@@ -81,4 +87,4 @@ def feed_batches(feed_names: Sequence[str], *, sample_generator=None, batch_gene
     items = _call(source, name)
     if name == "sample_generator":
         return _batched(items, feed_names, batch_size)
-    return (_as_feed(item, feed_names, f"batch {i} of {name}") for i, item in enumerate(items))
+    return (as_feed(item, feed_names, f"batch {i} of {name}") for i, item in enumerate(items))

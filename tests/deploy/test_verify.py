@@ -77,6 +77,39 @@ def test_without_a_table_the_step_comes_from_the_simulation(digits_model, int8_m
     assert report.outputs[0].step_source.startswith("abs max")
 
 
+def test_plain_arrays_are_batches_of_a_single_input_model(digits_model, int8_model):
+    images = digits_model.test_images[:32]
+    # paddle_fp32 runs the QDQ ops in float: its deviation from the simulation depends on the data fed
+    as_dict = verify(int8_model, "paddle_fp32", [{"image": images}], repeats=1)
+    assert as_dict.max_steps > 0
+    for inputs in ([images], images, [(images,)]):
+        report = verify(int8_model, "paddle_fp32", inputs, repeats=1)
+        assert report.batches == 1 and report.outputs == as_dict.outputs
+
+
+def _two_input_model(folder):
+    main, startup = paddle.static.Program(), paddle.static.Program()
+    with paddle.static.program_guard(main, startup):
+        a = paddle.static.data("a", [-1, 4], "float32")
+        b = paddle.static.data("b", [-1, 4], "float32")
+        out = paddle.static.nn.fc(a + b, 2)
+    exe = paddle.static.Executor(paddle.CPUPlace())
+    scope = paddle.static.Scope()
+    with paddle.static.scope_guard(scope):
+        exe.run(startup)
+        paddle.static.save_inference_model(str(folder / "model"), [a, b], [out], exe, program=main)
+    return folder
+
+
+def test_one_array_for_a_two_input_model_names_the_feeds(tmp_path):
+    folder = _two_input_model(tmp_path / "two")
+    x = np.ones((3, 4), np.float32)
+    with pytest.raises(ConfigError, match=r"inputs\[0\] holds 1 tensor\(s\) but the model has 2 feed\(s\) \['a', 'b'\]"):
+        verify(folder, "executor", [x], repeats=1)
+    report = verify(folder, "executor", [(x, 2 * x)], repeats=1)  # a tuple in feed order
+    assert report.batches == 1 and report.max_steps == 0.0
+
+
 @pytest.mark.parametrize("kwargs, error, match", [
     ({"inputs": None}, ConfigError, "inputs is required"),
     ({"inputs": "x"}, ConfigTypeError, "feed dict"),

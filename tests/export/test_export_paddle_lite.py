@@ -16,7 +16,7 @@ import paddle
 import pytest
 
 import paddle_quant as quant
-from paddle_quant.common.errors import ConfigError, ProgramStateError
+from paddle_quant.common.errors import ConfigError, ExportError
 from paddle_quant.export.paddle_lite import (PADDLE_LITE_TARGETS, check_paddle_lite_structure,
                                              export_paddle_lite, find_paddle_lite_opt)
 
@@ -297,21 +297,22 @@ def test_failing_tool_raises_with_its_stderr_and_keeps_the_old_output(fp32_dir, 
     (tmp_path / "out").mkdir()
     old = tmp_path / "out" / "m.nb"
     old.write_bytes(b"previous model")
-    with pytest.raises(ProgramStateError, match="exit status 134") as info:
+    with pytest.raises(ExportError, match="exit status 134") as info:
         export_paddle_lite(fp32_dir, tmp_path / "out" / "m", opt=_script(tmp_path, FAILS))
     assert "These unsupported ops are: 'foo_op'" in str(info.value)
+    assert isinstance(info.value, RuntimeError) and info.type is quant.ExportError  # a run failure, not bad input
     assert old.read_bytes() == b"previous model"
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["m.nb"]  # no staging folder left
 
 
 def test_tool_that_exits_zero_without_writing_is_an_error(fp32_dir, tmp_path):
-    with pytest.raises(ProgramStateError, match="no .nb written"):
+    with pytest.raises(ExportError, match="no .nb written"):
         export_paddle_lite(fp32_dir, tmp_path / "m", opt=_script(tmp_path, "echo 'Error: something'\n"))
     assert not (tmp_path / "m.nb").exists()
 
 
 def test_tool_past_its_timeout_is_an_error(fp32_dir, tmp_path):
-    with pytest.raises(ProgramStateError, match="timeout"):
+    with pytest.raises(ExportError, match="timeout"):
         export_paddle_lite(fp32_dir, tmp_path / "m", opt=_script(tmp_path, "sleep 5\n"), timeout=0.5)
 
 
