@@ -149,6 +149,11 @@ class DatasetSection(_Section):
         return self
 
 
+_IMAGE_ELEMENTS = frozenset({"mean", "std", "input_scale", "raw_scale", "channel_swap", "resize_resolution",
+                             "image_resolution", "resize_mode", "color"})
+"""DatasetSection fields that only image preprocessing reads: setting one means the folder's images."""
+
+
 class QuantizationSection(_Section):
     """``QuantizationParameters`` (or ``Parameters``): model input and quantization options."""
 
@@ -331,6 +336,10 @@ class RunConfig(_Section):
         """InputShape without its batch axis, or None when unset."""
         shape = self.params.input_shape
         return None if shape is None else tuple(shape[-3:])
+
+    def implied_data_format(self) -> Optional[str]:
+        """``'images'`` when an image-preprocessing element is set (they apply to images only), else None."""
+        return "images" if self.dataset.model_fields_set & _IMAGE_ELEMENTS else None
 
     def preprocess_config(self) -> "PreprocessConfig":
         """The image preprocessing chain: ResizeResolution (else ImageResolution, else InputShape's H, W),

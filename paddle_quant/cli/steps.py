@@ -105,7 +105,7 @@ def _reader(run: RunConfig, feed_names: Sequence[str]):
 
     folder = run.data_dir()
     fmt = run.dataset.data_format
-    fmt = detect_data_format(folder) if fmt == "auto" else fmt
+    fmt = detect_data_format(folder, run.implied_data_format()) if fmt == "auto" else fmt
     if fmt == "raw":
         return RawFolder(folder, sample_shape=run.sample_shape(), feed_names=feed_names, sampling=run.sampling_config())
     if len(feed_names) != 1:

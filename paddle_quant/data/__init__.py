@@ -15,7 +15,7 @@ Readers stream: one file is decoded at a time and one batch is materialised at a
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Callable, Iterable, Iterator, Sequence, Union
+from typing import Callable, Iterable, Iterator, Optional, Sequence, Union
 
 import numpy as np
 
@@ -94,17 +94,28 @@ def feed_loader(reader: Reader, batch_size: int, feed_names: Sequence[str]) -> C
     return loader
 
 
-def detect_data_format(folder) -> str:
+def detect_data_format(folder, implied: Optional[str] = None) -> str:
     """``'images'`` or ``'raw'``: which kind of calibration file ``folder`` holds.
 
+    Args:
+        folder: the calibration folder.
+        implied: the kind the caller's settings already imply (e.g. ``'images'`` when image
+            preprocessing is configured), or None. It decides when the folder holds both kinds; the
+            reader then skips the other files with one warning (:func:`~.images.list_files`).
+
     Raises:
-        ConfigError: the folder is missing, holds neither, or holds both (pick one with data_format).
+        ConfigError: the folder is missing, holds neither, or holds both with nothing implied.
     """
+    if implied not in (None, "images", "raw"):
+        raise ConfigError(f"implied must be None, 'images' or 'raw', got {implied!r}")
     has_images = _has(folder, IMAGE_SUFFIXES)
     has_raw = _has(folder, RAW_SUFFIXES)
     if has_images and has_raw:
+        if implied is not None:
+            return implied
         raise ConfigError(f"calibration folder {str(folder)!r} holds both images and raw tensor files; "
-                          "choose one with DataFormat (--data-format images|raw)")
+                          "choose one with DataFormat (--data-format images|raw), or set image preprocessing "
+                          "(ResizeResolution, Mean, Std, ...) to mean the images")
     if not has_images and not has_raw:
         list_files(folder, IMAGE_SUFFIXES + RAW_SUFFIXES, "image or raw tensor")  # raises the right message
     return "images" if has_images else "raw"

@@ -27,6 +27,7 @@ IMAGE_SUFFIXES: tuple[str, ...] = (".jpg", ".jpeg", ".png", ".bmp")
 """Image file name suffixes read (case-insensitive)."""
 
 _logger = logging.getLogger(__name__)
+_SHOWN_SKIPPED = 3  # names listed in the skipped-files warning
 _DECODE_ERRORS = (OSError, ValueError, SyntaxError, Image.DecompressionBombError)
 
 
@@ -39,7 +40,8 @@ class SkippedFile:
 
 
 def list_files(folder, suffixes: Sequence[str], kind: str) -> list[Path]:
-    """Files of ``folder`` (not recursive) whose suffix is in ``suffixes``, sorted by name.
+    """Files of ``folder`` (not recursive) whose suffix is in ``suffixes``, sorted by name. Other files
+    (a README, labels, notes; hidden files aside) are skipped with one warning giving their count and names.
 
     Raises:
         ConfigError: the folder does not exist, or holds no such file.
@@ -47,10 +49,16 @@ def list_files(folder, suffixes: Sequence[str], kind: str) -> list[Path]:
     root = Path(folder)
     if not root.is_dir():
         raise ConfigError(f"calibration data folder {str(folder)!r} does not exist or is not a directory")
-    files = sorted(p for p in root.iterdir() if p.is_file() and p.suffix.lower() in suffixes)
+    entries = sorted(p for p in root.iterdir() if p.is_file() and not p.name.startswith("."))
+    files = [p for p in entries if p.suffix.lower() in suffixes]
     if not files:
         raise ConfigError(f"calibration data folder {str(folder)!r} holds no {kind} file "
                           f"(looked for {', '.join(suffixes)})")
+    others = [p.name for p in entries if p.suffix.lower() not in suffixes]
+    if others:
+        shown = ", ".join(others[:_SHOWN_SKIPPED]) + (", ..." if len(others) > _SHOWN_SKIPPED else "")
+        _logger.warning("calibration folder %s: reading its %d %s file(s), skipping %d other file(s): %s",
+                        root, len(files), kind, len(others), shown)
     return files
 
 

@@ -1,6 +1,7 @@
 """`paddle-quant`: parser and exit codes in-process, end-to-end runs, subprocess smoke tests in tmp_path."""
 
 import json
+import logging
 import os
 import pathlib
 import subprocess
@@ -240,6 +241,35 @@ def test_config_error_in_one_config_does_not_stop_the_others(tiny_model, image_d
     assert main(["post", "-c", config]) == EXIT_USAGE
     assert (tmp_path / "good" / "model.pdiparams").is_file()
     assert "Config[1]: config error" in caplog.text
+
+
+# ---------------------------------------------------------------- a calibration folder with stray files
+STRAY_XML = """<QuantizationConfigs><Config>
+  <Model><ModelDir>{model}</ModelDir></Model>
+  <Dataset><Path>{data}</Path><ResizeResolution>8, 8</ResizeResolution><Mean>0.5, 0.5, 0.5</Mean>
+           <Std>0.5, 0.5, 0.5</Std><BatchSize>2</BatchSize></Dataset>
+  <QuantizationParameters><InputShape>3, 8, 8</InputShape><SaveDir>{out}</SaveDir>
+                          <Algorithm>hist</Algorithm></QuantizationParameters>
+</Config></QuantizationConfigs>"""
+
+
+def test_image_preprocessing_in_the_config_means_the_images_of_a_mixed_folder(tiny_model, image_dir, tmp_path,
+                                                                            caplog):
+    (image_dir / "notes.txt").write_text("lines rendered 2026-12-04\n")  # .txt is also a raw tensor suffix
+    config = tmp_path / "cfg.xml"
+    config.write_text(STRAY_XML.format(model=tiny_model, data=image_dir, out=tmp_path / "out"))
+    with caplog.at_level(logging.WARNING, logger="paddle_quant"):
+        assert main(["post", "-c", config]) == EXIT_OK
+    assert (tmp_path / "out" / "model.pdmodel").is_file()
+    skipped = [r.getMessage() for r in caplog.records if "skipping" in r.getMessage()]
+    assert len(skipped) == 1 and "6 image file(s), skipping 1 other file(s): notes.txt" in skipped[0]
+
+
+def test_a_mixed_folder_without_preprocessing_keys_is_still_ambiguous(tiny_model, image_dir, tmp_path, caplog):
+    np.save(image_dir / "tensor.npy", np.zeros((3, 8, 8), np.float32))
+    assert main(_post_args(tiny_model, image_dir, tmp_path / "out")) == EXIT_USAGE
+    assert "both images and raw tensor files" in caplog.text and not (tmp_path / "out").exists()
+    assert main(_post_args(tiny_model, image_dir, tmp_path / "out", "--mean", "0.5")) == EXIT_OK  # a key decides
 
 
 # ---------------------------------------------------------------- subprocess smoke tests

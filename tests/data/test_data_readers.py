@@ -318,7 +318,23 @@ def test_detect_data_format(tmp_path, rng):
     assert detect_data_format(tmp_path / "img") == "images"
     assert detect_data_format(tmp_path) == "raw"
     np.save(tmp_path / "img" / "x.npy", np.zeros(3))
-    with pytest.raises(ConfigError, match="both images and raw"):
+    with pytest.raises(ConfigError, match="both images and raw.*set image preprocessing"):
         detect_data_format(tmp_path / "img")
+    assert detect_data_format(tmp_path / "img", "images") == "images"  # the config implies images
+    assert detect_data_format(tmp_path / "img", "raw") == "raw"
+    with pytest.raises(ConfigError, match="implied must be"):
+        detect_data_format(tmp_path / "img", "video")
     with pytest.raises(ConfigError, match="does not exist"):
         detect_data_format(tmp_path / "missing")
+
+
+def test_a_reader_skips_other_files_with_one_warning(tmp_path, rng, caplog):
+    _write_images(tmp_path, rng, 3)
+    for name in ("notes.txt", "README.md", "labels.csv", "b.npy"):
+        (tmp_path / name).write_text("not an image")
+    (tmp_path / ".DS_Store").write_text("")
+    with caplog.at_level(logging.WARNING, logger="paddle_quant.data"):
+        folder = ImageFolder(tmp_path, PreprocessConfig(resize=(6, 6)))
+    assert len(folder) == 3 and len(list(folder.samples())) == 3
+    (record,) = caplog.records
+    assert "3 image file(s), skipping 4 other file(s): README.md, b.npy, labels.csv, ..." in record.getMessage()
