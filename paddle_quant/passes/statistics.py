@@ -62,8 +62,9 @@ def _reduce(op_type, source, out):
 def _ops_for(block, var: str, wanted, stride: int):
     """(ops, fetches) computing ``wanted`` statistics of ``var`` per sample (rows of the flattened tensor)."""
     flat, shape, absolute = f"{var}@flat", f"{var}@flat_shape", f"{var}@abs"
+    rows = [1, -1] if len(block.var(var).shape) == 0 else [0, -1]  # a 0-d tensor (a mean, a loss) is one row
     ops = [("reshape2", {"X": [var]}, {"Out": [_new_var(block, flat)], "XShape": [_new_var(block, shape)]},
-            {"shape": [0, -1]})]
+            {"shape": rows})]
     fetches = {}
     if "peak" in wanted:
         ops.append(("abs", {"X": [flat]}, {"Out": [_new_var(block, absolute)]}, {}))

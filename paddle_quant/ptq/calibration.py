@@ -16,6 +16,7 @@ from paddle.base import core
 from tqdm import tqdm
 
 from ..common.errors import ConfigError
+from ..common.program import ops_in_program_order
 from ..observers import DEFAULT_MAX_SAMPLES, AbsMaxObserver, AvgObserver, MinMaxObserver, sample_stride
 from ..passes.statistics import sample_start, shape_program, statistics_program
 
@@ -182,18 +183,19 @@ def calibrate(exe, program, scope, batches: Iterator[Mapping[str, np.ndarray]], 
     sums: dict[str, np.ndarray] = {}
     limited = itertools.islice(batches, batch_nums) if batch_nums is not None else batches
     runner = None
-    for index, feed in enumerate(_progress(limited, batch_nums, show_progress)):
-        check_feed(block, feed_names, feed, index)
-        if runner is None:
-            runner, fetch_list, update, before_run = _make_runner(exe, program, scope, feed, observers)
-        before_run(index)
-        values = exe.run(runner, feed=dict(feed), fetch_list=fetch_list + list(mean_of), scope=scope,
-                         return_numpy=True)
-        update(values[:len(fetch_list)], index)
-        for name, value in zip(mean_of, values[len(fetch_list):]):
-            _check_finite(name, value, index)
-            sums[name] = sums.get(name, 0) + mean_of[name](value).astype(np.float64)
-        stats.batches += 1
+    with ops_in_program_order():  # each statistic runs right after its tensor, which is then freed
+        for index, feed in enumerate(_progress(limited, batch_nums, show_progress)):
+            check_feed(block, feed_names, feed, index)
+            if runner is None:
+                runner, fetch_list, update, before_run = _make_runner(exe, program, scope, feed, observers)
+            before_run(index)
+            values = exe.run(runner, feed=dict(feed), fetch_list=fetch_list + list(mean_of), scope=scope,
+                             return_numpy=True)
+            update(values[:len(fetch_list)], index)
+            for name, value in zip(mean_of, values[len(fetch_list):]):
+                _check_finite(name, value, index)
+                sums[name] = sums.get(name, 0) + mean_of[name](value).astype(np.float64)
+            stats.batches += 1
     _check_count(stats.batches, batch_nums)
     stats.channel_means = {name: (total / stats.batches).astype(np.float32) for name, total in sums.items()}
     return stats
