@@ -37,7 +37,7 @@ import shutil
 import subprocess
 import tempfile
 from pathlib import Path
-from typing import Literal, Sequence
+from typing import Literal, Optional, Sequence
 
 import numpy as np
 import paddle
@@ -88,8 +88,8 @@ class StructureFinding(BaseModel):
     severity: Literal["error", "warning"] = Field(
         description="error: paddle_lite_opt fails or the model computes something else; warning: it converts "
                     "and runs, but not as the int8 model meant (e.g. in float)")
-    op_index: int | None = Field(default=None, description="index of the op in block 0, None for model-level")
-    op_type: str | None = Field(default=None, description="type of that op")
+    op_index: Optional[int] = Field(default=None, description="index of the op in block 0, None for model-level")
+    op_type: Optional[str] = Field(default=None, description="type of that op")
     message: str = Field(description="what is wrong and what Paddle-Lite expects instead")
 
     def __str__(self) -> str:

@@ -18,7 +18,7 @@ Example:
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import Any, Union
 
 import numpy as np
 import paddle
@@ -27,7 +27,7 @@ from paddle_quant.common.program import legacy_ir
 
 __all__ = ["run_op"]
 
-_ArrayOrList = np.ndarray | Sequence[np.ndarray]
+_ArrayOrList = Union[np.ndarray, Sequence[np.ndarray]]  # not X | Y: Python 3.9 evaluates it
 
 
 def _as_list(value: Any) -> tuple[list[Any], bool]:
