@@ -12,6 +12,7 @@ from paddle_quant import verify
 from paddle_quant.deploy.cpu import int8_dot_product
 
 import qat_digits
+from support.inference import save_built_model
 
 
 @pytest.fixture(scope="module")
@@ -87,22 +88,14 @@ def test_plain_arrays_are_batches_of_a_single_input_model(digits_model, int8_mod
         assert report.batches == 1 and report.outputs == as_dict.outputs
 
 
-def _two_input_model(folder):
-    main, startup = paddle.static.Program(), paddle.static.Program()
-    with paddle.static.program_guard(main, startup):
-        a = paddle.static.data("a", [-1, 4], "float32")
-        b = paddle.static.data("b", [-1, 4], "float32")
-        out = paddle.static.nn.fc(a + b, 2)
-    exe = paddle.static.Executor(paddle.CPUPlace())
-    scope = paddle.static.Scope()
-    with paddle.static.scope_guard(scope):
-        exe.run(startup)
-        paddle.static.save_inference_model(str(folder / "model"), [a, b], [out], exe, program=main)
-    return folder
+def _two_inputs():
+    a = paddle.static.data("a", [-1, 4], "float32")
+    b = paddle.static.data("b", [-1, 4], "float32")
+    return [a, b], [paddle.static.nn.fc(a + b, 2)]
 
 
 def test_one_array_for_a_two_input_model_names_the_feeds(tmp_path):
-    folder = _two_input_model(tmp_path / "two")
+    folder = save_built_model(tmp_path / "two", _two_inputs)
     x = np.ones((3, 4), np.float32)
     with pytest.raises(ConfigError, match=r"inputs\[0\] holds 1 tensor\(s\) but the model has 2 feed\(s\) \['a', 'b'\]"):
         verify(folder, "executor", [x], repeats=1)

@@ -12,6 +12,8 @@ import paddle_quant as quant
 from paddle_quant.common.program import SERIAL_RUN_FLAG
 from paddle_quant.ptq import calibration
 
+from support.inference import save_built_model
+
 
 def _serial_flag():
     return paddle.get_flags([SERIAL_RUN_FLAG])[SERIAL_RUN_FLAG]
@@ -108,15 +110,12 @@ def test_calibration_memory_does_not_hold_every_activation(tmp_path):
 def test_a_zero_dimensional_observed_output_is_one_row(tmp_path, monkeypatch):
     """output_scales='all' observes a mean's 0-d output; the statistics program reshaped it to [0, -1] and
     Paddle refused ("The index of 0 in `shape` must be less than the input tensor X's dimensions")."""
-    main, startup = paddle.static.Program(), paddle.static.Program()
-    with paddle.static.program_guard(main, startup):
+    def conv_mean():
         x = paddle.static.data("x", [-1, 3, 8, 8], "float32")
-        y = paddle.mean(paddle.nn.functional.relu(paddle.static.nn.conv2d(x, 4, 3)))
+        return [x], [paddle.mean(paddle.nn.functional.relu(paddle.static.nn.conv2d(x, 4, 3)))]
+
+    save_built_model(tmp_path / "fp32", conv_mean)
     exe = paddle.static.Executor(paddle.CPUPlace())
-    scope = paddle.static.Scope()
-    with paddle.static.scope_guard(scope):
-        exe.run(startup)
-        paddle.static.save_inference_model(str(tmp_path / "fp32" / "model"), [x], [y], exe, program=main)
     feeds = [{"x": np.random.default_rng(i).standard_normal((2, 3, 8, 8)).astype("float32")} for i in range(2)]
     results = {}
     for budget in (0, calibration.WHOLE_TENSOR_BUDGET):  # in-graph statistics, then whole tensors

@@ -11,6 +11,7 @@ import paddle_quant as quant
 from paddle_quant.ptq.config import ALGORITHMS
 
 from support.digits_model import accuracy
+from support.inference import save_built_model
 
 EXE = None
 
@@ -126,15 +127,12 @@ def test_bias_correction_removes_the_mean_output_shift_of_rounded_weights(tmp_pa
     held-out inputs in the simulation: per-channel mean error 0.162 -> 0.003, rms 0.218 -> 0.042)."""
     from paddle_quant.deploy.runtimes import make_runner
 
-    main, startup = paddle.static.Program(), paddle.static.Program()
-    with paddle.static.program_guard(main, startup):
+    def fc():
         x = paddle.static.data("x", [-1, 32], "float32")
-        y = paddle.static.nn.fc(x, 16)
+        return [x], [paddle.static.nn.fc(x, 16)]
+
+    save_built_model(tmp_path / "fp32", fc)
     exe = _exe()
-    scope = paddle.static.Scope()
-    with paddle.static.scope_guard(scope):
-        exe.run(startup)
-        paddle.static.save_inference_model(str(tmp_path / "fp32" / "model"), [x], [y], exe, program=main)
     calibration = [{"x": _offset_inputs(64, seed)} for seed in range(4)]
     held_out = {"x": _offset_inputs(512, 99)}
     fp32 = make_runner("executor", tmp_path / "fp32" / "model.pdmodel", tmp_path / "fp32" / "model.pdiparams")

@@ -18,6 +18,19 @@ def save_model(net, program, prefix, feed_names, fetch_names):
     return f"{prefix}.pdmodel", f"{prefix}.pdiparams"
 
 
+def save_built_model(folder, build):
+    """Build a program with ``build() -> (feed vars, fetch vars)``, initialise it in a fresh scope and save it
+    as ``folder/model.pdmodel`` + ``.pdiparams``; returns ``folder``."""
+    main, startup = paddle.static.Program(), paddle.static.Program()
+    with paddle.static.program_guard(main, startup):
+        feeds, fetches = build()
+    exe = paddle.static.Executor(paddle.CPUPlace())
+    with paddle.static.scope_guard(paddle.static.Scope()):
+        exe.run(startup)
+        paddle.static.save_inference_model(str(folder / "model"), list(feeds), list(fetches), exe, program=main)
+    return folder
+
+
 def predictor(model_file, params_file, *, int8: bool):
     """A CPU predictor with oneDNN, in int8 mode when ``int8``."""
     config = inference.Config(model_file, params_file)
