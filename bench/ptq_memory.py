@@ -132,13 +132,14 @@ def main(argv=None):
 
     algos, counts = args.algos.split(","), [int(c) for c in args.batches.split(",")]
     forward = {n: run_child("forward", n)["added"][0] for n in counts}
-    rows = [("forward (Executor, fp32)", n, f"{forward[n]:.0f}", "1.00", "-") for n in counts]
+    rows = [("forward (Executor, fp32)", str(n), f"{forward[n]:.0f}", "1.00", "-") for n in counts]
     per_algo = {}
     for algo in algos:
         for n in counts:
             added, kept = run_child("quant_post", n, algo)["calls"][0]
             per_algo[(algo, n)] = added
-            rows.append((f"quant_post {algo}", n, f"{added:.0f}", f"{added / forward[n]:.2f}", f"{kept:.0f}"))
+            rows.append((f"quant_post {algo}", str(n), f"{added:.0f}", f"{added / forward[n]:.2f}", f"{kept:.0f}"))
+            print(" | ".join(rows[-1]), flush=True)
     print_table(("what", "batches", "peak MB added", "x forward", "MB kept after"), rows)
     low, high = min(counts), max(counts)
     if low != high:
