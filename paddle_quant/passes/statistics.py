@@ -22,7 +22,7 @@ _INT_MAX = 2**31 - 1
 STATISTICS = ("peak", "low", "high", "total", "sample")
 """Per-sample statistics available: abs max, min, max, sum, and a strided sample of the values."""
 
-_REDUCERS = {"peak": "reduce_max", "low": "reduce_min", "high": "reduce_max", "total": "reduce_sum"}
+_REDUCERS = {"low": "reduce_min", "high": "reduce_max", "total": "reduce_sum"}
 
 
 @dataclass(frozen=True)
@@ -61,17 +61,21 @@ def _reduce(op_type, source, out):
 
 def _ops_for(block, var: str, wanted, stride: int):
     """(ops, fetches) computing ``wanted`` statistics of ``var`` per sample (rows of the flattened tensor)."""
-    flat, shape, absolute = f"{var}@flat", f"{var}@flat_shape", f"{var}@abs"
+    flat, shape = f"{var}@flat", f"{var}@flat_shape"
     rows = [1, -1] if len(block.var(var).shape) == 0 else [0, -1]  # a 0-d tensor (a mean, a loss) is one row
     ops = [("reshape2", {"X": [var]}, {"Out": [_new_var(block, flat)], "XShape": [_new_var(block, shape)]},
             {"shape": rows})]
     fetches = {}
-    if "peak" in wanted:
-        ops.append(("abs", {"X": [flat]}, {"Out": [_new_var(block, absolute)]}, {}))
-    for stat in ("peak", "low", "high", "total"):
+    for stat in ("low", "high", "total"):
         if stat in wanted:
             fetches[stat] = _new_var(block, f"{var}@{stat}")
-            ops.append(_reduce(_REDUCERS[stat], absolute if stat == "peak" else flat, fetches[stat]))
+            ops.append(_reduce(_REDUCERS[stat], flat, fetches[stat]))
+    if "peak" in wanted:  # max(max x, -min x) per row: no full-size |x| temporary
+        high, low = _new_var(block, f"{var}@peak_high"), _new_var(block, f"{var}@peak_low")
+        negated, fetches["peak"] = _new_var(block, f"{var}@peak_negated_low"), _new_var(block, f"{var}@peak")
+        ops += [_reduce("reduce_max", flat, high), _reduce("reduce_min", flat, low),
+                ("scale", {"X": [low]}, {"Out": [negated]}, {"scale": -1.0, "bias": 0.0, "bias_after_scale": True}),
+                ("elementwise_max", {"X": [high], "Y": [negated]}, {"Out": [fetches["peak"]]}, {"axis": -1})]
     if "sample" in wanted:
         fetches["sample"] = _new_var(block, f"{var}@sample")
         start = _new_var(block, sample_start(var), core.VarDesc.VarType.INT32, persistable=True)

@@ -124,3 +124,20 @@ def test_a_zero_dimensional_observed_output_is_one_row(tmp_path, monkeypatch):
                                   algo="abs_max", quantizable_op_type=["conv2d"], output_scales="all")
         results[budget] = result.scale_table.read_text()
     assert results[0] == results[calibration.WHOLE_TENSOR_BUDGET]  # abs_max: exact either way
+
+
+def test_large_models_give_the_freed_heap_back_after_every_batch(digits_model, tmp_path, monkeypatch):
+    calls = []
+    monkeypatch.setattr(calibration, "release_free_heap", lambda: calls.append("trim"))
+    result = quant.quant_post(paddle.static.Executor(paddle.CPUPlace()), str(digits_model.folder),
+                              str(tmp_path / "small"), algo="hist", data_loader=digits_model.calibration_batches())
+    assert calls == ["trim"]  # a small model: whole tensors, once at the end
+    calls.clear()
+    monkeypatch.setattr(calibration, "WHOLE_TENSOR_BUDGET", 0)  # as for PP-OCRv4 rec
+    result = quant.quant_post(paddle.static.Executor(paddle.CPUPlace()), str(digits_model.folder),
+                              str(tmp_path / "large"), algo="hist", data_loader=digits_model.calibration_batches())
+    assert calls == ["trim"] * (result.batches + 1)
+
+
+def test_releasing_the_heap_is_harmless_to_call():
+    assert calibration.release_free_heap() in (None, 0, 1)  # glibc: 1 if memory went back, 0 if none; else None
