@@ -11,7 +11,7 @@ call, so "added" is the peak resident memory the call itself added on top of the
 * repeated calls in one process (a sweep over algorithms): the peak each call adds, and the RSS
   left after each (what a call keeps).
 
-    python bench/ptq_memory.py [--algos hist,KL,avg,emd,mse,abs_max] [--batches 10,100] [--repeat 3]
+    python bench/ptq_memory.py [--algos hist,KL,avg,emd,mse,abs_max] [--batches 10,100] [--repeat 3] [--trials 3]
 
 Linux only (``/proc``). Goals (issue 13): a call adds <= 0.5 GB on rec; 100 vs 10 batches <= 1.05x;
 a second call in the same process adds <= 0.1 GB.
@@ -37,6 +37,9 @@ def parse_args(argv=None):
     parser.add_argument("--algos", default="hist,KL,avg,emd,mse,abs_max", help="comma-separated algorithms")
     parser.add_argument("--batches", default="10,100", help="comma-separated batch counts")
     parser.add_argument("--repeat", type=int, default=3, help="quant_post calls in one process (sweep)")
+    parser.add_argument("--trials", type=int, default=1,
+                        help="fresh processes per figure, median reported (native allocation varies by ~±25 MB "
+                             "from process to process)")
     parser.add_argument("--child", nargs="+", help=argparse.SUPPRESS)
     return parser.parse_args(argv)
 
@@ -113,6 +116,13 @@ def child_quant_post(algos, n):
 
 
 # ---------------------------------------------------------------- the table
+def median(pairs):
+    """Element-wise median of (added, kept) pairs from several processes."""
+    import statistics
+
+    return tuple(statistics.median(values) for values in zip(*pairs))
+
+
 def run_child(*args):
     done = subprocess.run([sys.executable, __file__, "--child", *map(str, args)], capture_output=True, text=True,
                           check=False, env={**os.environ, "PYTHONPATH": str(REPO)})
@@ -131,12 +141,12 @@ def main(argv=None):
     from _table import print_table
 
     algos, counts = args.algos.split(","), [int(c) for c in args.batches.split(",")]
-    forward = {n: run_child("forward", n)["added"][0] for n in counts}
+    forward = {n: median([run_child("forward", n)["added"] for _ in range(args.trials)])[0] for n in counts}
     rows = [("forward (Executor, fp32)", str(n), f"{forward[n]:.0f}", "1.00", "-") for n in counts]
     per_algo = {}
     for algo in algos:
         for n in counts:
-            added, kept = run_child("quant_post", n, algo)["calls"][0]
+            added, kept = median([run_child("quant_post", n, algo)["calls"][0] for _ in range(args.trials)])
             per_algo[(algo, n)] = added
             rows.append((f"quant_post {algo}", str(n), f"{added:.0f}", f"{added / forward[n]:.2f}", f"{kept:.0f}"))
             print(" | ".join(rows[-1]), flush=True)
