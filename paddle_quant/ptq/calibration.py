@@ -100,8 +100,11 @@ def _observation(values: Mapping[str, np.ndarray]) -> np.ndarray:
     return values["peak"].reshape(-1, 1)
 
 
-WHOLE_TENSOR_BUDGET = 256 * 2**20
-"""Bytes of observed activations per batch up to which they are fetched whole (cheaper for small models)."""
+WHOLE_TENSOR_BUDGET = 64 * 2**20
+"""Bytes of observed activations per batch up to which they are fetched whole (cheaper for small models:
+PP-OCR cls, 62 MiB per batch of 8). Fetched whole, a batch's activations are alive together and leave the
+heap fragmented: PP-OCRv4 rec with conv2d quantized (77 MiB) added 398 MB at peak and 436 MB over 100
+batches; through in-graph statistics 156 and 157 MB, about 8 % slower (bench/ptq_memory.py)."""
 
 
 def _batch_sizes(exe, program, scope, names, feed) -> dict[str, int]:
