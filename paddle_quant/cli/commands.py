@@ -244,7 +244,8 @@ def _run_verify(args: argparse.Namespace) -> int:
     loader = feed_loader(_reader(run, feed_names), run.dataset.batch_size, feed_names)
     inputs = list(itertools.islice(loader(), args.verify_batches))
     report = verify(model.parent, args.runtime, inputs, fp32_model=args.fp32_model, runtime_model=args.runtime_model,
-                    model_filename=model.name, params_filename=params.name if params else None)
+                    model_filename=model.name, params_filename=params.name if params else None,
+                    locate=args.locate, locate_steps=args.locate_steps)
     _say(report.table())
     worst_cosine = min(o.cosine for o in report.outputs)
     if args.max_steps is not None and not report.within(args.max_steps):

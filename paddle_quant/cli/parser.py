@@ -122,6 +122,12 @@ def _add_verify(subparsers) -> None:
                         help="fail (exit 1) when an output deviates more than K quantization steps")
     parser.add_argument("--min-cosine", type=float, default=None, metavar="C",
                         help="fail (exit 1) when an output's cosine with the simulation is below C")
+    parser.add_argument("--locate", action="store_true",
+                        help="when an output deviates more than --locate-steps, find the first quantized tensor "
+                             "where the runtime leaves the simulation (Paddle runtimes: onednn, paddle_fp32, "
+                             "tensorrt)")
+    parser.add_argument("--locate-steps", type=float, default=1.0, metavar="K",
+                        help="tolerance of --locate, in quantization steps (default 1)")
     _add_config(parser)
     _add_flags(parser, "calibration data", [f for f in _DATA_FLAGS if f[2] != "DataFormat"])
     _add_flags(parser, "model input", [f for f in _QUANT_FLAGS if f[2] in ("InputShape", "InputName")])

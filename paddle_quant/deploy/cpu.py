@@ -27,7 +27,7 @@ import os
 from pathlib import Path
 from typing import Mapping, Optional
 
-__all__ = ["INT8_DOT_PRODUCT_FLAGS", "NO_VNNI_WARNING", "int8_dot_product", "cpu_flags", "warn_without_vnni"]
+__all__ = ["INT8_DOT_PRODUCT_FLAGS", "NO_VNNI_NOTE", "NO_VNNI_WARNING", "int8_dot_product", "cpu_flags", "warn_without_vnni"]
 
 _logger = logging.getLogger(__name__)
 
@@ -44,6 +44,10 @@ NO_VNNI_WARNING = (
     "simulated, AVX2). Deploy int8 on a CPU with VNNI, or measure on the CPU you deploy on; see docs/deploy.md, "
     "'CPUs without VNNI'")
 """Logged once per process when an oneDNN int8 runner is built on such a CPU."""
+
+NO_VNNI_NOTE = ("this CPU has no VNNI/AMX: oneDNN's int8 kernels here (jit_uni_int8:avx2, weights at half scale "
+                "for signed inputs) compute differently from the simulation (docs/deploy.md, 'CPUs without VNNI')")
+"""The short form, appended to the rule :func:`paddle_quant.deploy.locate.locate_divergence` reports."""
 
 
 def cpu_flags(cpuinfo: Optional[str] = None) -> frozenset[str]:

@@ -9,6 +9,9 @@ and ``r`` the runtime's output over the same inputs:
 * ``max_steps`` = ``max|r - s| / step`` and ``mean_steps`` = ``mean|r - s| / step``;
 * ``cosine`` = ``<r, s> / (|r| |s|)`` over all elements.
 
+With ``locate=True``, when an output is beyond ``locate_steps`` steps, :mod:`.locate` bisects
+over the quantized tensors for the first one the runtime computes differently.
+
 Latency is the median time of one run of the first input batch on the runtime,
 and, when an fp32 model is given, of that model on the runtime's fp32 counterpart
 (oneDNN fp32 for ``onednn``; onnxruntime for ``onnxruntime``).
@@ -27,7 +30,8 @@ from ..common.errors import ConfigError, ConfigTypeError
 from ..export.scale_table import SCALE_TABLE_FILENAME, read_scale_table
 from ..common.numerics import qmax
 from ..ptq.feeds import as_feed
-from .cpu import int8_dot_product
+from .cpu import NO_VNNI_NOTE, int8_dot_product
+from .locate import LOCATABLE_RUNTIMES, Divergence, locate_divergence
 from .runtimes import make_runner, median_latency_ms
 
 __all__ = ["OutputDeviation", "VerifyReport", "verify"]
@@ -61,6 +65,8 @@ class VerifyReport:
     cpu_int8_dot_product: bool | None = None
     """For CPU int8 runtimes (onednn, onnxruntime): whether this CPU has VNNI/AMX, without which int8
     kernels compute differently from the simulation (:mod:`paddle_quant.deploy.cpu`); None otherwise."""
+    divergence: Divergence | None = None
+    """With ``locate=True`` and an output beyond ``locate_steps``: where the runtime left the simulation."""
 
     @property
     def latency_ratio(self) -> float | None:
@@ -88,6 +94,8 @@ class VerifyReport:
         if self.cpu_int8_dot_product is False:
             lines.append("  note: this CPU has no VNNI/AMX; int8 kernels here compute differently from the simulation "
                          "(docs/deploy.md, 'CPUs without VNNI')")
+        if self.divergence is not None:
+            lines.append("  " + self.divergence.describe().replace("\n", "\n  "))
         return "\n".join(lines)
 
 
@@ -148,7 +156,8 @@ def _collect(runner, batches):
 
 
 def verify(model_dir, runtime: str = "onednn", inputs=None, *, fp32_model=None, runtime_model=None,
-           model_filename=None, params_filename=None, threads: int = 2, repeats: int = 10) -> VerifyReport:
+           model_filename=None, params_filename=None, threads: int = 2, repeats: int = 10, locate: bool = False,
+           locate_steps: float = 1.0) -> VerifyReport:
     """Run a quantized model on ``runtime`` and on the simulation; report deviation and latency.
 
     Args:
@@ -164,10 +173,17 @@ def verify(model_dir, runtime: str = "onednn", inputs=None, *, fp32_model=None, 
         model_filename / params_filename: file names inside ``model_dir`` (found when it holds one model).
         threads: CPU threads of the runtime.
         repeats: timed runs for each latency (median).
+        locate: when an output deviates more than ``locate_steps`` quantization steps, find the first
+            quantized tensor where the runtime leaves the simulation (:mod:`paddle_quant.deploy.locate`;
+            Paddle runtimes only).
+        locate_steps: the tolerance, in steps, for the outputs and for each quantized tensor.
 
     Returns:
         A :class:`VerifyReport`.
     """
+    if locate and runtime not in LOCATABLE_RUNTIMES:
+        raise ConfigError(f"locate=True runs cut Paddle models; runtime must be one of {list(LOCATABLE_RUNTIMES)}, "
+                          f"got {runtime!r}")
     if inputs is None:
         raise ConfigError("inputs is required: a feed dict or a list of feed dicts for the model's inputs")
     items = _batch_items(inputs)
@@ -185,7 +201,11 @@ def verify(model_dir, runtime: str = "onednn", inputs=None, *, fp32_model=None, 
     latency = median_latency_ms(target, batches[0], repeats=repeats)
     fp32_latency = _fp32_latency(runtime, fp32_model, batches[0], threads, repeats)
     dot_product = int8_dot_product() if runtime in _CPU_INT8_RUNTIMES else None
-    return VerifyReport(runtime, len(batches), outputs, latency, fp32_latency, dot_product)
+    divergence = None
+    if locate and max(o.max_steps for o in outputs) > locate_steps:
+        divergence = locate_divergence(model, params, runtime, batches, tolerance_steps=locate_steps,
+                                       threads=threads, cpu_note=NO_VNNI_NOTE if dot_product is False else None)
+    return VerifyReport(runtime, len(batches), outputs, latency, fp32_latency, dot_product, divergence)
 
 
 def _fp32_latency(runtime, fp32_model, feed, threads, repeats) -> float | None:

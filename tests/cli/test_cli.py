@@ -155,6 +155,25 @@ def test_verify_runs_the_emitted_model_on_onednn(tiny_model, image_dir, tmp_path
     assert main(["verify", "--model-dir", str(out), "--verify-batches", "0", *data]) == EXIT_USAGE
 
 
+def test_verify_locate_names_the_first_diverging_tensor(tiny_model, image_dir, tmp_path, capsys, monkeypatch):
+    from paddle_quant.deploy import runtimes
+
+    def shifted(model_file, params_file, *, threads):  # a runtime off by 1000 everywhere: the first cut diverges
+        runner = runtimes.RUNTIMES["executor"](model_file, params_file, threads=threads)
+        return runtimes.Runner("shifted", runner.input_names, runner.output_names,
+                               lambda feed: [value + 1000.0 for value in runner.run(feed)])
+
+    out = tmp_path / "int8"
+    assert main(_post_args(tiny_model, image_dir, out, "--algo", "abs_max", "--batch-num", "3")) == EXIT_OK
+    capsys.readouterr()
+    data = ["--data", str(image_dir), "--batch-size", "2", "--verify-batches", "1"]
+    monkeypatch.setitem(runtimes.RUNTIMES, "onednn", shifted)
+    assert main(["verify", "--model-dir", str(out), "--locate", "--locate-steps", "2", *data]) == EXIT_OK
+    text = capsys.readouterr().out
+    assert "locate: first diverging quantized tensor" in text and "rule:" in text
+    assert main(["verify", "--model-dir", str(out), "--runtime", "executor", "--locate", *data]) == EXIT_USAGE
+
+
 def test_post_matches_the_library_on_the_same_preprocessed_batches(tiny_model, image_dir, tmp_path):
     out = tmp_path / "cli"
     assert main(_post_args(tiny_model, image_dir, out, "--mean", "0.5,0.4,0.3", "--std", "0.2,0.2,0.25",
