@@ -27,7 +27,11 @@ import pathlib
 import subprocess
 import sys
 
-import ppocr  # demos/ppocr.py, next to this file
+from paddle_quant.common.native_output import ignore_paddle_import_notes
+
+ignore_paddle_import_notes()  # before ppocr imports Paddle: its ccache warning means nothing here
+
+import ppocr  # noqa: E402  demos/ppocr.py, next to this file
 from _table import print_table  # demos/_table.py
 
 REPO = pathlib.Path(__file__).resolve().parents[1]

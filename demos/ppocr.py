@@ -509,6 +509,8 @@ def make_predictor(model_dir_or_files, *, int8, threads=2):
     """
     import paddle.inference as paddle_infer
 
+    from paddle_quant.deploy.runtimes import create_predictor
+
     model_file, params_file = _model_files(model_dir_or_files)
     config = paddle_infer.Config(str(model_file), str(params_file))
     config.disable_gpu()
@@ -517,7 +519,7 @@ def make_predictor(model_dir_or_files, *, int8, threads=2):
         config.enable_onednn_int8()
     config.set_cpu_math_library_num_threads(int(threads))
     config.disable_glog_info()
-    return paddle_infer.create_predictor(config)
+    return create_predictor(config)  # paddle_quant's: the passes' native statistics go to the DEBUG log
 
 
 def predict(predictor, batch):

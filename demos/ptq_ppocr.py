@@ -51,11 +51,16 @@ average pools into the program, so the Executor and an ONNX export compute what 
 """
 
 import argparse
+import logging
 import os
 import sys
 import time
 
-import paddle
+from paddle_quant.common.native_output import ignore_paddle_import_notes
+
+ignore_paddle_import_notes()  # before Paddle is imported: its ccache warning means nothing here
+
+import paddle  # noqa: E402 (after the warning filter)
 
 import paddle_quant as quant
 from paddle_quant.deploy.cpu import int8_dot_product
@@ -152,6 +157,7 @@ def simulation(result):
 
 def main(argv=None):
     args = parse_args(argv)
+    logging.getLogger("paddle_quant").setLevel(logging.WARNING)  # the demo prints its own lines
     started = time.perf_counter()
     paddle.enable_static()
     models = ppocr.fetch_models()

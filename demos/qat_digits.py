@@ -9,17 +9,24 @@ Exits with status 1 when the int8 model's accuracy is more than --max-drop point
 """
 
 import argparse
+import logging
 import os
 import sys
 import time
 
 import numpy as np
-import paddle
+from paddle_quant.common.native_output import ignore_paddle_import_notes
+
+ignore_paddle_import_notes()  # before Paddle is imported: its ccache warning means nothing here
+
+import paddle  # noqa: E402 (after the warning filter)
 import paddle.inference as paddle_infer
 from sklearn.datasets import load_digits
 from sklearn.model_selection import train_test_split
 
 import paddle_quant as quant
+from paddle_quant.common.program import legacy_ir
+from paddle_quant.deploy.runtimes import create_predictor as quiet_predictor
 from _table import print_table  # demos/_table.py, next to this file
 
 QUANT_CONFIG = {
@@ -113,7 +120,7 @@ def create_predictor(model_file, params_file, int8):
         config.enable_onednn_int8()
     config.set_cpu_math_library_num_threads(os.cpu_count() or 1)
     config.disable_glog_info()
-    return paddle_infer.create_predictor(config)
+    return quiet_predictor(config)  # paddle_quant's: the passes' native statistics go to the DEBUG log
 
 
 def predict(predictor, images):
@@ -150,13 +157,14 @@ def print_results(rows, batch_size):
 
 def main(argv=None):
     args = parse_args(argv)
+    logging.getLogger("paddle_quant").setLevel(logging.WARNING)  # the demo prints its own lines
     paddle.enable_static()
     paddle.seed(args.seed)
     rng = np.random.default_rng(args.seed)
     x_train, x_test, y_train, y_test = load_data(args.seed)
     print(f"digits: {len(x_train)} train / {len(x_test)} test images (8x8)")
     place = paddle.CPUPlace()
-    with paddle.pir_utils.OldIrGuard():
+    with legacy_ir():  # OldIrGuard, and Paddle's Executor banner sent to the DEBUG log
         train_program, test_program, startup, image, label, logits, loss, acc = build_programs(args.seed)
         exe = paddle.static.Executor(place)
         exe.run(startup)

@@ -15,10 +15,15 @@ method loses more than --max-drop accuracy points.
 """
 
 import argparse
+import logging
 import sys
 
 import numpy as np
-import paddle
+from paddle_quant.common.native_output import ignore_paddle_import_notes
+
+ignore_paddle_import_notes()  # before Paddle is imported: its ccache warning means nothing here
+
+import paddle  # noqa: E402 (after the warning filter)
 
 from _table import print_table  # demos/_table.py, next to this file
 from paddle_quant.embedding.quant_embedding import quant_embedding
@@ -106,6 +111,7 @@ METHODS = {
 
 def main(argv=None):
     args = parse_args(argv)
+    logging.getLogger("paddle_quant").setLevel(logging.WARNING)  # the demo prints its own lines
     rng = np.random.default_rng(args.seed)
     train_data, test_data = make_corpus(args, args.train_docs, rng), make_corpus(args, args.test_docs, rng)
     with paddle.pir_utils.OldIrGuard():

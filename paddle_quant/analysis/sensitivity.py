@@ -31,6 +31,7 @@ from typing import Callable, Mapping, Sequence
 import numpy as np
 import paddle
 
+from ..deploy.runtimes import create_predictor
 from ..passes.freeze import freeze_in_place
 from ..passes.plan import QuantPlan
 from ..passes.rewrite import apply_plan
@@ -158,7 +159,7 @@ def onednn_runner(*, threads: int = 2) -> Runner:
         config.enable_onednn_int8()
         config.set_cpu_math_library_num_threads(int(threads))
         config.disable_glog_info()
-        predictor = paddle_infer.create_predictor(config)
+        predictor = create_predictor(config)
         return [_predict(predictor, feed) for feed in batches]
 
     return run

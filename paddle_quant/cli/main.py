@@ -14,6 +14,7 @@ import os
 import sys
 from typing import Optional, Sequence
 
+from ..common.native_output import NATIVE_LOGGER, ignore_paddle_import_notes
 from .parser import build_parser
 from .steps import EXIT_FAILURE, EXIT_OK, EXIT_USAGE, _logger, _report, exit_code_for
 
@@ -30,6 +31,8 @@ def _configure_logging(args: argparse.Namespace, as_program: bool) -> None:
     level = logging.WARNING if args.quiet else (logging.DEBUG if args.verbose > 1 else logging.INFO)
     package = logging.getLogger("paddle_quant")
     package.setLevel(level)
+    # Paddle's native pass statistics and Executor banner (common/native_output.py): shown from -v on
+    logging.getLogger(NATIVE_LOGGER).setLevel(logging.DEBUG if args.verbose and not args.quiet else logging.INFO)
     if as_program and not any(getattr(h, "_paddle_quant_cli", False) for h in package.handlers):
         handler = logging.StreamHandler(sys.stderr)
         handler.setFormatter(logging.Formatter("paddle-quant: %(levelname)s: %(message)s"))
@@ -49,6 +52,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     except SystemExit as exc:  # argparse: 0 for --help, 2 for usage errors
         return int(exc.code or 0)
     _configure_logging(args, as_program=argv is None)
+    if argv is None:
+        ignore_paddle_import_notes()  # a program run: Paddle is imported later, by the command
     try:
         return int(args.handler(args))
     except KeyboardInterrupt:

@@ -9,6 +9,7 @@
 * ``validation``: field checks shared by the pydantic configs.
 * ``program``: helpers over legacy ``Program``/``Block``/``Operator`` and scopes (legacy IR entry).
 * ``model_files``: locating, loading and atomically saving inference models.
+* ``native_output``: Paddle's native stdout/stderr during a call, captured and logged at DEBUG.
 
 Nothing here is imported eagerly: ``config``, ``errors``, ``registry``, ``backends``, ``naming``,
 ``numerics`` and ``validation`` import no Paddle, so config checks stay cheap.

@@ -10,6 +10,7 @@ import paddle
 from paddle.base import core
 
 from .errors import ScopeError, UnsupportedProgramError
+from .native_output import native_output_to_log
 
 __all__ = [
     "legacy_ir",
@@ -47,10 +48,32 @@ def legacy_ir() -> Iterator[None]:
         if was_dynamic:
             paddle.enable_static()
         try:
+            _executor_banner_to_log()
             yield
         finally:
             if was_dynamic:
                 paddle.disable_static()
+
+
+_banner_logged = False
+
+
+def _executor_banner_to_log() -> None:
+    """Once per process: run a tiny program with a gradient op under native capture, so the glog lines
+    the legacy Executor logs once per process (``New Executor is Running.`` at its first run,
+    ``Standalone Executor is Used.`` at the first program with a ``*_grad`` op) go to the DEBUG log,
+    not the terminal (:mod:`.native_output`). Costs one tiny run (~20 ms)."""
+    global _banner_logged
+    if _banner_logged:
+        return
+    _banner_logged = True
+    program = paddle.static.Program()
+    with paddle.static.program_guard(program, paddle.static.Program()), paddle.utils.unique_name.guard():
+        one = paddle.full([1], 1.0)
+        one.stop_gradient = False
+        (grad,) = paddle.static.gradients([one * one], [one])  # elementwise_mul_grad: glog's "Standalone Executor is Used."
+    with native_output_to_log("first legacy Executor run"):
+        paddle.static.Executor(paddle.CPUPlace()).run(program, fetch_list=[grad], scope=paddle.static.Scope())
 
 
 SERIAL_RUN_FLAG = "FLAGS_new_executor_serial_run"

@@ -19,6 +19,8 @@ from pathlib import Path
 
 from paddle.base import core
 
+from .runtimes import create_predictor
+
 __all__ = ["OptimizedOp", "onednn_int8_program", "ops_between", "describe_ops"]
 
 _INT8_SOURCES = ("quantize", "requantize")
@@ -66,7 +68,7 @@ def onednn_int8_program(model_file: Path, params_file: Path | None, *, threads: 
         config.disable_glog_info()
         config.enable_save_optim_model(True)
         config.set_optim_cache_dir(str(cache))
-        paddle_infer.create_predictor(config)
+        create_predictor(config)
         desc = core.ProgramDesc((cache / "_optimized.pdmodel").read_bytes())
     finally:
         shutil.rmtree(cache, ignore_errors=True)

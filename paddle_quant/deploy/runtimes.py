@@ -25,9 +25,10 @@ from typing import Callable, Mapping
 import numpy as np
 
 from ..common.errors import ConfigError, MissingDependencyError
+from ..common.native_output import native_output_to_log
 from .cpu import warn_without_vnni
 
-__all__ = ["Runner", "RUNTIMES", "make_runner", "median_latency_ms"]
+__all__ = ["Runner", "RUNTIMES", "create_predictor", "make_runner", "median_latency_ms"]
 
 
 @dataclass
@@ -38,6 +39,15 @@ class Runner:
     input_names: tuple[str, ...]
     output_names: tuple[str, ...]
     run: Callable[[Mapping[str, np.ndarray]], list[np.ndarray]]
+
+
+def create_predictor(config):
+    """``paddle.inference.create_predictor(config)``, with the statistics its C++ passes print sent
+    to the DEBUG log instead of the terminal (:mod:`paddle_quant.common.native_output`)."""
+    import paddle.inference as paddle_infer
+
+    with native_output_to_log("Paddle Inference predictor build"):
+        return paddle_infer.create_predictor(config)
 
 
 def _paddle_inference(model_file: Path, params_file: Path, *, threads: int, int8: bool, tensorrt: bool = False):
@@ -58,7 +68,7 @@ def _paddle_inference(model_file: Path, params_file: Path, *, threads: int, int8
             config.enable_onednn_int8()
         config.set_cpu_math_library_num_threads(int(threads))
     config.disable_glog_info()
-    predictor = paddle_infer.create_predictor(config)
+    predictor = create_predictor(config)
     inputs, outputs = tuple(predictor.get_input_names()), tuple(predictor.get_output_names())
 
     def run(feed):

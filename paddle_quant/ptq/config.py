@@ -18,7 +18,15 @@ from ..common.backends import backend_profile, check_backend
 from ..common.config import QuantConfig
 from ..common.errors import ConfigError, closest_match
 
-__all__ = ["Algorithm", "WeightMethod", "PTQConfig", "ALGORITHMS", "WEIGHT_METHODS"]
+__all__ = ["Algorithm", "WeightMethod", "PTQConfig", "ALGORITHMS", "WEIGHT_METHODS", "QUANT_POST_OP_TYPES",
+           "QUANT_POST_STATIC_OP_TYPES", "DEFAULT_OP_TYPE_LISTS"]
+
+QUANT_POST_OP_TYPES = ("conv2d", "depthwise_conv2d", "mul")
+"""quant_post's (and PTQConfig's) default quantizable_op_type, PaddleSlim's."""
+QUANT_POST_STATIC_OP_TYPES = ("conv2d", "depthwise_conv2d", "conv2d_transpose", "mul", "matmul", "matmul_v2")
+"""quant_post_static's default quantizable_op_type, PaddleSlim 2.6's."""
+DEFAULT_OP_TYPE_LISTS = (QUANT_POST_OP_TYPES, QUANT_POST_STATIC_OP_TYPES)
+"""Lists a user gets without naming any: an op type of these that a model lacks is not news (logged at INFO)."""
 
 Algorithm = Literal["KL", "hist", "mse", "emd", "avg", "abs_max", "min_max", "direct"]
 """Activation calibration algorithms; ``direct`` is the seed docs' name for ``abs_max``."""
@@ -68,8 +76,7 @@ class PTQConfig(BaseModel):
     activation_quantize_type: Literal["abs_max", "range_abs_max", "moving_average_abs_max"] = Field(
         "range_abs_max", description="Accepted for PaddleSlim compatibility; calibrated scales come from algo.")
     weight_method: WeightMethod = Field("abs_max", description="How weight scales are chosen.")
-    quantizable_op_type: tuple[str, ...] = Field(
-        ("conv2d", "depthwise_conv2d", "mul"), description="Op types to quantize.")
+    quantizable_op_type: tuple[str, ...] = Field(QUANT_POST_OP_TYPES, description="Op types to quantize.")
     is_full_quantize: bool = Field(False, description="Quantize every supported op type.")
     skip_tensor_list: tuple[str, ...] = Field((), description="Tensors left in float.")
     onnx_format: Literal[True] = Field(True, description="Emit the QDQ format.")

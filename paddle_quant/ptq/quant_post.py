@@ -29,7 +29,7 @@ from ..passes.freeze import freeze_in_place
 from ..passes.plan import QuantPlan
 from ..passes.pool_inputs import quantize_pool_inputs
 from ..passes.rewrite import apply_plan
-from .config import PTQConfig
+from .config import QUANT_POST_OP_TYPES, QUANT_POST_STATIC_OP_TYPES, PTQConfig
 from .steps import make_observers, observed_names, plan_post_training, weight_scales, write_scales
 
 __all__ = ["quant_post", "quant_post_static", "PTQResult"]
@@ -161,7 +161,7 @@ def _extra_files(table: ScaleTable, ptq: PTQConfig) -> dict[str, str]:
 
 def quant_post(executor, model_dir, quantize_model_path, sample_generator=None, model_filename=None,
                params_filename=None, batch_size=16, batch_nums=None, scope=None, algo="KL",
-               quantizable_op_type=("conv2d", "depthwise_conv2d", "mul"), is_full_quantize=False,
+               quantizable_op_type=QUANT_POST_OP_TYPES, is_full_quantize=False,
                is_use_cache_file=False, cache_dir="./temp_post_training", *, batch_generator=None,
                data_loader=None, save_model_filename="model.pdmodel", save_params_filename="model.pdiparams",
                allow_output_in_model_dir=False, scale_table=None, **options) -> PTQResult:
@@ -208,8 +208,7 @@ def quant_post_static(executor, model_dir, quantize_model_path, batch_generator=
                       data_loader=None, model_filename=None, params_filename=None,
                       save_model_filename="model.pdmodel", save_params_filename="model.pdiparams", batch_size=1,
                       batch_nums=None, scope=None, algo="hist", round_type="round", hist_percent=0.9999,
-                      bias_correction=False, quantizable_op_type=("conv2d", "depthwise_conv2d", "conv2d_transpose",
-                                                                  "mul", "matmul", "matmul_v2"),
+                      bias_correction=False, quantizable_op_type=QUANT_POST_STATIC_OP_TYPES,
                       is_full_quantize=False, weight_bits=8, activation_bits=8,
                       activation_quantize_type="range_abs_max", weight_quantize_type="channel_wise_abs_max",
                       optimize_model=False, onnx_format=True, skip_tensor_list=None, deploy_backend=None,

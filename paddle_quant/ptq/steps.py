@@ -14,7 +14,7 @@ from ..common.errors import ProgramStateError
 from ..observers import make_observer
 from ..passes.plan import QuantPlan, plan_quantization
 from ..passes.pool_inputs import pool_inputs_to_observe
-from .config import PTQConfig
+from .config import DEFAULT_OP_TYPE_LISTS, PTQConfig
 from .weight_methods import weight_scale
 
 __all__ = ["observed_names", "make_observers", "weight_scales", "write_scales", "plan_post_training"]
@@ -58,7 +58,10 @@ def plan_post_training(program, ptq: PTQConfig) -> QuantPlan:
     present = {op.type for op in program.global_block().ops}
     absent = sorted(set(config.effective_op_types) - present) if not ptq.is_full_quantize else []
     if absent:
-        _logger.warning("quant_post: op types %s are not in the model; nothing of those types is quantized", absent)
+        # a default list names types for many models: one this model lacks is not news; a type the user named is
+        level = logging.INFO if ptq.quantizable_op_type in DEFAULT_OP_TYPE_LISTS else logging.WARNING
+        _logger.log(level, "quant_post: op types %s are not in the model; nothing of those types is quantized",
+                    absent)
     if ptq.effective_output_scales == "none":
         plan = dataclasses.replace(plan, observers=())
     if ptq.quantize_pool_inputs:

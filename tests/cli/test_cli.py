@@ -155,6 +155,22 @@ def test_verify_runs_the_emitted_model_on_onednn(tiny_model, image_dir, tmp_path
     assert main(["verify", "--model-dir", str(out), "--verify-batches", "0", *data]) == EXIT_USAGE
 
 
+@pytest.mark.parametrize("verbose", [False, True])
+def test_paddles_pass_statistics_show_only_with_v(tiny_model, image_dir, tmp_path, capfd, caplog, verbose):
+    from paddle_quant.common.native_output import NATIVE_LOGGER
+
+    out = tmp_path / "int8"
+    assert main(_post_args(tiny_model, image_dir, out, "--algo", "abs_max", "--batch-num", "3")) == EXIT_OK
+    capfd.readouterr()
+    caplog.clear()
+    args = ["verify", "--model-dir", str(out), "--data", str(image_dir), "--batch-size", "2", "--verify-batches", "1"]
+    assert main(["-v", *args] if verbose else args) == EXIT_OK
+    native = [r.getMessage() for r in caplog.records if r.name == NATIVE_LOGGER]
+    assert bool(native) is verbose and all("quantized" in m for m in native)
+    terminal = "".join(capfd.readouterr())
+    assert "squashed" not in terminal and "runtime onednn" in terminal  # the command's own lines only
+
+
 def test_verify_locate_names_the_first_diverging_tensor(tiny_model, image_dir, tmp_path, capsys, monkeypatch):
     from paddle_quant.deploy import runtimes
 

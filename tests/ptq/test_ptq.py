@@ -243,10 +243,21 @@ def test_bad_options_are_refused_naming_option_and_allowed(digits_model, tmp_pat
         _run(digits_model, tmp_path / "q", **{option: value})
 
 
-def test_op_types_absent_from_the_model_are_reported(digits_model, tmp_path, caplog):
-    with caplog.at_level(logging.WARNING, logger="paddle_quant"):
+def test_op_types_the_user_named_and_the_model_lacks_are_a_warning(digits_model, tmp_path, caplog):
+    with caplog.at_level(logging.INFO, logger="paddle_quant"):
         _run(digits_model, tmp_path / "q", quantizable_op_type=["conv2d", "mul", "matmul_v2"], algo="abs_max")
-    assert "['matmul_v2'] are not in the model" in caplog.text
+    (record,) = [r for r in caplog.records if "are not in the model" in r.getMessage()]
+    assert "['matmul_v2']" in record.getMessage() and record.levelno == logging.WARNING
+
+
+@pytest.mark.parametrize("entry", ["quant_post", "quant_post_static"])
+def test_op_types_of_a_default_list_the_model_lacks_are_only_info(digits_model, tmp_path, caplog, entry):
+    exe = paddle.static.Executor(paddle.CPUPlace())
+    with caplog.at_level(logging.INFO, logger="paddle_quant"):
+        getattr(quant, entry)(exe, str(digits_model.folder), str(tmp_path / "q"), algo="abs_max",
+                              data_loader=digits_model.calibration_batches())
+    (record,) = [r for r in caplog.records if "are not in the model" in r.getMessage()]
+    assert record.levelno == logging.INFO  # the digits CNN has conv2d and mul, no depthwise_conv2d / matmul
 
 
 def test_no_quantizable_op_at_all_is_an_error(digits_model, tmp_path):
