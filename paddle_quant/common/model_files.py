@@ -32,7 +32,10 @@ def model_files(model_dir, model_filename=None, params_filename=None) -> tuple[P
         raise ConfigError(f"model_dir {str(model_dir)!r} is not a directory")
     if model_filename is None:
         found = sorted(p.name for p in folder.iterdir() if p.name.endswith(_MODEL_SUFFIXES))
-        if len(found) != 1:
+        if not found:
+            raise ConfigError(f"model_dir {str(model_dir)!r} holds no model file (*.pdmodel or __model__); it holds "
+                              f"{sorted(p.name for p in folder.iterdir())[:10]}")
+        if len(found) > 1:
             raise ConfigError(f"model_dir {str(model_dir)!r} holds model files {found}; pass model_filename= to pick one")
         model_filename = found[0]
         guess = folder / (Path(model_filename).stem + ".pdiparams")

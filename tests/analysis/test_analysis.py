@@ -105,10 +105,10 @@ def test_report_files_exist_and_name_every_layer(analysed):
 
 
 def test_html_escapes_tensor_names(digits_model, tmp_path):
-    from paddle_quant.analysis.report import _fmt, _table
+    from paddle_quant.analysis.report_html import fmt, table
 
-    cell = _fmt("<script>x</script>")
-    assert "<script>" not in _table(["a<b"], [[cell]])
+    cell = fmt("<script>x</script>")
+    assert "<script>" not in table(["a<b"], [[cell]])
 
 
 # ---------------------------------------------------------------- sensitivity and skip list
@@ -279,7 +279,7 @@ def test_deployed_runner_measures_quant_post_models_on_onednn(digits_model, tmp_
 def test_second_report_replaces_the_first(digits_model, tmp_path):
     batches, ptq = _batches(digits_model, 1), PTQConfig(algo="abs_max")
     analyze(digits_model.folder, batches, ptq, report_dir=tmp_path, sensitivity="none", max_plots=1)
-    assert sorted(p.name for p in (tmp_path / "plots").iterdir()) == ["hist_000.png"]
+    assert sorted(p.name for p in (tmp_path / "plots").iterdir()) == ["hist_000.png", "layers.png"]
     (tmp_path / "mine.txt").write_text("kept")
     result = analyze(digits_model.folder, batches, ptq, report_dir=tmp_path, sensitivity="none", plots=False)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["analysis.json", "mine.txt", "report.html"]
