@@ -62,6 +62,18 @@ def digits_model(tmp_path_factory):
 
 
 @pytest.fixture(scope="session")
+def digits_int8_model(digits_model, tmp_path_factory):
+    """The digits CNN through quant_post (abs_max, 4 calibration batches): a folder with model.pdmodel,
+    model.pdiparams and scale_table.json. Read it, never write into it."""
+    import paddle_quant as quant
+
+    out = tmp_path_factory.mktemp("digits_int8") / "int8"
+    quant.quant_post(paddle.static.Executor(paddle.CPUPlace()), str(digits_model.folder), str(out), algo="abs_max",
+                     data_loader=digits_model.calibration_batches())
+    return out
+
+
+@pytest.fixture(scope="session")
 def ppocr_models():
     """The PP-OCR models (demos/ppocr.py), downloaded once; skipped with a clear reason when offline and uncached."""
     import ppocr

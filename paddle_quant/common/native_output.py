@@ -56,7 +56,7 @@ def _flush_all() -> None:
             pass
     try:
         ctypes.CDLL(None).fflush(None)
-    except (OSError, AttributeError):
+    except (OSError, AttributeError, TypeError):  # no C library handle (not POSIX): nothing buffered to flush
         pass
 
 

@@ -9,7 +9,7 @@ compared with the simulation's ``t`` in quantization steps of ``t`` (its quantiz
 ``scale / qmax``). A bisection over the candidates finds the first one beyond ``tolerance_steps``
 whose predecessor is within it.
 
-Assumptions, stated in the report: a divergence, once there, stays downstream (bisection checks
+Assumptions (docs/deploy.md says them too): a divergence, once there, stays downstream (bisection checks
 ``log2(n)`` cuts, not all ``n``), and cutting at ``t`` changes only the fusions *at* ``t`` (``t`` is
 fetched in float instead of feeding its readers in int8).
 """

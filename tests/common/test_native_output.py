@@ -6,26 +6,16 @@ import subprocess
 import sys
 import textwrap
 
-import paddle
 import pytest
 
-import paddle_quant as quant
 from paddle_quant.common.native_output import NATIVE_LOGGER, native_output_to_log
 from paddle_quant.deploy.runtimes import create_predictor
 
 
-@pytest.fixture(scope="module")
-def int8_model(digits_model, tmp_path_factory):
-    out = tmp_path_factory.mktemp("native") / "int8"
-    quant.quant_post(paddle.static.Executor(paddle.CPUPlace()), str(digits_model.folder), str(out), algo="abs_max",
-                     data_loader=digits_model.calibration_batches())
-    return out
-
-
-def test_a_predictor_builds_pass_statistics_reach_the_debug_log_not_the_terminal(int8_model, capfd, caplog):
+def test_a_predictor_builds_pass_statistics_reach_the_debug_log_not_the_terminal(digits_int8_model, capfd, caplog):
     import paddle.inference as paddle_infer
 
-    config = paddle_infer.Config(str(int8_model / "model.pdmodel"), str(int8_model / "model.pdiparams"))
+    config = paddle_infer.Config(str(digits_int8_model / "model.pdmodel"), str(digits_int8_model / "model.pdiparams"))
     config.disable_gpu()
     config.enable_onednn()
     config.enable_onednn_int8()

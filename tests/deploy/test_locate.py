@@ -9,7 +9,6 @@ import numpy as np
 import paddle
 import pytest
 
-import paddle_quant as quant
 from paddle_quant import verify
 from paddle_quant.common.errors import ConfigError
 from paddle_quant.common.model_files import load_inference_program
@@ -22,19 +21,11 @@ FAULT_STEPS = 40.0
 
 
 @pytest.fixture(scope="module")
-def int8_model(digits_model, tmp_path_factory):
-    out = tmp_path_factory.mktemp("locate") / "int8"
-    quant.quant_post(paddle.static.Executor(paddle.CPUPlace()), str(digits_model.folder), str(out), algo="abs_max",
-                     data_loader=digits_model.calibration_batches())
-    return out
-
-
-@pytest.fixture(scope="module")
-def candidates(int8_model):
+def candidates(digits_int8_model):
     exe, scope = paddle.static.Executor(paddle.CPUPlace()), paddle.static.Scope()
     with legacy_ir():
-        program, _, _ = load_inference_program(exe, scope, int8_model / "model.pdmodel",
-                                               int8_model / "model.pdiparams")
+        program, _, _ = load_inference_program(exe, scope, digits_int8_model / "model.pdmodel",
+                                               digits_int8_model / "model.pdiparams")
         return quantized_tensors(program, scope)
 
 
@@ -72,12 +63,12 @@ def test_the_candidates_are_the_quantized_activations_in_program_order(candidate
 
 
 @pytest.mark.parametrize("which", ["first", "middle", "last"])
-def test_locate_names_the_tensor_the_runtime_computes_differently(digits_model, int8_model, candidates, which,
+def test_locate_names_the_tensor_the_runtime_computes_differently(digits_model, digits_int8_model, candidates, which,
                                                                   monkeypatch):
     index = {"first": 0, "middle": len(candidates) // 2, "last": len(candidates) - 1}[which]
     target = candidates[index]
     monkeypatch.setitem(runtimes.RUNTIMES, "onednn", _faulty_runtime(target.tensor, target.step))
-    report = verify(int8_model, "onednn", _feeds(digits_model), repeats=1, locate=True)
+    report = verify(digits_int8_model, "onednn", _feeds(digits_model), repeats=1, locate=True)
     found = report.divergence
     assert found is not None and found.first is not None, report.table()
     assert found.first.candidate.tensor == target.tensor
@@ -93,19 +84,19 @@ def test_locate_names_the_tensor_the_runtime_computes_differently(digits_model, 
     assert found.runtime_ops and "oneDNN ran between them" in report.table()
 
 
-def test_a_faithful_runtime_is_not_bisected(digits_model, int8_model, monkeypatch):
+def test_a_faithful_runtime_is_not_bisected(digits_model, digits_int8_model, monkeypatch):
     monkeypatch.setitem(runtimes.RUNTIMES, "onednn", runtimes.RUNTIMES["executor"])
-    report = verify(int8_model, "onednn", _feeds(digits_model, 1), repeats=1, locate=True)
+    report = verify(digits_int8_model, "onednn", _feeds(digits_model, 1), repeats=1, locate=True)
     assert report.max_steps == 0.0 and report.divergence is None
 
 
-def test_a_divergence_after_the_last_quantized_tensor_is_reported_as_such(digits_model, int8_model, monkeypatch):
+def test_a_divergence_after_the_last_quantized_tensor_is_reported_as_such(digits_model, digits_int8_model, monkeypatch):
     exe, scope = paddle.static.Executor(paddle.CPUPlace()), paddle.static.Scope()
     with legacy_ir():
-        _, _, fetch_names = load_inference_program(exe, scope, int8_model / "model.pdmodel",
-                                                   int8_model / "model.pdiparams")
+        _, _, fetch_names = load_inference_program(exe, scope, digits_int8_model / "model.pdmodel",
+                                                   digits_int8_model / "model.pdiparams")
     monkeypatch.setitem(runtimes.RUNTIMES, "onednn", _faulty_runtime(fetch_names[0], 1.0))
-    report = verify(int8_model, "onednn", _feeds(digits_model, 1), repeats=1, locate=True)
+    report = verify(digits_int8_model, "onednn", _feeds(digits_model, 1), repeats=1, locate=True)
     assert report.divergence.first is None
     assert "after the last one, in float ops" in report.table()
 
@@ -123,9 +114,9 @@ def test_bisection_finds_the_first_index_beyond_the_tolerance():
 
 
 @pytest.mark.parametrize("runtime", ["onnxruntime", "executor"])
-def test_locate_needs_a_runtime_that_loads_cut_paddle_models(digits_model, int8_model, runtime):
+def test_locate_needs_a_runtime_that_loads_cut_paddle_models(digits_model, digits_int8_model, runtime):
     with pytest.raises(ConfigError, match="runtime must be one of"):
-        verify(int8_model, runtime, _feeds(digits_model, 1), locate=True, runtime_model="x.onnx")
+        verify(digits_int8_model, runtime, _feeds(digits_model, 1), locate=True, runtime_model="x.onnx")
 
 
 def test_an_fp32_model_has_nothing_to_cut_at(digits_model, monkeypatch):
@@ -134,7 +125,7 @@ def test_an_fp32_model_has_nothing_to_cut_at(digits_model, monkeypatch):
                                         "onednn", _feeds(digits_model, 1))
 
 
-def test_the_tolerance_must_be_positive(digits_model, int8_model):
+def test_the_tolerance_must_be_positive(digits_model, digits_int8_model):
     with pytest.raises(ConfigError, match="tolerance_steps must be > 0"):
-        locate_module.locate_divergence(int8_model / "model.pdmodel", int8_model / "model.pdiparams", "onednn",
+        locate_module.locate_divergence(digits_int8_model / "model.pdmodel", digits_int8_model / "model.pdiparams", "onednn",
                                         _feeds(digits_model, 1), tolerance_steps=0)

@@ -1,26 +1,14 @@
 """The optimized program oneDNN int8 runs, read back from Paddle Inference's dump."""
 
-import paddle
-import pytest
-
-import paddle_quant as quant
 from paddle_quant.deploy.optimized import OptimizedOp, describe_ops, onednn_int8_program, ops_between
-
-
-@pytest.fixture(scope="module")
-def int8_model(digits_model, tmp_path_factory):
-    out = tmp_path_factory.mktemp("optimized") / "int8"
-    quant.quant_post(paddle.static.Executor(paddle.CPUPlace()), str(digits_model.folder), str(out), algo="abs_max",
-                     data_loader=digits_model.calibration_batches())
-    return out
 
 
 def _op(kind, inputs, outputs, int8_in=False, int8_out=False, **attrs):
     return OptimizedOp(kind, tuple(inputs), tuple(outputs), int8_in, int8_out, tuple(attrs.items()))
 
 
-def test_the_digits_cnn_runs_its_convolutions_in_int8(int8_model):
-    ops = onednn_int8_program(int8_model / "model.pdmodel", int8_model / "model.pdiparams")
+def test_the_digits_cnn_runs_its_convolutions_in_int8(digits_int8_model):
+    ops = onednn_int8_program(digits_int8_model / "model.pdmodel", digits_int8_model / "model.pdiparams")
     types = [op.type for op in ops]
     assert types[0] == "feed" and types[-1] == "fetch" and "quantize" in types
     convs = [op for op in ops if op.type == "fused_conv2d"]
