@@ -31,7 +31,7 @@ from typing import Callable, Mapping, Sequence
 import numpy as np
 import paddle
 
-from ..deploy.runtimes import create_predictor
+from ..deploy.runtimes import create_predictor, onednn_config
 from ..passes.freeze import freeze_in_place
 from ..passes.plan import QuantPlan
 from ..passes.rewrite import apply_plan
@@ -151,15 +151,7 @@ def onednn_runner(*, threads: int = 2) -> Runner:
     are fed by name from each batch; all its outputs are returned, in order.
     """
     def run(model_file: Path, params_file: Path, batches) -> list:
-        import paddle.inference as paddle_infer
-
-        config = paddle_infer.Config(str(model_file), str(params_file))
-        config.disable_gpu()
-        config.enable_onednn()
-        config.enable_onednn_int8()
-        config.set_cpu_math_library_num_threads(int(threads))
-        config.disable_glog_info()
-        predictor = create_predictor(config)
+        predictor = create_predictor(onednn_config(model_file, params_file, threads=threads, int8=True))
         return [_predict(predictor, feed) for feed in batches]
 
     return run

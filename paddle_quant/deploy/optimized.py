@@ -19,7 +19,7 @@ from pathlib import Path
 
 from paddle.base import core
 
-from .runtimes import create_predictor
+from .runtimes import create_predictor, onednn_config
 
 __all__ = ["OptimizedOp", "onednn_int8_program", "ops_between", "describe_ops"]
 
@@ -55,17 +55,9 @@ class OptimizedOp:
 
 def onednn_int8_program(model_file: Path, params_file: Path | None, *, threads: int = 2) -> list[OptimizedOp]:
     """The ops Paddle Inference (CPU, oneDNN, ``enable_onednn_int8``) runs for the model, in order."""
-    import paddle.inference as paddle_infer
-
     cache = Path(tempfile.mkdtemp(prefix="paddle-quant-optim-"))
     try:
-        config = (paddle_infer.Config(str(model_file), str(params_file)) if params_file is not None
-                  else paddle_infer.Config(str(model_file)))
-        config.disable_gpu()
-        config.enable_onednn()
-        config.enable_onednn_int8()
-        config.set_cpu_math_library_num_threads(int(threads))
-        config.disable_glog_info()
+        config = onednn_config(model_file, params_file, threads=threads, int8=True)
         config.enable_save_optim_model(True)
         config.set_optim_cache_dir(str(cache))
         create_predictor(config)

@@ -28,7 +28,7 @@ from ..common.errors import ConfigError, MissingDependencyError
 from ..common.native_output import native_output_to_log
 from .cpu import warn_without_vnni
 
-__all__ = ["Runner", "RUNTIMES", "create_predictor", "make_runner", "median_latency_ms"]
+__all__ = ["Runner", "RUNTIMES", "create_predictor", "onednn_config", "make_runner", "median_latency_ms"]
 
 
 @dataclass
@@ -50,24 +50,39 @@ def create_predictor(config):
         return paddle_infer.create_predictor(config)
 
 
-def _paddle_inference(model_file: Path, params_file: Path, *, threads: int, int8: bool, tensorrt: bool = False):
+def onednn_config(model_file, params_file, *, threads: int, int8: bool):
+    """A Paddle Inference config on CPU with oneDNN (its int8 passes too when ``int8``; on a CPU without
+    VNNI that logs :data:`~paddle_quant.deploy.cpu.NO_VNNI_WARNING` once)."""
     import paddle.inference as paddle_infer
 
-    config = paddle_infer.Config(str(model_file), str(params_file))
-    if tensorrt:
-        _require_gpu()
-        config.enable_use_gpu(256, 0)
-        config.enable_tensorrt_engine(workspace_size=1 << 30, max_batch_size=1, min_subgraph_size=3,
-                                      precision_mode=paddle_infer.PrecisionType.Int8, use_static=False,
-                                      use_calib_mode=False)
-    else:
-        config.disable_gpu()
-        config.enable_onednn()
-        if int8:
-            warn_without_vnni()
-            config.enable_onednn_int8()
-        config.set_cpu_math_library_num_threads(int(threads))
+    config = (paddle_infer.Config(str(model_file), str(params_file)) if params_file is not None
+              else paddle_infer.Config(str(model_file)))
+    config.disable_gpu()
+    config.enable_onednn()
+    if int8:
+        warn_without_vnni()
+        config.enable_onednn_int8()
+    config.set_cpu_math_library_num_threads(int(threads))
     config.disable_glog_info()
+    return config
+
+
+def _tensorrt_config(model_file: Path, params_file: Path):
+    import paddle.inference as paddle_infer
+
+    _require_gpu()
+    config = paddle_infer.Config(str(model_file), str(params_file))
+    config.enable_use_gpu(256, 0)
+    config.enable_tensorrt_engine(workspace_size=1 << 30, max_batch_size=1, min_subgraph_size=3,
+                                  precision_mode=paddle_infer.PrecisionType.Int8, use_static=False,
+                                  use_calib_mode=False)
+    config.disable_glog_info()
+    return config
+
+
+def _paddle_inference(model_file: Path, params_file: Path, *, threads: int, int8: bool, tensorrt: bool = False):
+    config = (_tensorrt_config(model_file, params_file) if tensorrt
+              else onednn_config(model_file, params_file, threads=threads, int8=int8))
     predictor = create_predictor(config)
     inputs, outputs = tuple(predictor.get_input_names()), tuple(predictor.get_output_names())
 
