@@ -32,7 +32,7 @@ from ..common.program import legacy_ir, read_tensor, readers_by_var, writer_by_v
 from .optimized import OptimizedOp, describe_ops, onednn_int8_program, ops_between
 from .runtimes import make_runner
 
-__all__ = ["Candidate", "CutDeviation", "Divergence", "LOCATABLE_RUNTIMES", "ONEDNN_RULES", "locate_divergence",
+__all__ = ["Candidate", "CutDeviation", "Divergence", "LOCATABLE_RUNTIMES", "ONEDNN_RULES", "check_locatable", "locate_divergence",
            "quantized_tensors"]
 
 LOCATABLE_RUNTIMES = ("onednn", "paddle_fp32", "tensorrt")
@@ -121,6 +121,13 @@ class Divergence:
         return "\n".join(lines)
 
 
+def check_locatable(runtime: str) -> None:
+    """ConfigError unless ``runtime`` is one of :data:`LOCATABLE_RUNTIMES`."""
+    if runtime not in LOCATABLE_RUNTIMES:
+        raise ConfigError(f"locate runs cut Paddle models; runtime must be one of {list(LOCATABLE_RUNTIMES)}, "
+                          f"got {runtime!r}")
+
+
 def quantized_tensors(program, scope) -> list[Candidate]:
     """The tensors ``program`` quantizes that it computes from its inputs (``X`` of ``quantize_linear``),
     in program order. Left out: the model inputs (what was fed cannot diverge) and tensors computed
@@ -182,9 +189,7 @@ def locate_divergence(model: Path, params: Path | None, runtime: str, batches: S
         ConfigError: ``runtime`` cannot load cut Paddle models, the tolerance is not positive, or the
             model quantizes no activation (nothing to cut at).
     """
-    if runtime not in LOCATABLE_RUNTIMES:
-        raise ConfigError(f"locate runs cut Paddle models; runtime must be one of {list(LOCATABLE_RUNTIMES)}, "
-                          f"got {runtime!r}")
+    check_locatable(runtime)
     if not tolerance_steps > 0:
         raise ConfigError(f"tolerance_steps must be > 0, got {tolerance_steps!r}")
     exe, scope = paddle.static.Executor(paddle.CPUPlace()), paddle.static.Scope()

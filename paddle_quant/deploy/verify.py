@@ -31,7 +31,7 @@ from ..export.scale_table import SCALE_TABLE_FILENAME, read_scale_table
 from ..common.numerics import qmax
 from ..ptq.feeds import as_feed
 from .cpu import NO_VNNI_NOTE, int8_dot_product
-from .locate import LOCATABLE_RUNTIMES, Divergence, locate_divergence
+from .locate import Divergence, check_locatable, locate_divergence
 from .runtimes import make_runner, median_latency_ms
 
 __all__ = ["OutputDeviation", "VerifyReport", "verify"]
@@ -181,9 +181,8 @@ def verify(model_dir, runtime: str = "onednn", inputs=None, *, fp32_model=None, 
     Returns:
         A :class:`VerifyReport`.
     """
-    if locate and runtime not in LOCATABLE_RUNTIMES:
-        raise ConfigError(f"locate=True runs cut Paddle models; runtime must be one of {list(LOCATABLE_RUNTIMES)}, "
-                          f"got {runtime!r}")
+    if locate:
+        check_locatable(runtime)  # before any run
     if inputs is None:
         raise ConfigError("inputs is required: a feed dict or a list of feed dicts for the model's inputs")
     items = _batch_items(inputs)

@@ -9,17 +9,12 @@ import textwrap
 import pytest
 
 from paddle_quant.common.native_output import NATIVE_LOGGER, native_output_to_log
-from paddle_quant.deploy.runtimes import create_predictor
+from paddle_quant.deploy.runtimes import create_predictor, onednn_config
 
 
 def test_a_predictor_builds_pass_statistics_reach_the_debug_log_not_the_terminal(digits_int8_model, capfd, caplog):
-    import paddle.inference as paddle_infer
-
-    config = paddle_infer.Config(str(digits_int8_model / "model.pdmodel"), str(digits_int8_model / "model.pdiparams"))
-    config.disable_gpu()
-    config.enable_onednn()
-    config.enable_onednn_int8()
-    config.disable_glog_info()
+    config = onednn_config(digits_int8_model / "model.pdmodel", digits_int8_model / "model.pdiparams", threads=2,
+                           int8=True)
     capfd.readouterr()
     with caplog.at_level(logging.DEBUG, logger=NATIVE_LOGGER):
         create_predictor(config)
