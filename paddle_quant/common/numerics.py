@@ -80,6 +80,7 @@ __all__ = [
     "dequantize_linear",
     "fake_quant_dequant",
     "weight_to_int",
+    "scaled_weight",
     "update_moving_average",
     "quantize_linear_train",
     "fake_quantize_abs_max",
@@ -333,6 +334,17 @@ def weight_to_int(
     """
     dtype = np.int8 if qmax(bits) <= 127 else np.int16
     return quantize_linear(w, scale, bits, axis, round_half=round_half).astype(dtype)
+
+
+def scaled_weight(w: ArrayLike, scale: ArrayLike, bits: int = 8, axis: int | None = -1) -> np.ndarray:
+    """The value ``quantize_linear`` (``round_type=0``) rounds: ``(qmax * inv(s)) * w`` in float32.
+
+    ``weight_to_int(w, s) == clip(rint(scaled_weight(w, s)), -qmax-1, qmax)``; AdaRound picks
+    ``floor`` or ``floor + 1`` of the same float32 value instead, so a rounding recorded as
+    one bit per weight gives the same integers wherever it is re-applied.
+    """
+    w = _as_f32(w)
+    return ((_F32(qmax(bits)) * _inverse(_broadcast_scale(scale, w, axis))) * w).astype(_F32)
 
 
 # --------------------------------------------------------------- moving averages

@@ -14,7 +14,13 @@ per tensor name::
      "bits": 8,
      "axis": 0 | null,           # channel axis of per-channel scales, null per tensor
      "algorithm": "hist",        # activation algorithm or weight method
-     "statistics": {...}}        # what calibration saw (abs_max, elements, batches, ...)
+     "statistics": {...},        # what calibration saw (abs_max, elements, batches, ...)
+     "rounding": "..."}          # weights of a round_type="adaround" run only: the learned rounding
+
+``rounding`` is one bit per weight value (C order, ``numpy.packbits``, base64): the integer is
+``clip(floor(v) + bit, -qmax-1, qmax)`` with ``v`` the value Paddle's kernel rounds
+(:func:`paddle_quant.ptq.adaround.rounded_weight`), so re-applying the table gives AdaRound's
+integers without the calibration data. Tables without it are read as before.
 
 Scales are float32 values stored as the exact decimal of their float64
 widening, so reading gives back the same float32 bits.
@@ -68,9 +74,13 @@ class TensorScaleEntry(BaseModel):
     axis: Optional[int] = Field(None, ge=0, description="Channel axis of per-channel scales; None per tensor.")
     algorithm: str = Field(description="Activation algorithm (KL, hist, ...) or weight method (abs_max, ...).")
     statistics: dict[str, float] = Field(default_factory=dict, description="What calibration observed.")
+    rounding: Optional[str] = Field(
+        None, description="Weights of an AdaRound run: base64 of one packed bit per value (round up from floor).")
 
     @model_validator(mode="after")
     def _consistent(self) -> "TensorScaleEntry":
+        if self.rounding is not None and self.kind != "weight":
+            raise ValueError(f"rounding is only for weights, this entry is kind {self.kind!r}")
         if len(self.zero_point) != len(self.scale):
             raise ValueError(f"zero_point has {len(self.zero_point)} values but scale has {len(self.scale)}")
         if len(self.scale) > 1 and self.axis is None:
@@ -107,6 +117,21 @@ class ScaleTable(BaseModel):
                               f"{sorted({self.tensors[n].kind for n in wrong})}, expected one of {list(kinds)}")
         return {n: self.tensors[n].scale_array() for n in names}
 
+    def roundings(self, names) -> dict[str, str]:
+        """The packed AdaRound roundings of the weights ``names``; ConfigError naming those without one."""
+        missing = [n for n in names if self.tensors[n].rounding is None]
+        if missing:
+            raise ConfigError(
+                f"round_type='adaround' re-applies the rounding a table records, but its entries {missing[:10]}"
+                f"{' ...' if len(missing) > 10 else ''} have none (the table was written by a run with "
+                "round_type='round'); allowed: a table written with round_type='adaround', or round_type='round'")
+        return {n: self.tensors[n].rounding for n in names}
+
+    @property
+    def has_roundings(self) -> bool:
+        """Whether any entry records an AdaRound rounding."""
+        return any(entry.rounding is not None for entry in self.tensors.values())
+
 
 def _float_list(values) -> list[float]:
     return [float(v) for v in np.asarray(values, dtype=np.float32).ravel()]
@@ -127,17 +152,21 @@ def observer_statistics(observer) -> dict[str, float]:
 
 
 def make_entry(kind: str, scale, *, bits: int, axis: int | None, algorithm: str,
-               statistics: Mapping[str, float] | None = None) -> TensorScaleEntry:
+               statistics: Mapping[str, float] | None = None, rounding: str | None = None) -> TensorScaleEntry:
     """One table entry from a numpy scale (symmetric: zero points are 0)."""
     values = _float_list(scale)
     return TensorScaleEntry(kind=kind, scale=tuple(values), zero_point=(0,) * len(values), bits=bits,
                             axis=None if axis is None or axis < 0 else axis, algorithm=algorithm,
-                            statistics=dict(statistics or {}))
+                            statistics=dict(statistics or {}), rounding=rounding)
 
 
 def table_json(table: ScaleTable) -> str:
-    """The table as JSON text (stable key order, one entry per tensor)."""
-    return json.dumps(table.model_dump(mode="json"), indent=1, sort_keys=False) + "\n"
+    """The table as JSON text (stable key order, one entry per tensor; ``rounding`` only where recorded)."""
+    data = table.model_dump(mode="json")
+    for entry in data["tensors"].values():
+        if entry["rounding"] is None:
+            del entry["rounding"]
+    return json.dumps(data, indent=1, sort_keys=False) + "\n"
 
 
 def write_scale_table(table: ScaleTable, path) -> Path:

@@ -84,9 +84,23 @@ def _producer_index(block, name) -> int:
     raise KeyError(name)
 
 
-def _int_weight_var(block, scope, place, weight, scale, bits, axis, round_half):
+def _given_integers(weight, values, shape, bits) -> np.ndarray:
+    """Integers a caller chose for ``weight`` (AdaRound), checked against its shape and the grid."""
+    values = np.asarray(values)
+    if values.shape != tuple(shape) or values.dtype.kind not in "iu":
+        raise ProgramStateError(f"integers given for weight '{weight}' have shape {values.shape} and dtype "
+                                f"{values.dtype}; the weight is {list(shape)}, integers needed")
+    if values.size and (values.min() < -qmax(bits) - 1 or values.max() > qmax(bits)):
+        raise ProgramStateError(f"integers given for weight '{weight}' leave the {bits}-bit grid "
+                                f"[{-qmax(bits) - 1}, {qmax(bits)}]")
+    return values
+
+
+def _int_weight_var(block, scope, place, weight, scale, bits, axis, round_half, integers=None):
     dtype, var_type = _INT_DTYPES[8 if bits <= 8 else 16]
-    values = weight_to_int(read_tensor(scope, weight), scale, bits, axis, round_half=round_half)
+    float_values = read_tensor(scope, weight)
+    values = (weight_to_int(float_values, scale, bits, axis, round_half=round_half) if integers is None
+              else _given_integers(weight, integers, float_values.shape, bits))
     name = naming.int_weight(weight)
     write_tensor(scope, place, name, values.astype(dtype))
     if not block.has_var(name):
@@ -95,7 +109,7 @@ def _int_weight_var(block, scope, place, weight, scale, bits, axis, round_half):
 
 
 # ---------------------------------------------------------------- QDQ format
-def _fold_qdq_weights(block, scope, place) -> None:
+def _fold_qdq_weights(block, scope, place, integers) -> None:
     for op in [op for op in block.ops if op.type == "quantize_linear" and is_persistable(block, op.input("X")[0])]:
         weight, quantized = op.input("X")[0], op.output("Y")[0]
         scale = read_tensor(scope, op.input("Scale")[0]).reshape(-1)
@@ -105,7 +119,7 @@ def _fold_qdq_weights(block, scope, place) -> None:
                 f"weight '{weight}' is quantized to {bits} bits, but the QDQ format stores weights as int8 and "
                 "Paddle 3.3.1 has no int16 dequantize_linear kernel; use weight_bits <= 8 or onnx_format=False"
             )
-        int_name = _int_weight_var(block, scope, place, weight, scale, bits, axis, "even")
+        int_name = _int_weight_var(block, scope, place, weight, scale, bits, axis, "even", integers.get(weight))
         for consumer in _consumers(block, quantized, 0):
             consumer._rename_input(quantized, int_name)
             if bits < 8:
@@ -275,16 +289,23 @@ def _int8_fake_program(frozen_program, scope, place):
     return program
 
 
-def freeze_in_place(program, config, scope, place):
+def freeze_in_place(program, config, scope, place, integers=None):
     """Freeze the quantized eval ``program`` itself and return it (see :func:`freeze_program`).
 
     For callers that own a temporary copy (``quant_post``): it saves the clone
     :func:`freeze_program` makes to keep the caller's program runnable.
+
+    ``integers`` (QDQ format only) maps weight names to the integers to store instead of
+    rounding the float weight to nearest (AdaRound's); they must have the weight's shape and
+    lie on its grid (ProgramStateError otherwise).
     """
+    integers = dict(integers or {})
+    if integers and not config.onnx_format:
+        raise ProgramStateError("freeze: chosen weight integers need the QDQ format (onnx_format=True)")
     _check_quantized_eval_program(program, config)
     block = program.global_block()
     if config.onnx_format:
-        _fold_qdq_weights(block, scope, place)
+        _fold_qdq_weights(block, scope, place, integers)
         _replace_observers_qdq(block, scope, place, config.activation_bits)
     else:
         _freeze_fake(block, scope, place)

@@ -7,6 +7,8 @@
 * ``feeds``: calibration data sources (``data_loader``, ``batch_generator``, ``sample_generator``) -> feed dicts.
 * ``weight_methods``: weight scales (abs max per tensor/channel, ADMM, power of two), numpy only.
 * ``bias_correction``: the bias-correction arithmetic, numpy only (the graph pass is ``passes.bias``).
+* ``adaround``, ``adaround_rows``: AdaRound's per-layer optimisation and input statistics, numpy only;
+  ``adaround_layers``: the layers of a model, streamed and learned one by one.
 
 Submodules are not imported eagerly: ``config`` must stay importable without Paddle.
 """

@@ -22,7 +22,7 @@ from ..common.program import ops_in_program_order
 from ..observers import DEFAULT_MAX_SAMPLES, AbsMaxObserver, AvgObserver, MinMaxObserver, sample_stride
 from ..passes.statistics import sample_start, shape_program, statistics_program
 
-__all__ = ["CalibrationStats", "check_feed", "calibrate", "WHOLE_TENSOR_BUDGET", "release_free_heap"]
+__all__ = ["CalibrationStats", "check_feed", "calibrate", "tensor_sizes", "WHOLE_TENSOR_BUDGET", "release_free_heap"]
 
 _NUMPY_DTYPES = {
     core.VarDesc.VarType.FP32: np.float32, core.VarDesc.VarType.FP64: np.float64,
@@ -107,7 +107,7 @@ heap fragmented: PP-OCRv4 rec with conv2d quantized (77 MiB) added 398 MB at pea
 batches; through in-graph statistics 156 and 157 MB, about 8 % slower (bench/ptq_memory.py)."""
 
 
-def _batch_sizes(exe, program, scope, names, feed) -> dict[str, int]:
+def tensor_sizes(exe, program, scope, names, feed) -> dict[str, int]:
     """Element count of each tensor in ``names`` for this batch: static shapes, probed where a dim is dynamic."""
     block = program.global_block()
     batch = next(iter(feed.values())).shape[0] if feed else 1
@@ -172,7 +172,7 @@ trimmed. Called after every in-graph-statistics batch and at the end of calibrat
 
 def _make_runner(exe, program, scope, feed, observers):
     """Fetch small activations whole; reduce large or dynamically shaped ones inside the program."""
-    sizes = _batch_sizes(exe, program, scope, list(observers), feed)
+    sizes = tensor_sizes(exe, program, scope, list(observers), feed)
     if 4 * sum(sizes.values()) <= WHOLE_TENSOR_BUDGET:
         return _whole_tensor_runner(program, observers)
     return _statistics_runner(scope, program, observers, sizes)

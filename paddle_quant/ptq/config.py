@@ -52,7 +52,10 @@ _ALLOWED = {
     "onnx_format": "True (QDQ; the old fake-quant format is available from quant_aware/convert)",
     "bias_correction": "True or False",
     "fold_affine": "True, False, or None (the deploy_backend's default: True for 'onednn')",
-    "round_type": "'round' ('adaround' is not implemented)",
+    "round_type": "'round' (to nearest) or 'adaround' (learned per layer, paddle_quant.ptq.adaround)",
+    "adaround_iterations": "an int >= 1",
+    "adaround_rows": "an int >= 1",
+    "adaround_memory_mb": "an int >= 1",
     "batch_size": "an int >= 1",
     "batch_nums": "an int >= 1, or None for all batches",
     "optimize_model": "False (conv+batch_norm folding before quantization is not implemented)",
@@ -87,7 +90,14 @@ class PTQConfig(BaseModel):
         "and bias (passes/fold_affine.py); exact algebra. None: the deploy_backend's default (True for "
         "'onednn', where it lets PP-OCRv4 rec/det convs fuse their activation in int8; False otherwise, "
         "so the graph is PaddleSlim's).")
-    round_type: Literal["round"] = Field("round", description="Weight rounding.")
+    round_type: Literal["round", "adaround"] = Field(
+        "round", description="Weight rounding: to nearest, or AdaRound (learned up/down per weight, layer by layer, "
+        "on the calibration data; never worse than nearest on it). Same scales, ordinary int8 weights.")
+    adaround_iterations: int = Field(500, ge=1, description="AdaRound: Adam iterations per layer.")
+    adaround_rows: int = Field(
+        2048, ge=1, description="AdaRound: input rows (conv output pixels, matmul rows) sampled per batch and layer.")
+    adaround_memory_mb: int = Field(
+        512, ge=1, description="AdaRound: layer inputs fetched per run at most (MiB); more layers mean more runs.")
     batch_size: int = Field(16, ge=1, description="Samples per batch for sample_generator.")
     batch_nums: Optional[int] = Field(None, ge=1, description="Number of calibration batches (None: all).")
     optimize_model: Literal[False] = Field(False, description="Fold batch norms first (not implemented).")

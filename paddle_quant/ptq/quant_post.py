@@ -1,7 +1,8 @@
 """Post-training quantization: ``quant_post`` / ``quant_post_static`` with PaddleSlim's signatures.
 
 Flow: load the inference model -> plan which tensors to quantize -> stream the
-calibration batches through observers -> weight scales -> insert QDQ ops with
+calibration batches through observers -> weight scales -> (round_type="adaround")
+learn each weight's rounding in a second pass -> insert QDQ ops with
 the calibrated scales -> freeze -> (per deploy_backend) fold conv/affine chains and
 quantize average-pool inputs -> save into a temporary folder and rename it
 into place. The model folder is never written to.
@@ -9,6 +10,7 @@ into place. The model folder is never written to.
 
 from __future__ import annotations
 
+import itertools
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,7 +18,7 @@ from pathlib import Path
 import paddle
 
 from ..common.model_files import load_inference_program, model_files, save_inference_atomically
-from ..common.program import legacy_ir
+from ..common.program import legacy_ir, read_tensor
 from .calibration import CalibrationStats, calibrate
 from ..common.errors import ConfigError
 from ..export.scale_table import (SCALE_TABLE_FILENAME, ScaleTable, make_entry, observer_statistics, read_scale_table,
@@ -29,6 +31,8 @@ from ..passes.freeze import freeze_in_place
 from ..passes.plan import QuantPlan
 from ..passes.pool_inputs import quantize_pool_inputs
 from ..passes.rewrite import apply_plan
+from .adaround import AdaRoundOptions, pack_rounding, rounded_weight, unpack_rounding
+from .adaround_layers import learn_roundings
 from .config import QUANT_POST_OP_TYPES, QUANT_POST_STATIC_OP_TYPES, PTQConfig
 from .steps import make_observers, observed_names, plan_post_training, weight_scales, write_scales
 
@@ -62,11 +66,13 @@ def _check_output(model_dir, output, allow_inside: bool) -> Path:
 
 
 # ---------------------------------------------------------------- scales
-def _scale_table(plan: QuantPlan, ptq: PTQConfig, scales: "_Scales", model_name: str) -> ScaleTable:
-    """The table of every scale this run writes (see :mod:`paddle_quant.export.scale_table`)."""
+def _scale_table(plan: QuantPlan, ptq: PTQConfig, scales: "_Scales", model_name: str, roundings: dict) -> ScaleTable:
+    """The table of every scale this run writes (see :mod:`paddle_quant.export.scale_table`), with
+    AdaRound's rounding of each weight when it ran."""
     quantized = {t.var for t in plan.tensors if t.role == "activation"}
     entries = {t.var: make_entry("weight", scales.weights[t.var], bits=t.bits, axis=t.axis,
-                                 algorithm=ptq.weight_method)
+                                 algorithm=ptq.weight_method,
+                                 rounding=pack_rounding(roundings[t.var]) if t.var in roundings else None)
                for t in plan.tensors if t.role == "weight"}
     for name, value in scales.activations.items():
         entries[name] = make_entry("activation" if name in quantized else "output", value, bits=ptq.activation_bits,
@@ -103,6 +109,34 @@ def _table_scales(plan, table: ScaleTable) -> _Scales:
                    {n: dict(table.tensors[n].statistics) for n in names})
 
 
+def _roundings(exe, program, scope, plan, ptq: PTQConfig, scales: _Scales, table_in, feed_names, sources,
+               batches: int) -> dict:
+    """``{weight: up bits}`` for round_type="adaround": read from the table, or learned in a second pass over
+    the first ``batches`` calibration batches; ``{}`` when rounding to nearest."""
+    weights = [t.var for t in plan.tensors if t.role == "weight"]
+    if ptq.round_type == "round":
+        if table_in is not None and table_in.has_roundings:
+            _logger.warning("scale_table records AdaRound roundings, but round_type='round': weights are rounded "
+                            "to nearest (pass round_type='adaround' to re-apply them)")
+        return {}
+    if table_in is not None:
+        packed = table_in.roundings(weights)
+        return {n: unpack_rounding(packed[n], read_tensor(scope, n).shape, name=n) for n in weights}
+    data = itertools.islice(feed_batches(feed_names, batch_size=ptq.batch_size, **sources), batches)
+    return learn_roundings(exe, program, scope, plan, data, feed_names=feed_names, weight_scales=scales.weights,
+                           activation_scales=scales.activations, activation_bits=ptq.activation_bits,
+                           max_rows=ptq.adaround_rows, memory_mb=ptq.adaround_memory_mb,
+                           options=AdaRoundOptions(iterations=ptq.adaround_iterations),
+                           show_progress=ptq.show_progress)
+
+
+def _integers(scope, plan, scales: _Scales, roundings: dict) -> dict:
+    """The int8 weights the roundings give (what freeze stores instead of rounding to nearest)."""
+    tensors = {t.var: t for t in plan.tensors if t.role == "weight"}
+    return {n: rounded_weight(read_tensor(scope, n), scales.weights[n], tensors[n].bits, tensors[n].axis, up)
+            for n, up in roundings.items()}
+
+
 # ---------------------------------------------------------------- the run
 def run_post_training(exe, model_dir, quantize_model_path, ptq: PTQConfig, *, sources: dict, scope=None,
                       model_filename=None, params_filename=None, save_model_filename="model.pdmodel",
@@ -125,17 +159,18 @@ def run_post_training(exe, model_dir, quantize_model_path, ptq: PTQConfig, *, so
             scales, stats = _calibrated_scales(exe, program, scope, plan, ptq, feed_names, sources, corrections)
         else:
             scales, stats = _table_scales(plan, table_in), CalibrationStats()
+        roundings = _roundings(exe, program, scope, plan, ptq, scales, table_in, feed_names, sources, stats.batches)
         config, quantized = ptq.to_quant_config(), program  # loaded for inference: no copy needed
         apply_plan(quantized, plan, config, scope, place, mode="test", rewire_backward=False)
         write_scales(scope, place, scales.activations)
         write_scales(scope, place, scales.weights)
-        frozen = freeze_in_place(quantized, config, scope, place)
+        frozen = freeze_in_place(quantized, config, scope, place, _integers(scope, plan, scales, roundings))
         apply_bias_corrections(frozen, corrections, stats.channel_means, scope, place)
         if ptq.effective_fold_affine:
             fold_conv_affine(frozen, scope, place)
         if ptq.quantize_pool_inputs:
             quantize_pool_inputs(frozen, scope, place)
-        table = _scale_table(plan, ptq, scales, model.name)
+        table = _scale_table(plan, ptq, scales, model.name, roundings)
         files = save_inference_atomically(exe, scope, frozen, feed_names, fetch_names, target, save_model_filename,
                                           save_params_filename, _extra_files(table, ptq))
     skipped = tuple(f"{s.op_type}#{s.index}: {s.reason}" for s in plan.skipped)
@@ -189,7 +224,9 @@ def quant_post(executor, model_dir, quantize_model_path, sample_generator=None, 
             model, options and table give a byte-identical model.
         **options: the other :class:`~paddle_quant.ptq.config.PTQConfig` fields (hist_percent,
             weight_bits, activation_bits, weight_quantize_type, weight_method, bias_correction,
-            fold_affine, skip_tensor_list, onnx_format, round_type, show_progress, ...).
+            fold_affine, skip_tensor_list, onnx_format, round_type, adaround_iterations, show_progress, ...).
+            ``round_type="adaround"`` reads the calibration data a second time (the source must be
+            re-iterable: a callable or a DataLoader).
 
     Returns:
         A :class:`PTQResult` (PaddleSlim returns None).

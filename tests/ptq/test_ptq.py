@@ -234,7 +234,8 @@ def test_batch_nums_larger_than_the_data(digits_model, tmp_path):
     ("weight_bits", 9, "weight_bits.*\\[2, 8\\].*no int16 dequantize_linear kernel"),
     ("weight_bits", 17, "weight_bits"),
     ("activation_bits", 1, "activation_bits"),
-    ("round_type", "adaround", "round_type.*adaround"),
+    ("round_type", "adaroud", "round_type.*'round'.*'adaround'"),
+    ("adaround_iterations", 0, "adaround_iterations.*>= 1"),
     ("quantizable_op_type", ["conv3d"], "conv3d.*did you mean 'conv2d'"),
     ("weight_method", "kmeans", "weight_method"),
 ])
