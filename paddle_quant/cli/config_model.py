@@ -173,6 +173,9 @@ class QuantizationSection(_Section):
     is_full_quantize: Bool = Field(False, alias="IsFullQuantize", description="Quantize every supported type.")
     output_scales: Literal["all", "none"] = Field("all", alias="OutputScales", description="Output observers.")
     bias_correction: Bool = Field(False, alias="BiasCorrection", description="Correct biases.")
+    round_type: Literal["round", "adaround"] = Field(
+        "round", alias="RoundType", description="Weight rounding: to nearest, or AdaRound (learned per layer).")
+    adaround_iterations: int = Field(500, ge=1, alias="AdaRoundIterations", description="AdaRound iterations per layer.")
     skip_tensors: Text = Field(None, alias="SkipTensors", description="File with tensor names to leave in float.")
     skip_tensor_list: StrList = Field(None, alias="SkipTensorList", description="Tensor names to leave in float.")
     deploy_backend: Optional[Literal["onednn", "tensorrt", "paddle_lite", "onnx"]] = Field(
@@ -224,6 +227,7 @@ _ALLOWED: Mapping[str, str] = {
     "Granularity": f"one of {list(GRANULARITIES)}", "WeightBits": "an int in [2, 8]",
     "ActivationBits": "an int in [2, 16]", "QuantizableOpType": "a list of supported op types, e.g. conv2d, mul",
     "IsFullQuantize": "true or false", "OutputScales": "'all' or 'none'", "BiasCorrection": "true or false",
+    "RoundType": "'round' or 'adaround'", "AdaRoundIterations": "an int >= 1",
     "SkipTensors": "a text file (one name per line) or a JSON file with a 'skip_list' array",
     "SkipTensorList": "a list of tensor names",
     "DeployBackend": "'onednn', 'tensorrt', 'paddle_lite' or 'onnx'",
@@ -387,7 +391,7 @@ class RunConfig(_Section):
             weight_method="abs_max" if p.weight_method == "channel_wise" else p.weight_method,
             skip_tensor_list=self.skip_tensor_list(), bias_correction=p.bias_correction,
             batch_size=self.dataset.batch_size, batch_nums=self.dataset.batch_num, output_scales=p.output_scales,
-            deploy_backend=p.deploy_backend,
+            deploy_backend=p.deploy_backend, round_type=p.round_type, adaround_iterations=p.adaround_iterations,
         )
         if p.op_types is not None:
             fields["quantizable_op_type"] = p.op_types

@@ -86,6 +86,11 @@ _QUANT_FLAGS = (
      {"metavar": "N", "help": "activation bits, 2..16 (default 8; oneDNN int8 needs 8)"}),
     ("--op-types", "QuantizationParameters", "QuantizableOpType",
      {"metavar": "T,T", "help": "op types to quantize (default conv2d,depthwise_conv2d,mul)"}),
+    ("--round-type", "QuantizationParameters", "RoundType",
+     {"choices": ("round", "adaround"), "help": "weight rounding: to nearest (default), or AdaRound, learned layer by "
+                                                "layer on the calibration data (RoundType)"}),
+    ("--adaround-iterations", "QuantizationParameters", "AdaRoundIterations",
+     {"metavar": "N", "help": "AdaRound optimiser iterations per layer (AdaRoundIterations; default 500)"}),
     ("--output-scales", "QuantizationParameters", "OutputScales",
      {"choices": ("all", "none"), "help": "calibrate every supported op's output (all, default) or none"}),
     ("--deploy-backend", "QuantizationParameters", "DeployBackend",

@@ -263,6 +263,16 @@ def test_weight_options_map_to_ptq_config():
         _one(params={"WeightMethod": "channel_wise", "Granularity": "per_tensor"})
 
 
+def test_round_type_maps_to_ptq_config_and_bad_values_name_the_element():
+    ptq = _one(params={"RoundType": "adaround", "AdaRoundIterations": "50"}).ptq_config()
+    assert (ptq.round_type, ptq.adaround_iterations) == ("adaround", 50)
+    assert _one(params={}).ptq_config().round_type == "round"
+    with pytest.raises(ConfigError, match="RoundType.*'round' or 'adaround'"):
+        _one(params={"RoundType": "up"})
+    with pytest.raises(ConfigError, match="AdaRoundIterations.*>= 1"):
+        _one(params={"AdaRoundIterations": "0"})
+
+
 def test_skip_list_file_text_or_analyzer_json(tmp_path):
     text = _write(tmp_path / "skip.txt", "conv1.w  # a comment\n\nrelu_3.tmp_0\n")
     assert read_skip_list(text) == ["conv1.w", "relu_3.tmp_0"]
