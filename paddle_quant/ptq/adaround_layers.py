@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import logging
 import sys
+import time
 from dataclasses import dataclass
 from typing import Iterable, Mapping
 
@@ -190,7 +191,9 @@ def learn_roundings(exe, program, scope, plan: QuantPlan, batches: Iterable, *, 
     for weight, reason in skipped.items():
         _logger.warning("AdaRound: %s keeps rounding to nearest: %s", weight, reason)
     settings = _Pass(activation_scales, activation_bits, max_rows, memory_mb)
+    started = time.perf_counter()
     grams, seen = _collect(exe, program, scope, layers, batches, feed_names, settings)
+    collected = time.perf_counter()
     if layers and seen == 0:
         raise ConfigError("AdaRound's pass over the calibration data yielded no batch; the data source must "
                           "be readable twice (a callable, or a re-iterable such as a DataLoader)")
@@ -207,5 +210,6 @@ def learn_roundings(exe, program, scope, plan: QuantPlan, batches: Iterable, *, 
         roundings[layer.weight] = result.up
         learned += result.learned
     _logger.info("AdaRound: %d of %d layers use the learned rounding (the others: nearest was better or the "
-                 "layer was skipped)", learned, len(tensors))
+                 "layer was skipped); input statistics %.1f s, optimisation %.1f s", learned, len(tensors),
+                 collected - started, time.perf_counter() - collected)
     return roundings
