@@ -14,10 +14,10 @@ calibration inputs::
 
 where ``x`` is the layer's float input and ``x̂`` the same input quantize-dequantized with the
 layer's activation scale, as the deployed int8 op multiplies it. ``E`` depends on the data only
-through ``A = Σ x̂ᵀx̂`` and ``B = Σ x̂ᵀx`` per conv group
+through ``A = Σ x̂ᵀx̂`` and ``BW = Σ x̂ᵀ(x·W)`` per conv group
 (:class:`~paddle_quant.ptq.adaround_rows.GramObserver`)::
 
-    E(q) = tr(Ŵᵀ A Ŵ) - 2 tr(Ŵᵀ B W) + const
+    E(q) = tr(Ŵᵀ A Ŵ) - 2 tr(Ŵᵀ BW) + const
 
 so the batches stream through and each iteration costs ``groups · K² · Og`` multiply-adds,
 whatever the number of rows.
@@ -50,7 +50,7 @@ import numpy as np
 
 from ..common.errors import ConfigError
 from ..common.numerics import dequantize_linear, qmax, qmin, scaled_weight
-from .adaround_rows import GramObserver, WeightLayout, from_columns, to_columns
+from .adaround_rows import GramObserver, WeightLayout, from_columns, group_matmul, to_columns
 
 __all__ = ["AdaRoundOptions", "RoundingResult", "learn_rounding", "nearest_rounding", "rounded_weight",
            "output_error", "pack_rounding", "unpack_rounding"]
@@ -99,8 +99,7 @@ def output_error(q: np.ndarray, w: np.ndarray, scale: np.ndarray, bits: int, axi
                  layout: WeightLayout, gram: GramObserver) -> float:
     """``tr(ŴᵀAŴ) - 2 tr(ŴᵀBW)`` for integers ``q`` dequantized as the kernel does (``E`` minus its constant)."""
     dequantized = to_columns(dequantize_linear(q, scale, bits, axis), layout)
-    weight = to_columns(w, layout)
-    return float(np.sum(dequantized * (np.matmul(gram.a, dequantized) - 2.0 * np.matmul(gram.b, weight))))
+    return float(np.sum(dequantized * (group_matmul(gram.a, dequantized) - 2.0 * gram.bw)))
 
 
 def _soft(v: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -136,7 +135,7 @@ def _optimise(lower, frac, step_size, target, gram: GramObserver, bits: int, opt
     comparison with nearest is in float64).
     """
     f32 = np.float32
-    offset = (np.matmul(gram.a, step_size * lower) - target).astype(f32)
+    offset = (group_matmul(gram.a, step_size * lower) - target).astype(f32)
     a, lower, step_size = gram.a.astype(f32), lower.astype(f32), step_size.astype(f32)
     gain = step_size * f32(2.0 / norm)
     v = (-np.log((_ZETA - _GAMMA) / (frac - _GAMMA) - 1.0)).astype(f32)
@@ -146,7 +145,7 @@ def _optimise(lower, frac, step_size, target, gram: GramObserver, bits: int, opt
         sig, h, open_ = _soft(v)
         q = lower + h
         inside = (q >= lo) & (q <= hi)
-        grad_h = (offset + np.matmul(a, step_size * (np.clip(q, lo, hi) - lower))) * gain * inside
+        grad_h = (offset + group_matmul(a, step_size * (np.clip(q, lo, hi) - lower))) * gain * inside
         beta = _beta(step, options)
         if beta is not None:
             grad_h += f32(options.reg_weight / h.size) * _regulariser_gradient(h, beta)
@@ -177,8 +176,10 @@ def learn_rounding(w: np.ndarray, scale: np.ndarray, *, bits: int, axis: int | N
     nearest_up = nearest_rounding(w, scale, bits, axis)
     nearest = output_error(rounded_weight(w, scale, bits, axis, nearest_up), w, scale, bits, axis, layout, gram)
     columns = to_columns(w, layout)
-    target = np.matmul(gram.b, columns)
-    excess = nearest - float(np.sum(columns * (np.matmul(gram.a, columns) - 2.0 * target)))
+    if columns.shape != gram.weight_columns.shape or not np.array_equal(columns, gram.weight_columns):
+        raise ConfigError("the Gram sums were collected for another weight than the one given")
+    target = gram.bw
+    excess = nearest - float(np.sum(columns * (group_matmul(gram.a, columns) - 2.0 * target)))
     if not excess > 0:  # nearest is as good as the float weight: nothing to learn
         return RoundingResult(nearest_up, nearest, nearest, False)
     v = scaled_weight(w, scale, bits, axis)

@@ -30,7 +30,7 @@ from ..common.numerics import fake_quant_dequant
 from ..common.program import ops_in_program_order, read_tensor
 from ..passes.plan import QuantPlan
 from .adaround import AdaRoundOptions, learn_rounding, nearest_rounding
-from .adaround_rows import ConvGeometry, GramObserver, WeightLayout, conv_rows, matmul_rows
+from .adaround_rows import ConvGeometry, GramObserver, WeightLayout, conv_rows, matmul_rows, to_columns
 from .calibration import check_feed, release_free_heap, tensor_sizes
 
 __all__ = ["AdaRoundLayer", "plan_adaround", "learn_roundings"]
@@ -51,7 +51,6 @@ class AdaRoundLayer:
     layout: WeightLayout
     geometry: ConvGeometry | None
     leading_dims: int | None
-    inputs_per_output: int
 
 
 def _attr(op, name, default):
@@ -69,8 +68,7 @@ def _conv_layer(op, weight: str, activation: str, shape) -> AdaRoundLayer | str:
     groups = int(_attr(op, "groups", 1)) or 1
     geometry = ConvGeometry(tuple(shape[2:]), tuple(int(s) for s in op.attr("strides")), pads,
                             tuple(int(d) for d in op.attr("dilations")))
-    return AdaRoundLayer(weight, activation, op.type, WeightLayout(groups, True), geometry, None,
-                         int(np.prod(shape[1:])))
+    return AdaRoundLayer(weight, activation, op.type, WeightLayout(groups, True), geometry, None)
 
 
 def _matmul_layer(op, weight: str, activation: str, shape) -> AdaRoundLayer | str:
@@ -80,14 +78,13 @@ def _matmul_layer(op, weight: str, activation: str, shape) -> AdaRoundLayer | st
         if int(_attr(op, "y_num_col_dims", 1)) != 1:
             return "y_num_col_dims != 1"
         return AdaRoundLayer(weight, activation, op.type, WeightLayout(1, False), None,
-                             int(_attr(op, "x_num_col_dims", 1)), int(shape[0]))
+                             int(_attr(op, "x_num_col_dims", 1)))
     transposed = bool(_attr(op, "trans_y" if op.type == "matmul_v2" else "transpose_Y", False))
     if bool(_attr(op, "trans_x" if op.type == "matmul_v2" else "transpose_X", False)):
         return "a transposed input"
     if float(_attr(op, "alpha", 1.0)) != 1.0:
         return f"alpha={op.attr('alpha')}"
-    return AdaRoundLayer(weight, activation, op.type, WeightLayout(1, transposed), None, None,
-                         int(shape[1] if transposed else shape[0]))
+    return AdaRoundLayer(weight, activation, op.type, WeightLayout(1, transposed), None, None)
 
 
 def plan_adaround(program, plan: QuantPlan) -> tuple[list[AdaRoundLayer], dict[str, str]]:
@@ -145,8 +142,9 @@ class _Pass:
     seed: int = 0
 
 
-def _collect(exe, program, scope, layers, batches: Iterable, feed_names, settings: _Pass) -> dict:
-    grams = {layer.weight: GramObserver(layer.layout.groups, layer.inputs_per_output) for layer in layers}
+def _collect(exe, program, scope, layers, batches: Iterable, feed_names, settings: _Pass) -> tuple[dict, int]:
+    """``{weight: GramObserver}`` over ``batches``, and how many batches there were."""
+    grams = {layer.weight: GramObserver(to_columns(read_tensor(scope, layer.weight), layer.layout)) for layer in layers}
     block, groups, seen = program.global_block(), None, 0
     number = {layer.weight: position for position, layer in enumerate(layers)}
     with ops_in_program_order():
@@ -181,7 +179,8 @@ def learn_roundings(exe, program, scope, plan: QuantPlan, batches: Iterable, *, 
         exe, program, scope: the fp32 program (before the plan is applied) and where its parameters are.
         plan: what is quantized; every weight tensor of it gets an entry.
         batches: the calibration feed dicts, read once.
-        weight_scales / activation_scales: the calibrated scales.
+        weight_scales / activation_scales: the calibrated scales; an input the plan does not quantize is
+            taken as it is (an observed output's scale is not applied to it).
         max_rows: input rows (conv output pixels, matmul rows) sampled per batch and layer.
         memory_mb: fetched inputs per run at most (one run per group of layers and batch).
         options: optimiser settings.
@@ -190,7 +189,9 @@ def learn_roundings(exe, program, scope, plan: QuantPlan, batches: Iterable, *, 
     layers, skipped = plan_adaround(program, plan)
     for weight, reason in skipped.items():
         _logger.warning("AdaRound: %s keeps rounding to nearest: %s", weight, reason)
-    settings = _Pass(activation_scales, activation_bits, max_rows, memory_mb)
+    quantized = {t.var for t in plan.tensors if t.role == "activation"}
+    settings = _Pass({n: s for n, s in activation_scales.items() if n in quantized}, activation_bits, max_rows,
+                     memory_mb)
     started = time.perf_counter()
     grams, seen = _collect(exe, program, scope, layers, batches, feed_names, settings)
     collected = time.perf_counter()

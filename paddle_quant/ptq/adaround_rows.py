@@ -7,7 +7,7 @@ the filter's ``[Ig, kh, kw]``), for a matmul the rows of its input flattened to 
 :func:`to_columns` puts a weight in that ``(groups, K, Og)`` form, :func:`conv_rows` and
 :func:`matmul_rows` give the rows of a batch (a seeded random subset of at most
 ``max_rows`` of them, so a large feature map costs no more than a small one), and
-:class:`GramObserver` sums ``x̂ᵀx̂`` and ``x̂ᵀx`` over the batches, which is all AdaRound
+:class:`GramObserver` sums ``x̂ᵀx̂`` and ``x̂ᵀ(x·W)`` over the batches, which is all AdaRound
 needs from the data (:mod:`paddle_quant.ptq.adaround`).
 """
 
@@ -20,7 +20,7 @@ import numpy as np
 from ..common.errors import ConfigError
 
 __all__ = ["WeightLayout", "ConvGeometry", "to_columns", "from_columns", "conv_rows", "matmul_rows",
-           "GramObserver"]
+           "group_matmul", "GramObserver"]
 
 
 @dataclass(frozen=True)
@@ -61,6 +61,18 @@ def from_columns(c: np.ndarray, shape: tuple[int, ...], layout: WeightLayout) ->
     return c.reshape(shape)
 
 
+def group_matmul(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """``a[g] @ b[g]`` for every group: one BLAS call for one group, numpy's own loop (einsum) for many.
+
+    numpy's stacked matmul makes one threaded BLAS call per group; with many small groups
+    (depthwise convs) and the CPU shared, each call waited for its threads: 7 s per batch for 240
+    groups of 2048 x 25 rows on PP-OCRv4 rec, against about 0.2 s for einsum.
+    """
+    if a.shape[0] == 1:
+        return np.matmul(a, b)
+    return np.einsum("gij,gjk->gik", a, b)
+
+
 def _sample(total: int, max_rows: int, rng: np.random.Generator) -> np.ndarray:
     if total <= max_rows:
         return np.arange(total)
@@ -93,15 +105,18 @@ def matmul_rows(x: np.ndarray, leading_dims: int, *, max_rows: int, rng: np.rand
 
 
 class GramObserver:
-    """Streams ``A = Σ x̂ᵀx̂`` and ``B = Σ x̂ᵀx`` per group (float64, ``(groups, K, K)``) and the row count.
+    """Streams, per group, ``A = Σ x̂ᵀx̂`` (``(groups, K, K)``) and ``BW = Σ x̂ᵀ(x·W)`` (``(groups, K, Og)``),
+    float64, and the row count, for a layer with weight columns ``W``.
 
     ``x`` are a layer's float input rows, ``x̂`` the same rows as the deployed op sees them
-    (quantize-dequantized); the batches themselves are not kept.
+    (quantize-dequantized); the batches themselves are not kept. Summing ``x̂ᵀ(x·W)`` instead of
+    ``x̂ᵀx`` needs ``Og`` columns instead of ``K`` (a quarter of the memory for a 3x3 conv).
     """
 
-    def __init__(self, groups: int, k: int) -> None:
-        """Empty sums for ``groups`` groups of ``k`` inputs each."""
-        self.groups, self.k = groups, k
+    def __init__(self, weight_columns: np.ndarray) -> None:
+        """Empty sums for a layer whose weight is ``weight_columns`` (``(groups, K, Og)``, :func:`to_columns`)."""
+        self.weight_columns = np.asarray(weight_columns, np.float64)
+        self.groups, self.k, self.outputs = self.weight_columns.shape
         self.reset()
 
     def update(self, rows_hat: np.ndarray, rows: np.ndarray) -> None:
@@ -111,12 +126,12 @@ class GramObserver:
                               f"(groups={self.groups}, n, K={self.k})")
         rows_hat, rows = np.asarray(rows_hat, np.float64), np.asarray(rows, np.float64)
         transposed = rows_hat.transpose(0, 2, 1)
-        self.a += np.matmul(transposed, rows_hat)
-        self.b += np.matmul(transposed, rows)
+        self.a += group_matmul(transposed, rows_hat)
+        self.bw += group_matmul(transposed, group_matmul(rows, self.weight_columns))
         self.rows += rows.shape[1]
 
     def reset(self) -> None:
         """Forget every batch."""
         self.a = np.zeros((self.groups, self.k, self.k))
-        self.b = np.zeros((self.groups, self.k, self.k))
+        self.bw = np.zeros((self.groups, self.k, self.outputs))
         self.rows = 0

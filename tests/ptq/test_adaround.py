@@ -47,8 +47,8 @@ def _toy_layer(kind: str, seed: int = 0):
     return w, layout, axis, rows.astype(np.float64), hat
 
 
-def _gram(rows, hat):
-    gram = GramObserver(rows.shape[0], rows.shape[2])
+def _gram(w, layout, rows, hat):
+    gram = GramObserver(to_columns(w, layout))
     gram.update(hat, rows)
     return gram
 
@@ -64,7 +64,7 @@ def _output_mse(q, w, scale, bits, axis, layout, rows, hat):
 def test_never_worse_than_nearest_on_the_calibration_inputs_and_on_the_grid(kind, bits):
     w, layout, axis, rows, hat = _toy_layer(kind)
     scale = abs_max_scale(w, axis)
-    result = learn_rounding(w, scale, bits=bits, axis=axis, layout=layout, gram=_gram(rows, hat))
+    result = learn_rounding(w, scale, bits=bits, axis=axis, layout=layout, gram=_gram(w, layout, rows, hat))
     learned, nearest = rounded_weight(w, scale, bits, axis, result.up), weight_to_int(w, scale, bits, axis)
     assert learned.dtype == np.int8 and -qmax(bits) - 1 <= learned.min() and learned.max() <= qmax(bits)
     mse = [_output_mse(q, w, scale, bits, axis, layout, rows, hat) for q in (learned, nearest)]
@@ -80,7 +80,7 @@ def test_never_worse_than_nearest_on_the_calibration_inputs_and_on_the_grid(kind
 def test_adaround_lowers_the_output_error(kind, bits):
     w, layout, axis, rows, hat = _toy_layer(kind, seed=1)
     scale = abs_max_scale(w, axis)
-    result = learn_rounding(w, scale, bits=bits, axis=axis, layout=layout, gram=_gram(rows, hat))
+    result = learn_rounding(w, scale, bits=bits, axis=axis, layout=layout, gram=_gram(w, layout, rows, hat))
     mse = [_output_mse(rounded_weight(w, scale, bits, axis, up), w, scale, bits, axis, layout, rows, hat)
            for up in (result.up, nearest_rounding(w, scale, bits, axis))]
     assert result.learned and mse[0] < 0.9 * mse[1], mse
@@ -91,7 +91,7 @@ def test_a_diverging_optimiser_falls_back_to_nearest(bits):
     """Adam with a learning rate of 10 scatters the rounding; keeping the better of the two is the code's rule."""
     w, layout, axis, rows, hat = _toy_layer("conv", seed=2)
     scale = abs_max_scale(w, axis)
-    result = learn_rounding(w, scale, bits=bits, axis=axis, layout=layout, gram=_gram(rows, hat),
+    result = learn_rounding(w, scale, bits=bits, axis=axis, layout=layout, gram=_gram(w, layout, rows, hat),
                             options=AdaRoundOptions(learning_rate=10.0, iterations=20, warmup=0.0))
     mse = [_output_mse(rounded_weight(w, scale, bits, axis, up), w, scale, bits, axis, layout, rows, hat)
            for up in (result.up, nearest_rounding(w, scale, bits, axis))]
@@ -121,7 +121,7 @@ def test_rounding_packs_one_bit_per_weight_and_refuses_another_size(rng):
 def test_a_layer_without_calibration_rows_is_refused():
     with pytest.raises(ConfigError, match="calibration rows"):
         learn_rounding(np.ones((2, 2), np.float32), np.ones(1, np.float32), bits=8, axis=-1,
-                       layout=WeightLayout(1, False), gram=GramObserver(1, 2))
+                       layout=WeightLayout(1, False), gram=GramObserver(np.ones((1, 2, 2))))
 
 
 # ---------------------------------------------------------------- quant_post

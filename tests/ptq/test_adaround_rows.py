@@ -45,12 +45,13 @@ def test_rows_are_a_seeded_subset_of_at_most_max_rows(rng):
 def test_gram_observer_sums_batches_as_one(rng):
     batches = [rng.normal(size=(2, n, 3)) for n in (4, 7)]
     hats = [np.round(b * 4) / 4 for b in batches]
-    gram = GramObserver(2, 3)
+    w = rng.normal(size=(2, 3, 4))
+    gram = GramObserver(w)
     for hat, rows in zip(hats, batches):
         gram.update(hat, rows)
     rows, hat = np.concatenate(batches, axis=1), np.concatenate(hats, axis=1)
     np.testing.assert_allclose(gram.a, np.matmul(hat.transpose(0, 2, 1), hat))
-    np.testing.assert_allclose(gram.b, np.matmul(hat.transpose(0, 2, 1), rows))
+    np.testing.assert_allclose(gram.bw, np.matmul(hat.transpose(0, 2, 1), np.matmul(rows, w)))
     assert gram.rows == 11
     gram.reset()
     assert gram.rows == 0 and not gram.a.any()
