@@ -61,7 +61,8 @@ _ADAM = (0.9, 0.999, 1e-8)
 
 @dataclass(frozen=True)
 class AdaRoundOptions:
-    """The optimiser's settings (the paper's, with fewer iterations: each layer has a time budget)."""
+    """The optimiser's settings: Adam's iterations and learning rate, λ of the normalised loss (see the
+    module docstring), the warm-up fraction without regulariser and β's start and end."""
 
     iterations: int = 500
     reg_weight: float = 30.0
