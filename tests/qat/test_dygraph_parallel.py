@@ -56,3 +56,12 @@ def test_ranks_with_different_configs_are_refused_at_the_first_sync(tmp_path):
     result = _launch(tmp_path, "--config", CONFIG, "--config-rank1", "{'fuse_conv_bn': True, 'moving_rate': 0.5}")
     assert result.returncode != 0
     assert "ConfigError" in _worker_logs(tmp_path) and "same config" in _worker_logs(tmp_path)
+
+
+def test_fleet_dygraph_data_parallel_agrees_as_well(parallel_run, tmp_path):
+    result = _launch(tmp_path, "--config", CONFIG, "--fleet")
+    assert result.returncode == 0, result.stdout[-2000:] + _worker_logs(tmp_path)[-4000:]
+    rank0, rank1 = np.load(tmp_path / "rank0.npz"), np.load(tmp_path / "rank1.npz")
+    for key in rank0.files:
+        np.testing.assert_array_equal(rank0[key], rank1[key], err_msg=key)
+        np.testing.assert_allclose(rank0[key], parallel_run[0][key], rtol=1e-6, atol=1e-7, err_msg=key)

@@ -14,6 +14,7 @@ import sys
 import numpy as np
 import paddle
 import paddle.distributed as dist
+from paddle.distributed import fleet
 from paddle import nn
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
@@ -30,18 +31,23 @@ def main() -> None:
     parser.add_argument("--out", required=True)
     parser.add_argument("--steps", type=int, default=6)
     parser.add_argument("--config", default="{}", help="QAT config as a Python dict literal")
+    parser.add_argument("--fleet", action="store_true", help="fleet.distributed_model instead of DataParallel")
     parser.add_argument("--config-rank1", default=None, help="another config for rank 1 (to test the refusal)")
     args = parser.parse_args()
     paddle.set_device("cpu")
     distributed = int(os.environ.get("PADDLE_TRAINERS_NUM", "1")) > 1
-    if distributed:
+    if distributed and args.fleet:
+        fleet.init(is_collective=True)
+    elif distributed:
         dist.init_parallel_env()
     rank, ranks = (dist.get_rank(), dist.get_world_size()) if distributed else (0, 1)
     paddle.seed(0)
     model = SmallCNN()
     config = args.config_rank1 if rank == 1 and args.config_rank1 else args.config
     quant.QAT(ast.literal_eval(config)).quantize(model)
-    trained = paddle.DataParallel(model) if distributed else model
+    trained = model
+    if distributed:
+        trained = fleet.distributed_model(model) if args.fleet else paddle.DataParallel(model)
     optimizer = paddle.optimizer.SGD(learning_rate=0.05, parameters=model.parameters())
     for images, labels in batches(args.steps, 8 * 2, seed=1):
         part = len(images) // ranks
