@@ -16,13 +16,7 @@ from support.dygraph_nets import SmallCNN, batches
 SPEC = [paddle.static.InputSpec([None, 1, 8, 8], "float32", "image")]
 
 
-@pytest.fixture(autouse=True)
-def dygraph_mode():
-    """These tests run in dygraph mode (conftest puts every test in legacy static mode first)."""
-    paddle.disable_static()
-    paddle.seed(0)
-    yield
-    paddle.enable_static()
+pytestmark = pytest.mark.usefixtures("dygraph_mode")  # tests/qat/conftest.py
 
 
 def _train(model, steps=4, lr=0.05):

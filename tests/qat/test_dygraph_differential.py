@@ -11,14 +11,7 @@ import paddle_quant as quant
 from support.dygraph_nets import batches
 
 paddleslim = pytest.importorskip("paddleslim")
-
-
-@pytest.fixture(autouse=True)
-def dygraph_mode():
-    paddle.disable_static()
-    paddle.seed(0)
-    yield
-    paddle.enable_static()
+pytestmark = pytest.mark.usefixtures("dygraph_mode")  # tests/qat/conftest.py
 
 
 def _net():
