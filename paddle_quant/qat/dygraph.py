@@ -9,6 +9,7 @@ Paddle Inference runs in int8 (:mod:`paddle_quant.qat.dygraph_save`).
 
 from __future__ import annotations
 
+import copy
 import logging
 from typing import Any, Mapping, Optional, Union
 
@@ -82,21 +83,21 @@ class QAT:
         self.act_quantize = act_quantize
 
     def quantize(self, model: nn.Layer, inplace: bool = True) -> nn.Layer:
-        """Wrap every layer of ``quantizable_layer_type`` in ``model`` (in place; ``inplace=False`` is refused).
+        """Wrap every layer of ``quantizable_layer_type`` in ``model``; returns the quantized model.
 
-        Layers with ``skip_quant = True`` stay float. With ``fuse_conv_bn`` each Conv2D -> BatchNorm2D
-        pair is folded first.
+        With ``inplace=True`` (the default) ``model`` itself is changed; ``inplace=False`` quantizes a
+        ``copy.deepcopy`` of it (whose parameters Paddle renames ``{name}_deepcopy_{n}``). Layers with
+        ``skip_quant = True`` stay float. With ``fuse_conv_bn`` each Conv2D -> BatchNorm2D pair is folded first.
 
         Raises:
             ConfigTypeError: ``model`` is not a ``paddle.nn.Layer``.
             ProgramStateError: ``model`` was quantized already, or it has no layer to quantize.
         """
         model = _check_model(model)
-        if not inplace:
-            raise ConfigError("inplace got False: QAT.quantize wraps the model in place (copy it first with "
-                              "copy.deepcopy if the float model must stay); allowed: True")
         if getattr(model, _QUANTIZED_BY, False) or quantized_layers(model):
             raise ProgramStateError("quantize got a model QAT.quantize already wrapped; pass the float model once")
+        if not inplace:
+            model = copy.deepcopy(model)
         targets = self._targets(model)
         if not targets:
             raise ProgramStateError(
@@ -117,7 +118,7 @@ class QAT:
         wanted = [(layer_type, WRAPPERS[layer_type][1]()) for layer_type in self.config.quantizable_layer_type]
         targets = []
         for path, layer in model.named_sublayers():
-            layer_type = next((name for name, cls in wanted if type(layer) is cls or isinstance(layer, cls)), None)
+            layer_type = next((name for name, cls in wanted if isinstance(layer, cls)), None)
             if layer_type is not None and not getattr(layer, "skip_quant", False):
                 targets.append((path, layer, layer_type))
         return targets

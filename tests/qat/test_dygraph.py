@@ -52,6 +52,13 @@ def test_quantize_wraps_the_configured_layer_types_in_place():
     assert model.fc.weight is model.fc.float_layer.weight
 
 
+def test_quantize_not_in_place_leaves_the_model_float():
+    model = SmallCNN()
+    quantized = quant.QAT().quantize(model, inplace=False)
+    assert type(model.fc).__name__ == "Linear" and type(quantized.fc).__name__ == "QuantizedLinear"
+    np.testing.assert_array_equal(quantized.fc.weight.numpy(), model.fc.weight.numpy())
+
+
 def test_only_listed_layer_types_are_wrapped():
     model = SmallCNN()
     quant.QAT({"quantizable_layer_type": ["Linear"]}).quantize(model)
