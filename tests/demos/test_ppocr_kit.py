@@ -71,6 +71,16 @@ def test_cls_dataset_half_rotated_and_deterministic():
         np.testing.assert_array_equal(np.asarray(image), np.asarray(expected))
 
 
+def test_det_pages_shape_normalisation_and_determinism():
+    pages = ppocr.det_pages(2, 96, seed=3)
+    assert pages.shape == (2, 3, 96, 96) and pages.dtype == np.float32
+    np.testing.assert_array_equal(pages, ppocr.det_pages(2, 96, seed=3))
+    assert not np.array_equal(pages, ppocr.det_pages(2, 96, seed=4))
+    pixels = pages * ppocr.DET_STD + ppocr.DET_MEAN  # back to x / 255
+    assert pixels.min() >= -1e-6 and pixels.max() <= 1 + 1e-6
+    assert pixels.min() < 100 / 255  # dark ink was pasted on the light canvas (200-255)
+
+
 # --------------------------------------------------------------------------- preprocessing
 
 
