@@ -32,12 +32,18 @@ algorithm, so a run cut short leaves what it measured.
 Run from the repository root (the full run is sized for a 16-core machine):
 
     python bench/onednn_fidelity.py [--models rec,cls,det] [--algos hist,KL,avg,emd,mse,abs_max]
-                                    [--eval-lines 300] [--batches 10] [--threads 8] [--repeats 20]
-                                    [--det-pages 16] [--det-size 640] [--workdir DIR] [--json PATH]
+                                    [--eval-lines 300] [--batches 10] [--threads 8] [--jobs 6]
+                                    [--repeats 20] [--det-pages 16] [--det-size 640] [--workdir DIR]
+                                    [--json PATH]
+
+``--jobs`` runs the algorithms of a model in that many spawned processes (calibration and the
+Executor's simulation are mostly single-threaded); the latencies and the op census come afterwards,
+in the main process, with ``--threads`` and nothing else running.
 """
 
 import argparse
 import json
+import multiprocessing
 import os
 import platform
 import statistics
@@ -45,7 +51,10 @@ import sys
 import tempfile
 import time
 from collections import Counter
+from concurrent.futures import ProcessPoolExecutor, as_completed
 from pathlib import Path
+
+import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
 for _path in (str(REPO / "demos"), str(REPO)):
@@ -73,6 +82,7 @@ OP_TYPES = {"rec": ["conv2d", "depthwise_conv2d", "mul", "matmul_v2"], "cls": No
 """quantizable_op_type per model; None: quant_post's default (conv2d, depthwise_conv2d, mul)."""
 BATCH_SIZE = 8
 DET_EVAL_SEED = 7
+DET_FP32_OUTPUTS = "det_fp32_outputs.npy"
 MIN_LINES = 300
 MAX_GAP_POINTS = 0.5
 MAX_FP32_DROP_POINTS = 1.0
@@ -88,7 +98,9 @@ def parse_args(argv=None):
     parser.add_argument("--algos", default=",".join(ALGOS), help="comma-separated quant_post algos")
     parser.add_argument("--eval-lines", type=int, default=MIN_LINES, help="rendered lines for rec/cls accuracy")
     parser.add_argument("--batches", type=int, default=10, help=f"calibration batches of {BATCH_SIZE}")
-    parser.add_argument("--threads", type=int, default=2, help="CPU threads of each oneDNN predictor")
+    parser.add_argument("--threads", type=int, default=2, help="CPU threads of the oneDNN predictors timed")
+    parser.add_argument("--jobs", type=int, default=1,
+                        help="algorithms measured in parallel processes (their predictors get threads // jobs)")
     parser.add_argument("--repeats", type=int, default=20, help="timed runs per rec latency (median)")
     parser.add_argument("--det-pages", type=int, default=16, help="det evaluation pages")
     parser.add_argument("--det-size", type=int, default=640, help="det page height and width (multiple of 32)")
@@ -101,8 +113,9 @@ def parse_args(argv=None):
         parser.error(f"--models: unknown {sorted(set(args.models) - set(MODELS))}; allowed {list(MODELS)}")
     if not args.algos or set(args.algos) - set(ALGOS):
         parser.error(f"--algos: unknown {sorted(set(args.algos) - set(ALGOS))}; allowed {list(ALGOS)}")
-    if args.eval_lines < BATCH_SIZE or args.batches < 1 or args.det_pages < 1 or args.repeats < 1:
-        parser.error(f"need --eval-lines >= {BATCH_SIZE}, --batches >= 1, --det-pages >= 1, --repeats >= 1")
+    if args.eval_lines < BATCH_SIZE or args.batches < 1 or args.det_pages < 1 or args.repeats < 1 \
+            or args.jobs < 1 or args.threads < 1:
+        parser.error(f"need --eval-lines >= {BATCH_SIZE}; --batches, --det-pages, --repeats, --jobs, --threads >= 1")
     if args.det_size % 32 or args.det_size < 64:
         parser.error("--det-size must be a multiple of 32, >= 64")
     return args
@@ -141,9 +154,9 @@ def quantize(kind, fp32_dir, out_dir, algo, args):
     return time.perf_counter() - start
 
 
-def runner(runtime, model_dir, args):
+def runner(runtime, model_dir, threads):
     """A library runner (deploy.runtimes) wrapped as the kit's predictor."""
-    return ppocr.RunnerPredictor(make_runner(runtime, *model_files(model_dir), threads=args.threads))
+    return ppocr.RunnerPredictor(make_runner(runtime, *model_files(model_dir), threads=threads))
 
 
 def score(kind, predictor, data):
@@ -157,52 +170,77 @@ def score(kind, predictor, data):
     return [[ppocr.predict(predictor, data[i:i + BATCH_SIZE])] for i in range(0, len(data), BATCH_SIZE)]
 
 
-def int8_ops(model_dir, args):
+def int8_ops(model_dir, threads):
     """Compute ops of oneDNN's optimized int8 program, by type: {type: {'int8': n, 'fp32': n}}."""
     counts = Counter((op.type, "int8" if op.int8_input else "fp32")
-                     for op in onednn_int8_program(*model_files(model_dir), threads=args.threads)
+                     for op in onednn_int8_program(*model_files(model_dir), threads=threads)
                      if op.type in _COMPUTE_OPS)
     return {t: {"int8": counts[(t, "int8")], "fp32": counts[(t, "fp32")]} for t in sorted({t for t, _ in counts})}
 
 
-def algo_row(kind, algo, fp32, int8_dir, data, args):
-    """Every figure of one algorithm: deployed, simulated, their gap (and rec latency, det cosines)."""
-    deployed_runner = runner("onednn", int8_dir, args)
-    deployed = score(kind, deployed_runner, data)
-    simulated = score(kind, runner("executor", int8_dir, args), data)
+def measure(kind, algo, fp32_dir, args, workdir):
+    """quant_post with one algorithm, then the int8 model deployed and simulated on the evaluation data
+    (det: cosines, with the fp32 outputs :func:`bench_model` saved). Runs in a worker process when
+    ``--jobs`` > 1, its oneDNN predictors then with ``max(1, threads // jobs)`` threads."""
+    paddle.enable_static()
+    threads = max(1, args.threads // args.jobs)
+    with paddle.pir_utils.OldIrGuard():
+        int8_dir = workdir / f"{kind}_{algo}"
+        seconds = quantize(kind, fp32_dir, int8_dir, algo, args)
+        data = evaluation_data(kind, args)
+        deployed = score(kind, runner("onednn", int8_dir, threads), data)
+        simulated = score(kind, runner("executor", int8_dir, threads), data)
     if kind == "det":
+        fp32 = np.load(workdir / DET_FP32_OUTPUTS)
+        fp32 = [[fp32[i:i + BATCH_SIZE]] for i in range(0, len(fp32), BATCH_SIZE)]
         row = {"cosine_deployed_simulated": output_cosine(simulated)(deployed),
-               "cosine_deployed_fp32": output_cosine(fp32["outputs"])(deployed),
-               "cosine_simulated_fp32": output_cosine(fp32["outputs"])(simulated)}
+               "cosine_deployed_fp32": output_cosine(fp32)(deployed),
+               "cosine_simulated_fp32": output_cosine(fp32)(simulated)}
         row["gap"] = 1.0 - row["cosine_deployed_simulated"]
-        return row
-    key = "exact" if kind == "rec" else "accuracy"
-    row = {"deployed": deployed, "simulated": simulated, "gap": abs(deployed[key] - simulated[key])}
-    if kind == "rec":
-        batch = ppocr.rec_batch(data[0][:BATCH_SIZE])
-        fp32_ms, int8_ms = ppocr.paired_latency([fp32["predictor"], deployed_runner], batch, args.repeats)
-        row.update(fp32_ms=fp32_ms, int8_ms=int8_ms, latency_ratio=int8_ms / fp32_ms)
-    return row
+    else:
+        key = "exact" if kind == "rec" else "accuracy"
+        row = {"deployed": deployed, "simulated": simulated, "gap": abs(deployed[key] - simulated[key])}
+    return {**row, "quant_post_s": seconds}
+
+
+def _measure_all(kind, fp32_dir, args, workdir, record, save):
+    """:func:`measure` for every algorithm, in ``--jobs`` spawned processes (or here when 1)."""
+    def done(algo, row):
+        record["algos"][algo] = row
+        print(f"  [{kind}] {algo}: {_summary(kind, row)}", flush=True)
+        save()
+
+    if args.jobs == 1:
+        for algo in args.algos:
+            done(algo, measure(kind, algo, fp32_dir, args, workdir))
+        return
+    context = multiprocessing.get_context("spawn")  # Paddle's threads and fork do not mix
+    with ProcessPoolExecutor(max_workers=min(args.jobs, len(args.algos)), mp_context=context) as pool:
+        futures = {pool.submit(measure, kind, algo, fp32_dir, args, workdir): algo for algo in args.algos}
+        for future in as_completed(futures):
+            done(futures[future], future.result())
+    record["algos"] = {algo: record["algos"][algo] for algo in args.algos}  # the order asked for
 
 
 def bench_model(kind, fp32_dir, args, workdir, record, save):
-    """fp32, then each algorithm; ``record`` (this model's part of the JSON) is filled and saved as it goes."""
-    data = evaluation_data(kind, args)
-    fp32_predictor = runner("paddle_fp32", fp32_dir, args)
-    fp32 = {"predictor": fp32_predictor}
+    """fp32, every algorithm (:func:`measure`), then, one model at a time on a quiet machine, the int8 op census
+    and rec's batch-8 latencies int8 vs fp32 with ``--threads``; ``record`` is filled and saved as it goes."""
+    fp32_predictor = runner("paddle_fp32", fp32_dir, args.threads)
+    fp32 = score(kind, fp32_predictor, evaluation_data(kind, args))
     if kind == "det":
-        fp32["outputs"] = score(kind, fp32_predictor, data)
+        np.save(workdir / DET_FP32_OUTPUTS, np.concatenate([batch[0] for batch in fp32]))
     else:
-        record["fp32"] = score(kind, fp32_predictor, data)
+        record["fp32"] = fp32
     record.update(op_types=OP_TYPES[kind] or "default", algos={})
-    for algo in args.algos:
-        int8_dir = workdir / f"{kind}_{algo}"
-        seconds = quantize(kind, fp32_dir, int8_dir, algo, args)
-        if "int8_ops" not in record:
-            record["int8_ops"] = int8_ops(int8_dir, args)
-        record["algos"][algo] = {**algo_row(kind, algo, fp32, int8_dir, data, args), "quant_post_s": seconds}
-        print(f"  [{kind}] {algo}: {_summary(kind, record['algos'][algo])}", flush=True)
-        save()
+    _measure_all(kind, fp32_dir, args, workdir, record, save)
+    record["int8_ops"] = int8_ops(workdir / f"{kind}_{args.algos[0]}", args.threads)
+    if kind == "rec":
+        batch = ppocr.rec_batch([image for image, _ in ppocr.render_lines(BATCH_SIZE, seed=0)])
+        for algo, row in record["algos"].items():
+            int8 = runner("onednn", workdir / f"{kind}_{algo}", args.threads)
+            fp32_ms, int8_ms = ppocr.paired_latency([fp32_predictor, int8], batch, args.repeats)
+            row.update(fp32_ms=fp32_ms, int8_ms=int8_ms, latency_ratio=int8_ms / fp32_ms)
+    save()
 
 
 # ---------------------------------------------------------------- reporting
