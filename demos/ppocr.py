@@ -50,6 +50,7 @@ __all__ = [
     "CALIBRATION_SEED_BASE",
     "DownloadError",
     "fetch_models",
+    "FONTS_VARIABLE",
     "font_paths",
     "render_lines",
     "rec_batch",
@@ -98,6 +99,9 @@ DET_MEAN = np.array([0.485, 0.456, 0.406], np.float32).reshape(3, 1, 1)
 
 DET_STD = np.array([0.229, 0.224, 0.225], np.float32).reshape(3, 1, 1)
 """PP-OCR det normalisation standard deviation (RGB, of x / 255)."""
+
+FONTS_VARIABLE = "PADDLE_QUANT_FONTS"
+"""Environment variable naming a folder searched first for the DejaVu faces (:func:`font_paths`)."""
 
 CALIBRATION_SEED_BASE = 1_000_000
 """Calibration lines use seeds from here up; evaluation sets use seeds below it."""
@@ -243,12 +247,17 @@ def fetch_models(cache_dir=None):
 def font_paths():
     """The DejaVu faces :func:`render_lines` draws with, as a tuple of paths in a fixed order.
 
-    Each face is looked up in the system font folders, then in matplotlib's bundled fonts.
+    Each face is looked up in the folder ``$PADDLE_QUANT_FONTS`` when that variable is set, then in
+    the system font folders, then in matplotlib's bundled fonts. matplotlib's DejaVu files are not
+    the same versions as Debian's ``fonts-dejavu-core`` 2.37, so lines rendered with them differ a
+    little; the variable lets a machine without that package draw the same lines from copied files.
 
     Raises:
-        FileNotFoundError: no DejaVu face was found in either place.
+        FileNotFoundError: no DejaVu face was found in any of these places.
     """
     folders = [pathlib.Path(d) for d in _SYSTEM_FONT_DIRS]
+    if os.environ.get(FONTS_VARIABLE):
+        folders.insert(0, pathlib.Path(os.environ[FONTS_VARIABLE]).expanduser())
     spec = importlib.util.find_spec("matplotlib")
     if spec is not None and spec.origin:
         folders.append(pathlib.Path(spec.origin).parent / "mpl-data" / "fonts" / "ttf")
@@ -260,7 +269,7 @@ def font_paths():
     if not found:
         raise FileNotFoundError(
             f"no DejaVu font found (looked for {_FONT_FACES[0]} etc. in {[str(d) for d in folders]}); "
-            "install fonts-dejavu-core or matplotlib")
+            f"install fonts-dejavu-core or matplotlib, or set {FONTS_VARIABLE} to a folder holding them")
     return tuple(found)
 
 
