@@ -32,13 +32,14 @@ algorithm, so a run cut short leaves what it measured.
 Run from the repository root (the full run is sized for a 16-core machine):
 
     python bench/onednn_fidelity.py [--models rec,cls,det] [--algos hist,KL,avg,emd,mse,abs_max]
-                                    [--eval-lines 300] [--batches 10] [--threads 8] [--jobs 6]
+                                    [--eval-lines 300] [--batches 10] [--threads 8] [--jobs 16]
                                     [--repeats 20] [--det-pages 16] [--det-size 640] [--workdir DIR]
                                     [--json PATH]
 
-``--jobs`` runs the algorithms of a model in that many spawned processes (calibration and the
-Executor's simulation are mostly single-threaded); the latencies and the op census come afterwards,
-in the main process, with ``--threads`` and nothing else running.
+``--jobs`` runs the (model, algorithm) pairs in that many spawned processes (calibration and the
+Executor's simulation are mostly single-threaded; each process's oneDNN predictors get ``threads // jobs``
+threads); the latencies and the op census come afterwards, in the main process, with ``--threads``
+and nothing else running. 18 pairs (3 models x 6 algorithms): ``--jobs 16`` on 16 cores.
 """
 
 import argparse
@@ -180,7 +181,7 @@ def int8_ops(model_dir, threads):
 
 def measure(kind, algo, fp32_dir, args, workdir):
     """quant_post with one algorithm, then the int8 model deployed and simulated on the evaluation data
-    (det: cosines, with the fp32 outputs :func:`bench_model` saved). Runs in a worker process when
+    (det: cosines, with the fp32 outputs :func:`measure_fp32` saved). Runs in a worker process when
     ``--jobs`` > 1, its oneDNN predictors then with ``max(1, threads // jobs)`` threads."""
     paddle.enable_static()
     threads = max(1, args.threads // args.jobs)
@@ -203,44 +204,50 @@ def measure(kind, algo, fp32_dir, args, workdir):
     return {**row, "quant_post_s": seconds}
 
 
-def _measure_all(kind, fp32_dir, args, workdir, record, save):
-    """:func:`measure` for every algorithm, in ``--jobs`` spawned processes (or here when 1)."""
-    def done(algo, row):
-        record["algos"][algo] = row
-        print(f"  [{kind}] {algo}: {_summary(kind, row)}", flush=True)
-        save()
-
-    if args.jobs == 1:
-        for algo in args.algos:
-            done(algo, measure(kind, algo, fp32_dir, args, workdir))
-        return
-    context = multiprocessing.get_context("spawn")  # Paddle's threads and fork do not mix
-    with ProcessPoolExecutor(max_workers=min(args.jobs, len(args.algos)), mp_context=context) as pool:
-        futures = {pool.submit(measure, kind, algo, fp32_dir, args, workdir): algo for algo in args.algos}
-        for future in as_completed(futures):
-            done(futures[future], future.result())
-    record["algos"] = {algo: record["algos"][algo] for algo in args.algos}  # the order asked for
-
-
-def bench_model(kind, fp32_dir, args, workdir, record, save):
-    """fp32, every algorithm (:func:`measure`), then, one model at a time on a quiet machine, the int8 op census
-    and rec's batch-8 latencies int8 vs fp32 with ``--threads``; ``record`` is filled and saved as it goes."""
-    fp32_predictor = runner("paddle_fp32", fp32_dir, args.threads)
-    fp32 = score(kind, fp32_predictor, evaluation_data(kind, args))
+def measure_fp32(kind, fp32_dir, args, workdir, record):
+    """The shipped model on oneDNN fp32: its figures go to ``record`` (det: its outputs to the workdir, for the
+    cosines); returns its predictor, kept for the latencies."""
+    predictor = runner("paddle_fp32", fp32_dir, args.threads)
+    fp32 = score(kind, predictor, evaluation_data(kind, args))
     if kind == "det":
         np.save(workdir / DET_FP32_OUTPUTS, np.concatenate([batch[0] for batch in fp32]))
     else:
         record["fp32"] = fp32
     record.update(op_types=OP_TYPES[kind] or "default", algos={})
-    _measure_all(kind, fp32_dir, args, workdir, record, save)
+    return predictor
+
+
+def measure_all(tasks, models, args, workdir, report, save):
+    """:func:`measure` for every (model, algorithm) of ``tasks``, in ``--jobs`` spawned processes (or here
+    when 1); each row is printed and saved as it arrives."""
+    def done(kind, algo, row):
+        report["models"][kind]["algos"][algo] = row
+        print(f"  [{kind}] {algo}: {_summary(kind, row)}", flush=True)
+        save()
+
+    if args.jobs == 1:
+        for kind, algo in tasks:
+            done(kind, algo, measure(kind, algo, models[kind], args, workdir))
+        return
+    context = multiprocessing.get_context("spawn")  # Paddle's threads and fork do not mix
+    with ProcessPoolExecutor(max_workers=min(args.jobs, len(tasks)), mp_context=context) as pool:
+        futures = {pool.submit(measure, kind, algo, models[kind], args, workdir): (kind, algo) for kind, algo in tasks}
+        for future in as_completed(futures):
+            done(*futures[future], future.result())
+
+
+def measure_deployment(kind, fp32_predictor, args, workdir, record):
+    """With nothing else running: the compute ops oneDNN runs in int8 (first algorithm) and, for rec, the batch-8
+    latency of each int8 model against fp32, the two run alternately with ``--threads``."""
+    record["algos"] = {algo: record["algos"][algo] for algo in args.algos}  # the order asked for
     record["int8_ops"] = int8_ops(workdir / f"{kind}_{args.algos[0]}", args.threads)
-    if kind == "rec":
-        batch = ppocr.rec_batch([image for image, _ in ppocr.render_lines(BATCH_SIZE, seed=0)])
-        for algo, row in record["algos"].items():
-            int8 = runner("onednn", workdir / f"{kind}_{algo}", args.threads)
-            fp32_ms, int8_ms = ppocr.paired_latency([fp32_predictor, int8], batch, args.repeats)
-            row.update(fp32_ms=fp32_ms, int8_ms=int8_ms, latency_ratio=int8_ms / fp32_ms)
-    save()
+    if kind != "rec":
+        return
+    batch = ppocr.rec_batch([image for image, _ in ppocr.render_lines(BATCH_SIZE, seed=0)])
+    for algo, row in record["algos"].items():
+        int8 = runner("onednn", workdir / f"{kind}_{algo}", args.threads)
+        fp32_ms, int8_ms = ppocr.paired_latency([fp32_predictor, int8], batch, args.repeats)
+        row.update(fp32_ms=fp32_ms, int8_ms=int8_ms, latency_ratio=int8_ms / fp32_ms)
 
 
 # ---------------------------------------------------------------- reporting
@@ -323,10 +330,18 @@ def main(argv=None):
               "args": {k: v for k, v in vars(args).items() if k not in ("json", "workdir")}, "models": {}}
     save = (lambda: _write_json(args.json, report)) if args.json else (lambda: None)
     models = ppocr.fetch_models()
+    kinds = [k for k in MODELS if k in args.models]
     with paddle.pir_utils.OldIrGuard():
-        for kind in [k for k in MODELS if k in args.models]:
+        fp32 = {}
+        for kind in kinds:
             report["models"][kind] = {}
-            bench_model(kind, models[kind], args, workdir, report["models"][kind], save)
+            fp32[kind] = measure_fp32(kind, models[kind], args, workdir, report["models"][kind])
+        slowest_first = [kind for kind in ("det", "rec", "cls") if kind in kinds]
+        tasks = [(kind, algo) for kind in slowest_first for algo in args.algos]
+        measure_all(tasks, models, args, workdir, report, save)
+        for kind in kinds:
+            measure_deployment(kind, fp32[kind], args, workdir, report["models"][kind])
+            save()
     checks = []
     for kind, record in report["models"].items():
         print_model(kind, record)
