@@ -101,7 +101,7 @@ def parse_args(argv=None):
     parser.add_argument("--batches", type=int, default=10, help=f"calibration batches of {BATCH_SIZE}")
     parser.add_argument("--threads", type=int, default=2, help="CPU threads of the oneDNN predictors timed")
     parser.add_argument("--jobs", type=int, default=1,
-                        help="algorithms measured in parallel processes (their predictors get threads // jobs)")
+                        help="(model, algorithm) pairs measured in parallel processes (predictors: threads // jobs)")
     parser.add_argument("--repeats", type=int, default=20, help="timed runs per rec latency (median)")
     parser.add_argument("--det-pages", type=int, default=16, help="det evaluation pages")
     parser.add_argument("--det-size", type=int, default=640, help="det page height and width (multiple of 32)")
@@ -161,7 +161,8 @@ def runner(runtime, model_dir, threads):
 
 
 def score(kind, predictor, data):
-    """rec: exact match and char accuracy (%); cls: accuracy (%); det: the outputs, batch by batch."""
+    """rec: exact match and char accuracy (%); cls: accuracy (%); det: the outputs, batch by batch.
+    (The kit's ``int8`` argument only matters when it builds the predictor itself, never here.)"""
     if kind == "rec":
         metrics = ppocr.evaluate_rec(predictor, *data, int8=True, batch_size=BATCH_SIZE, timed=False)
         return {"exact": metrics["exact"], "char": metrics["char"]}
