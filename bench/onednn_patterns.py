@@ -43,7 +43,9 @@ def _conv(x, out_channels, size=3, groups=1, act=None):
     """conv2d (depthwise_conv2d when groups == channels) + bias add (axis 1), as Paddle's model zoo has them."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # paddle.static.nn.conv2d is deprecated, but it builds what old models hold
-        return paddle.static.nn.conv2d(x, out_channels, size, padding=size // 2, groups=groups, act=act)
+        # use_cudnn=False lets Paddle emit depthwise_conv2d for groups == channels (as PP-OCR's models hold)
+        return paddle.static.nn.conv2d(x, out_channels, size, padding=size // 2, groups=groups, act=act,
+                                       use_cudnn=groups == 1)
 
 
 def _linear(x, out_features, act=None):
