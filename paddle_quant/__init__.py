@@ -23,6 +23,7 @@ _EXPORTS = {
     "quant_post_static": ".ptq.quant_post",
     "PTQResult": ".ptq.quant_post",
     "PTQConfig": ".ptq.config",
+    "AccuracyControl": ".ptq.accuracy_control",
     "quant_embedding": ".embedding.quant_embedding",
     "EmbeddingConfig": ".embedding.config",
     "verify": ".deploy.verify",

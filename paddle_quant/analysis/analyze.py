@@ -254,7 +254,7 @@ def _layer_rows(plan, errors, outputs, sens, skipped_units, granularity) -> tupl
 def analyze(model_dir, batches, ptq_config: PTQConfig, *, report_dir, max_drop: float | None = None,
             metric: Callable[[list], float] | None = None, model_filename=None, params_filename=None,
             sensitivity: str = "both", granularity: str = "layer", runner: Runner | None = None,
-            fetch_group: int = 16, plots: bool = True, max_plots: int = 24) -> AnalysisResult:
+            fetch_group: int = 16, plots: bool = True, max_plots: int = 24, eval_batches=None) -> AnalysisResult:
     """Per-layer error, per-layer sensitivity and an automatic skip list for ``quant_post``; writes a report.
 
     See the module docstring for the math and the cost.
@@ -280,6 +280,7 @@ def analyze(model_dir, batches, ptq_config: PTQConfig, *, report_dir, max_drop: 
         fetch_group: quantized-op outputs fetched per run in the per-layer error pass (memory bound).
         plots: draw PNG plots (needs matplotlib, the ``report`` extra).
         max_plots: histograms drawn at most (the most sensitive layers' activations first).
+        eval_batches: feed dicts the metric (sensitivity, skip list) is measured on; None: ``batches``.
 
     Returns:
         :class:`AnalysisResult`.
@@ -297,13 +298,14 @@ def analyze(model_dir, batches, ptq_config: PTQConfig, *, report_dir, max_drop: 
         check_plotting()
     target = _report_dir(report_dir, *model_files(model_dir, model_filename, params_filename)[:1])
     data = _materialize(batches, ptq_config.batch_nums)
+    eval_data = data if eval_batches is None else _materialize(eval_batches, None)
     with legacy_ir(), tempfile.TemporaryDirectory(prefix="paddle-quant-analyze-") as work:
         m, plan = _calibrated_model(model_dir, model_filename, params_filename, ptq_config, data)
         outputs = [_output_of(m.program.global_block(), op) for op in plan.ops]
         probes = {t.var: _Probe(ptq_config) for t in plan.tensors if t.role == "activation"}
         errors = _layer_errors(m.exe, m.scope, m.program, _fully_quantized(m, plan, ptq_config), plan, outputs,
                                probes, data, fetch_group)
-        evaluator = _evaluator(m, plan, ptq_config, data, runner, Path(work))
+        evaluator = _evaluator(m, plan, ptq_config, eval_data, runner, Path(work))
         search = _search(evaluator, metric, _units(plan, granularity), _ways(sensitivity), max_drop)
     skip_names = {u.name for u in search.skipped}
     skipped_tensors = [t for u in search.skipped for t in u.tensors]

@@ -9,16 +9,19 @@ into place. The model folder is never written to.
 
 from __future__ import annotations
 
+import dataclasses
+import itertools
 import logging
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import paddle
 
 from ..common.model_files import load_inference_program, model_files, save_inference_atomically
 from ..common.program import legacy_ir
 from .calibration import CalibrationStats, calibrate
-from ..common.errors import ConfigError
+from ..common.errors import ConfigError, ConfigTypeError
 from ..export.scale_table import (SCALE_TABLE_FILENAME, ScaleTable, make_entry, observer_statistics, read_scale_table,
                                   table_json)
 from ..export.tensorrt_cache import TENSORRT_CACHE_FILENAME, tensorrt_cache_text
@@ -32,7 +35,10 @@ from ..passes.rewrite import apply_plan
 from .config import QUANT_POST_OP_TYPES, QUANT_POST_STATIC_OP_TYPES, PTQConfig
 from .steps import make_observers, observed_names, plan_post_training, weight_scales, write_scales
 
-__all__ = ["quant_post", "quant_post_static", "PTQResult"]
+if TYPE_CHECKING:
+    from .accuracy_control import AccuracyControlResult
+
+__all__ = ["quant_post", "quant_post_static", "PTQResult", "run_with_accuracy_control"]
 
 _logger = logging.getLogger(__name__)
 
@@ -47,6 +53,8 @@ class PTQResult:
     quantized_tensors: tuple[str, ...]
     skipped_ops: tuple[str, ...]
     scale_table: Path
+    accuracy_control: "AccuracyControlResult | None" = None
+    """What ``accuracy_control=`` searched and chose (None without it)."""
 
 
 def _check_output(model_dir, output, allow_inside: bool) -> Path:
@@ -164,7 +172,7 @@ def quant_post(executor, model_dir, quantize_model_path, sample_generator=None, 
                quantizable_op_type=QUANT_POST_OP_TYPES, is_full_quantize=False,
                is_use_cache_file=False, cache_dir="./temp_post_training", *, batch_generator=None,
                data_loader=None, save_model_filename="model.pdmodel", save_params_filename="model.pdiparams",
-               allow_output_in_model_dir=False, scale_table=None, **options) -> PTQResult:
+               allow_output_in_model_dir=False, scale_table=None, accuracy_control=None, **options) -> PTQResult:
     """Quantize a saved inference model with calibration data (PaddleSlim's documented ``quant_post``).
 
     Args:
@@ -187,6 +195,10 @@ def quant_post(executor, model_dir, quantize_model_path, sample_generator=None, 
         scale_table: path of a scale table (``scale_table.json``, written next to every model this
             function emits) to apply instead of calibrating; no data source is needed then. The same
             model, options and table give a byte-identical model.
+        accuracy_control: an :class:`~paddle_quant.ptq.accuracy_control.AccuracyControl`: search the
+            algorithms, recovery settings and (if needed) a skip list for the model with the most int8
+            compute within its ``max_drop`` of fp32 on its runtime; the options given here are the base
+            of every candidate. The result's ``accuracy_control`` says what was chosen.
         **options: the other :class:`~paddle_quant.ptq.config.PTQConfig` fields (hist_percent,
             weight_bits, activation_bits, weight_quantize_type, weight_method, bias_correction,
             fold_affine, skip_tensor_list, onnx_format, round_type, show_progress, ...).
@@ -198,10 +210,59 @@ def quant_post(executor, model_dir, quantize_model_path, sample_generator=None, 
     ptq = PTQConfig(algo=algo, batch_size=batch_size, batch_nums=batch_nums,
                     quantizable_op_type=tuple(quantizable_op_type), is_full_quantize=is_full_quantize, **options)
     sources = {"sample_generator": sample_generator, "batch_generator": batch_generator, "data_loader": data_loader}
+    files = {"model_filename": model_filename, "params_filename": params_filename,
+             "save_model_filename": save_model_filename, "save_params_filename": save_params_filename,
+             "allow_output_in_model_dir": allow_output_in_model_dir}
+    if accuracy_control is not None:
+        if scale_table is not None:
+            raise ConfigError("accuracy_control calibrates every candidate itself; it cannot be combined with "
+                              "scale_table=")
+        return run_with_accuracy_control(executor, model_dir, quantize_model_path, ptq, sources, accuracy_control,
+                                         files)
     return run_post_training(executor, model_dir, quantize_model_path, ptq, sources=sources, scope=scope,
-                             model_filename=model_filename, params_filename=params_filename,
-                             save_model_filename=save_model_filename, save_params_filename=save_params_filename,
-                             allow_output_in_model_dir=allow_output_in_model_dir, scale_table=scale_table)
+                             scale_table=scale_table, **files)
+
+
+def _calibration_in_memory(model: Path, params, ptq: PTQConfig, sources: dict) -> list[dict]:
+    """The first ``batch_nums`` calibration batches as feed dicts (every candidate of a search sees them)."""
+    from ..deploy.runtimes import make_runner
+
+    feed_names = make_runner("executor", model, params).input_names
+    batches = feed_batches(feed_names, batch_size=ptq.batch_size, **sources)
+    return list(itertools.islice(batches, ptq.batch_nums)) if ptq.batch_nums is not None else list(batches)
+
+
+def run_with_accuracy_control(exe, model_dir, output, ptq: PTQConfig, sources: dict, control, files: dict) -> PTQResult:
+    """quant_post with ``accuracy_control`` (see :mod:`paddle_quant.ptq.accuracy_control`); ``files`` holds
+    quant_post's model_filename, params_filename, save_model_filename, save_params_filename and
+    allow_output_in_model_dir."""
+    from .accuracy_control import AccuracyControl, search_quantization
+
+    if not isinstance(control, AccuracyControl):
+        raise ConfigTypeError(f"accuracy_control must be a paddle_quant.AccuracyControl, got {type(control).__name__}")
+    model, params = model_files(model_dir, files["model_filename"], files["params_filename"])
+    if params is None:
+        raise ConfigError(f"model_dir {str(model_dir)!r}: accuracy_control needs a combined params file; pass "
+                          "params_filename=")
+    target = _check_output(model_dir, output, files["allow_output_in_model_dir"])
+    calibration = _calibration_in_memory(model, params, ptq, sources)
+    base = ptq.model_dump()
+    results: dict[Path, PTQResult] = {}
+
+    def run(folder: Path, options: dict, skipped: tuple[str, ...]) -> PTQResult:
+        own = tuple(base["skip_tensor_list"] or ())
+        config = PTQConfig(**{**base, **options, "skip_tensor_list": own + skipped if own or skipped else None})
+        results[folder] = run_post_training(exe, model_dir, folder, config,
+                                            sources={"data_loader": lambda: iter(calibration)},
+                                            **{**files, "allow_output_in_model_dir": True})
+        return results[folder]
+
+    found, folder = search_quantization(control, fp32_files=(model, params), target=target, calibration=calibration,
+                                        base_options=base, run=run)
+    chosen = results[folder]
+    return dataclasses.replace(chosen, model_file=target / chosen.model_file.name,
+                               params_file=target / chosen.params_file.name,
+                               scale_table=target / chosen.scale_table.name, accuracy_control=found)
 
 
 def quant_post_static(executor, model_dir, quantize_model_path, batch_generator=None, sample_generator=None,

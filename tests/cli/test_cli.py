@@ -483,3 +483,34 @@ def test_scale_table_reapplied_without_data_gives_the_same_model(tiny_model, ima
     assert code == EXIT_OK
     assert (again / "model.pdiparams").read_bytes() == (first / "model.pdiparams").read_bytes()
     assert main(["post", "--model-dir", tiny_model, "--save-dir", again, "--scale-table", tmp_path / "no.json"]) == 2
+
+
+def test_post_with_max_drop_searches_and_reports(tiny_model, image_dir, tmp_path, capsys, monkeypatch):
+    metric_module = tmp_path / "my_metric.py"
+    metric_module.write_text("import numpy as np\n\ndef mean_logit(outputs):\n"
+                             "    return float(np.mean([o[0].mean() for o in outputs]))\n")
+    monkeypatch.chdir(tmp_path)
+    eval_dir = tmp_path / "eval"
+    eval_dir.mkdir()
+    for i in range(4):
+        Image.fromarray(np.full((8, 8, 3), 40 * i, np.uint8)).save(eval_dir / f"e_{i}.png")
+    code = main(_post_args(tiny_model, image_dir, tmp_path / "o", "--max-drop", "1000", "--metric",
+                           "my_metric:mean_logit", "--eval-data", eval_dir, "--control-runtime", "executor"))
+    assert code == EXIT_OK
+    out = capsys.readouterr().out
+    assert "accuracy control on executor" in out and "target met" in out and "8 candidates" in out
+    assert (tmp_path / "o" / "model.pdmodel").is_file()
+
+
+@pytest.mark.parametrize("extra, fragment", [
+    (("--max-drop", "1"), "needs --metric and --eval-data"),
+    (("--metric", "m:f"), "given without --max-drop"),
+    (("--max-drop", "-1", "--metric", "flag_metric:f", "--eval-data", "IMAGES"), "max_drop must be a finite number >= 0"),
+])
+def test_post_accuracy_control_flags_are_checked(tiny_model, image_dir, tmp_path, caplog, extra, fragment,
+                                                 monkeypatch):
+    (tmp_path / "flag_metric.py").write_text("def f(outputs):\n    return 1.0\n")
+    monkeypatch.chdir(tmp_path)
+    extra = [str(image_dir) if arg == "IMAGES" else arg for arg in extra]
+    assert main(_post_args(tiny_model, image_dir, tmp_path / "o", *extra)) == EXIT_USAGE
+    assert fragment in caplog.text
