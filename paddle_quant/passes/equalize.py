@@ -1,0 +1,279 @@
+"""Cross-layer equalization (Nagel et al., 2019, "Data-Free Quantization"): balance the per-channel
+weight ranges of two convolutions in a row, exactly, in fp32, before quantization.
+
+For ``conv1 -> f -> conv2`` where ``f`` commutes with a positive per-channel scale (``f(x / s) =
+f(x) / s``), dividing output channel ``i`` of ``conv1`` (its filter row and everything added to it)
+by ``s_i > 0`` and multiplying input channel ``i`` of ``conv2`` by ``s_i`` leaves the output of
+``conv2`` unchanged. With ``r1_i = max |W1[i]|`` and ``r2_i = max |W2[:, i]|``,
+
+    s_i = sqrt(r1_i * r2_i) / r2_i = sqrt(r1_i / r2_i)
+
+gives both the range ``sqrt(r1_i * r2_i)``, so a per-tensor (or per-channel) int8 grid wastes less
+of its range on a few large channels. Chains of pairs (``conv -> relu -> conv -> relu -> conv``)
+share a convolution; the pass sweeps over all pairs until no scale moves by more than a tolerance.
+
+What may stand between the two convolutions is data (:data:`EQUIVARIANT_OPS`): ``relu`` and
+``leaky_relu`` (positively homogeneous), ``elementwise_mul`` by a parameter (unchanged),
+``elementwise_add`` by a parameter (the conv bias, a folded batch norm's shift: divided by ``s``),
+and ``batch_norm`` in inference mode (its mean and bias divided by ``s``; scale and variance
+unchanged, so ``eps`` stays exact). ``relu6``, ``hard_swish``, ``sigmoid``, ``hard_sigmoid`` and
+the like clip or bend at fixed values and do not commute: a pair through them is not formed.
+The first convolution's output and every tensor between must be read by exactly one op and not be
+fetched; the second convolution may be grouped or depthwise (its input channel ``c`` is column
+``c % (C / groups)`` of group ``c // (C / groups)``).
+
+As :mod:`.fold_affine` does, the caller's parameters are never rewritten: every rescaled tensor
+is written to the scope under a new name (:func:`paddle_quant.common.naming.equalized`) and the
+op that reads it is pointed there. The plan (:func:`plan_equalization`) is structural and pure
+data; :func:`equalize_layers` applies it.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from types import MappingProxyType
+from typing import Mapping
+
+import numpy as np
+
+from ..common import naming
+from ..common.program import is_persistable, read_tensor, readers_by_var, write_tensor
+
+__all__ = ["CONV_TYPES", "EQUIVARIANT_OPS", "DividedParam", "EqualizationPair", "EqualizedPair",
+           "plan_equalization", "equalize_layers", "channel_ranges"]
+
+_logger = logging.getLogger(__name__)
+
+CONV_TYPES = ("conv2d", "depthwise_conv2d")
+"""Op types a pair starts and ends with (NCHW)."""
+
+EQUIVARIANT_OPS: Mapping[str, tuple[str, ...]] = MappingProxyType({
+    "relu": (),
+    "leaky_relu": (),
+    "elementwise_mul": (),
+    "elementwise_add": ("param",),
+    "batch_norm": ("Mean", "Bias"),
+})
+"""Op types with ``f(x / s) = f(x) / s`` for a positive per-channel ``s``, and which of their
+parameters must be divided by ``s`` for that ("param": the parameter operand of an elementwise op)."""
+
+
+@dataclass(frozen=True)
+class DividedParam:
+    """A parameter of an op between the two convolutions that is divided by ``s`` per channel."""
+
+    op: int
+    var: str
+
+
+@dataclass(frozen=True)
+class EqualizationPair:
+    """Two convolutions equalized together, and what lies between (op indices in the block)."""
+
+    first: int
+    second: int
+    first_filter: str
+    second_filter: str
+    between: tuple[str, ...]
+    channels: int
+    second_groups: int
+    divided: tuple[DividedParam, ...]
+
+
+@dataclass(frozen=True)
+class EqualizedPair:
+    """An applied pair: the plan entry and the per-channel scale ``s`` it ended with (product over sweeps)."""
+
+    pair: EqualizationPair
+    scale: np.ndarray
+
+
+# ---------------------------------------------------------------- plan
+def _nchw(op) -> bool:
+    return not op.has_attr("data_format") or op.attr("data_format") in ("NCHW", "AnyLayout")
+
+
+def _filter_shape(block, op):
+    name = op.input("Filter")[0]
+    if not is_persistable(block, name) or not _nchw(op):
+        return None
+    shape = tuple(block.var(name).shape)
+    return shape if len(shape) == 4 and all(d > 0 for d in shape) else None
+
+
+def _channel_operand(block, op, tensor: str, channels: int):
+    """The parameter operand of an elementwise ``op`` reading ``tensor``, if it is per channel or scalar."""
+    x, y = op.input("X")[0], op.input("Y")[0]
+    if tensor not in (x, y) or x == y:
+        return None
+    param = y if tensor == x else x
+    if not is_persistable(block, param):
+        return None
+    shape = tuple(block.var(param).shape)
+    size = int(np.prod(shape)) if shape else 1
+    axis = op.attr("axis") if op.has_attr("axis") else -1
+    if size == 1 and axis == -1:
+        return param
+    if shape == (1, channels, 1, 1) and axis == -1:
+        return param
+    if shape == (channels,) and param == y and axis == 1:
+        return param
+    return None
+
+
+def _step(block, op, tensor: str, channels: int):
+    """(output, divided params) of one equivariant op reading ``tensor``, or None when it is not one."""
+    if op.type not in EQUIVARIANT_OPS:
+        return None
+    if op.type in ("elementwise_mul", "elementwise_add"):
+        param = _channel_operand(block, op, tensor, channels)
+        if param is None:
+            return None
+        return op.output("Out")[0], ((param,) if EQUIVARIANT_OPS[op.type] else ())
+    if op.type == "batch_norm":
+        layout = op.attr("data_layout") if op.has_attr("data_layout") else "NCHW"
+        params = [op.input(slot)[0] for slot in EQUIVARIANT_OPS["batch_norm"]]
+        if (op.input("X")[0] != tensor or not op.attr("is_test") or layout != "NCHW"
+                or not all(is_persistable(block, p) for p in params)):
+            return None
+        return op.output("Y")[0], tuple(params)
+    return op.output("Out")[0] if op.input("X")[0] == tensor else None, ()
+
+
+def _pair_from(block, index: int, conv, readers):
+    """The pair starting at ``conv`` (op ``index``), or None."""
+    shape = _filter_shape(block, conv)
+    if shape is None:
+        return None
+    channels, tensor, between, divided = shape[0], conv.output("Output")[0], [], []
+    position = {id(op): i for i, op in enumerate(block.ops)}
+    while True:
+        following = readers.get(tensor, [])
+        if len(following) != 1:  # a fetched tensor is also read by its fetch op
+            return None
+        op = following[0]
+        if op.type in CONV_TYPES:
+            break
+        step = _step(block, op, tensor, channels)
+        if step is None or step[0] is None:
+            return None
+        tensor = step[0]
+        between.append(op.type)
+        divided += [DividedParam(position[id(op)], p) for p in step[1]]
+    second_shape = _filter_shape(block, op)
+    groups = int(op.attr("groups")) if op.has_attr("groups") else 1
+    if (op.input("Input")[0] != tensor or second_shape is None or second_shape[1] * groups != channels
+            or second_shape[0] % groups):
+        return None
+    return EqualizationPair(index, position[id(op)], conv.input("Filter")[0], op.input("Filter")[0],
+                            tuple(between), channels, groups, tuple(divided))
+
+
+def plan_equalization(program) -> tuple[EqualizationPair, ...]:
+    """Every ``conv -> (equivariant ops)* -> conv`` pair of ``program``'s global block, in program order.
+
+    Args:
+        program: a legacy-IR inference program (fp32).
+
+    Returns:
+        The pairs (pure data; indices refer to ``program.global_block().ops``).
+    """
+    block = program.global_block()
+    readers = readers_by_var(block)
+    pairs = (_pair_from(block, index, op, readers)
+             for index, op in enumerate(block.ops) if op.type in CONV_TYPES)
+    return tuple(p for p in pairs if p is not None)
+
+
+# ---------------------------------------------------------------- numbers (numpy only)
+def channel_ranges(first: np.ndarray, second: np.ndarray, groups: int) -> tuple[np.ndarray, np.ndarray]:
+    """``r1_i = max |first[i]|`` over output channel ``i`` and ``r2_i = max |second[:, i]|`` over input
+    channel ``i`` of a ``groups``-grouped ``second`` ([Cout, C / groups, kh, kw])."""
+    r1 = np.abs(first.reshape(first.shape[0], -1)).max(axis=1)
+    out, per_group = second.shape[0], second.shape[1]
+    grouped = np.abs(second.reshape(groups, out // groups, per_group, -1))
+    return r1, grouped.max(axis=(1, 3)).reshape(-1)
+
+
+def _balancing_scale(first: np.ndarray, second: np.ndarray, groups: int) -> np.ndarray:
+    """``s_i = sqrt(r1_i r2_i) / r2_i``; 1 where a range is zero or the result is not a positive finite number."""
+    r1, r2 = channel_ranges(first, second, groups)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        scale = np.sqrt(r1 * r2) / r2  # r1 = 0: 0; r2 = 0: nan or inf
+        return np.where(np.isfinite(scale) & (scale > 0), scale, 1.0)
+
+
+def _rescale(first: np.ndarray, second: np.ndarray, groups: int, scale: np.ndarray):
+    """``first`` with output channel ``i`` divided by ``s_i``, ``second`` with input channel ``i`` multiplied."""
+    out, per_group = second.shape[0], second.shape[1]
+    first = first / scale.reshape(-1, 1, 1, 1)
+    grouped = second.reshape(groups, out // groups, per_group, -1) * scale.reshape(groups, 1, per_group, 1)
+    return first, grouped.reshape(second.shape)
+
+
+# ---------------------------------------------------------------- apply
+def _new_var(block, like: str, shape) -> str:
+    name = naming.equalized(like)
+    while block.has_var(name):
+        name += "_"
+    block.create_var(name=name, shape=list(shape), dtype=block.var(like).dtype, persistable=True)
+    return name
+
+
+def _write_copy(block, scope, place, op, old: str, value: np.ndarray) -> None:
+    """Write ``value`` under a new name and point ``op`` (inputs, and in-place outputs such as MeanOut) there."""
+    name = _new_var(block, old, value.shape)
+    write_tensor(scope, place, name, value.astype(np.float32))
+    op._rename_input(old, name)
+    if old in op.output_arg_names:
+        op._rename_output(old, name)
+
+
+def _divided(value: np.ndarray, scale: np.ndarray) -> np.ndarray:
+    """A per-channel or scalar parameter divided by ``scale`` per channel (a scalar becomes [1, C, 1, 1])."""
+    if value.size == 1:
+        return (value.reshape(-1)[0] / scale).reshape(1, -1, 1, 1)
+    return (value.reshape(-1) / scale).reshape(value.shape)
+
+
+def equalize_layers(program, scope, place, pairs: tuple[EqualizationPair, ...] | None = None, *,
+                    max_sweeps: int = 50, tolerance: float = 1e-6) -> tuple[EqualizedPair, ...]:
+    """Balance the weight ranges of every pair of ``program`` (see the module docstring); exact in fp32.
+
+    Args:
+        program: legacy-IR inference program (fp32); changed in place (inputs renamed).
+        scope: holds its parameters; read, never overwritten: rescaled copies are written next to them.
+        place: where to write the copies.
+        pairs: a plan from :func:`plan_equalization` on this program (None: plan it here).
+        max_sweeps: passes over all pairs at most (pairs that share a convolution move each other).
+        tolerance: stop when no ``|log s_i|`` of a sweep exceeds this.
+
+    Returns:
+        One :class:`EqualizedPair` per pair, with its total scale.
+    """
+    block = program.global_block()
+    pairs = plan_equalization(program) if pairs is None else tuple(pairs)
+    filters = {}
+    for pair in pairs:
+        filters.setdefault(pair.first, read_tensor(scope, pair.first_filter).astype(np.float64))
+        filters.setdefault(pair.second, read_tensor(scope, pair.second_filter).astype(np.float64))
+    totals = [np.ones(pair.channels) for pair in pairs]
+    for _ in range(max_sweeps if pairs else 0):
+        worst = 0.0
+        for k, pair in enumerate(pairs):
+            scale = _balancing_scale(filters[pair.first], filters[pair.second], pair.second_groups)
+            filters[pair.first], filters[pair.second] = _rescale(filters[pair.first], filters[pair.second],
+                                                                 pair.second_groups, scale)
+            totals[k] = totals[k] * scale
+            worst = max(worst, float(np.abs(np.log(scale)).max()))
+        if worst <= tolerance:
+            break
+    for index, value in filters.items():
+        op = block.ops[index]
+        _write_copy(block, scope, place, op, op.input("Filter")[0], value)
+    for pair, total in zip(pairs, totals):
+        for param in pair.divided:
+            _write_copy(block, scope, place, block.ops[param.op], param.var,
+                        _divided(read_tensor(scope, param.var).astype(np.float64), total))
+    return tuple(EqualizedPair(pair, total) for pair, total in zip(pairs, totals))
