@@ -38,7 +38,7 @@ from typing import Mapping
 import numpy as np
 
 from ..common import naming
-from ..common.program import is_persistable, read_tensor, readers_by_var, write_tensor
+from ..common.program import is_persistable, read_tensor, readers_by_var, write_tensor, writer_by_var
 
 __all__ = ["CONV_TYPES", "EQUIVARIANT_OPS", "DividedParam", "EqualizationPair", "EqualizedPair",
            "plan_equalization", "equalize_layers", "channel_ranges"]
@@ -61,7 +61,8 @@ parameters must be divided by ``s`` for that ("param": the parameter operand of 
 
 @dataclass(frozen=True)
 class DividedParam:
-    """A parameter of an op between the two convolutions that is divided by ``s`` per channel."""
+    """A parameter divided by ``s`` per channel, and the op that reads it (an op between the two
+    convolutions, or the ``reshape2`` that feeds one its parameter)."""
 
     op: int
     var: str
@@ -102,71 +103,91 @@ def _filter_shape(block, op):
     return shape if len(shape) == 4 and all(d > 0 for d in shape) else None
 
 
-def _channel_operand(block, op, tensor: str, channels: int):
-    """The parameter operand of an elementwise ``op`` reading ``tensor``, if it is per channel or scalar."""
-    x, y = op.input("X")[0], op.input("Y")[0]
+def _per_channel(shape, channels: int, axis: int, is_y: bool) -> bool:
+    """True if an elementwise operand of ``shape`` broadcasts one value, or one per channel along axis 1."""
+    size = int(np.prod(shape)) if shape else 1
+    return ((size == 1 and axis == -1) or (tuple(shape) == (1, channels, 1, 1) and axis == -1)
+            or (tuple(shape) == (channels,) and is_y and axis == 1))
+
+
+def _channel_operand(graph, op, tensor: str, channels: int):
+    """(op index, parameter) of the parameter operand of an elementwise ``op`` reading ``tensor`` when it is
+    per channel or scalar: a persistable var, or a ``reshape2`` of one to [1, C, 1, 1] (``paddle.nn.Conv2D``'s
+    bias) read by ``op`` alone; None otherwise."""
+    block, x, y = graph.block, op.input("X")[0], op.input("Y")[0]
     if tensor not in (x, y) or x == y:
         return None
-    param = y if tensor == x else x
-    if not is_persistable(block, param):
-        return None
-    shape = tuple(block.var(param).shape)
-    size = int(np.prod(shape)) if shape else 1
+    operand = y if tensor == x else x
     axis = op.attr("axis") if op.has_attr("axis") else -1
-    if size == 1 and axis == -1:
-        return param
-    if shape == (1, channels, 1, 1) and axis == -1:
-        return param
-    if shape == (channels,) and param == y and axis == 1:
-        return param
-    return None
+    if not _per_channel(block.var(operand).shape, channels, axis, operand == y):
+        return None
+    if is_persistable(block, operand):
+        return graph.position[id(op)], operand
+    reshape = graph.writers.get(operand)
+    if reshape is None or reshape.type != "reshape2" or len(graph.readers.get(operand, [])) != 1:
+        return None
+    source = reshape.input("X")[0]
+    if not is_persistable(block, source) or tuple(block.var(source).shape) != (channels,):
+        return None
+    return graph.position[id(reshape)], source
 
 
-def _step(block, op, tensor: str, channels: int):
+def _step(graph, op, tensor: str, channels: int):
     """(output, divided params) of one equivariant op reading ``tensor``, or None when it is not one."""
+    block = graph.block
     if op.type not in EQUIVARIANT_OPS:
         return None
     if op.type in ("elementwise_mul", "elementwise_add"):
-        param = _channel_operand(block, op, tensor, channels)
-        if param is None:
+        operand = _channel_operand(graph, op, tensor, channels)
+        if operand is None:
             return None
-        return op.output("Out")[0], ((param,) if EQUIVARIANT_OPS[op.type] else ())
+        return op.output("Out")[0], ((DividedParam(*operand),) if EQUIVARIANT_OPS[op.type] else ())
     if op.type == "batch_norm":
         layout = op.attr("data_layout") if op.has_attr("data_layout") else "NCHW"
         params = [op.input(slot)[0] for slot in EQUIVARIANT_OPS["batch_norm"]]
         if (op.input("X")[0] != tensor or not op.attr("is_test") or layout != "NCHW"
                 or not all(is_persistable(block, p) for p in params)):
             return None
-        return op.output("Y")[0], tuple(params)
-    return op.output("Out")[0] if op.input("X")[0] == tensor else None, ()
+        return op.output("Y")[0], tuple(DividedParam(graph.position[id(op)], p) for p in params)
+    return (op.output("Out")[0], ()) if op.input("X")[0] == tensor else None
 
 
-def _pair_from(block, index: int, conv, readers):
+class _Graph:
+    """Readers, writers and op positions of one block."""
+
+    def __init__(self, block) -> None:
+        self.block = block
+        self.readers = readers_by_var(block)
+        self.writers = writer_by_var(block)
+        self.position = {id(op): i for i, op in enumerate(block.ops)}
+
+
+def _pair_from(graph: _Graph, index: int, conv):
     """The pair starting at ``conv`` (op ``index``), or None."""
+    block = graph.block
     shape = _filter_shape(block, conv)
     if shape is None:
         return None
     channels, tensor, between, divided = shape[0], conv.output("Output")[0], [], []
-    position = {id(op): i for i, op in enumerate(block.ops)}
     while True:
-        following = readers.get(tensor, [])
+        following = graph.readers.get(tensor, [])
         if len(following) != 1:  # a fetched tensor is also read by its fetch op
             return None
         op = following[0]
         if op.type in CONV_TYPES:
             break
-        step = _step(block, op, tensor, channels)
-        if step is None or step[0] is None:
+        step = _step(graph, op, tensor, channels)
+        if step is None:
             return None
         tensor = step[0]
         between.append(op.type)
-        divided += [DividedParam(position[id(op)], p) for p in step[1]]
+        divided += step[1]
     second_shape = _filter_shape(block, op)
     groups = int(op.attr("groups")) if op.has_attr("groups") else 1
     if (op.input("Input")[0] != tensor or second_shape is None or second_shape[1] * groups != channels
             or second_shape[0] % groups):
         return None
-    return EqualizationPair(index, position[id(op)], conv.input("Filter")[0], op.input("Filter")[0],
+    return EqualizationPair(index, graph.position[id(op)], conv.input("Filter")[0], op.input("Filter")[0],
                             tuple(between), channels, groups, tuple(divided))
 
 
@@ -179,10 +200,8 @@ def plan_equalization(program) -> tuple[EqualizationPair, ...]:
     Returns:
         The pairs (pure data; indices refer to ``program.global_block().ops``).
     """
-    block = program.global_block()
-    readers = readers_by_var(block)
-    pairs = (_pair_from(block, index, op, readers)
-             for index, op in enumerate(block.ops) if op.type in CONV_TYPES)
+    graph = _Graph(program.global_block())
+    pairs = (_pair_from(graph, index, op) for index, op in enumerate(graph.block.ops) if op.type in CONV_TYPES)
     return tuple(p for p in pairs if p is not None)
 
 

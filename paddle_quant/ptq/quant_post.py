@@ -1,6 +1,7 @@
 """Post-training quantization: ``quant_post`` / ``quant_post_static`` with PaddleSlim's signatures.
 
-Flow: load the inference model -> plan which tensors to quantize -> stream the
+Flow: load the inference model -> (optionally) equalize conv pairs and smooth activations in
+fp32 -> plan which tensors to quantize -> stream the
 calibration batches through observers -> weight scales -> insert QDQ ops with
 the calibrated scales -> freeze -> (per deploy_backend) fold conv/affine chains and
 quantize average-pool inputs -> save into a temporary folder and rename it
@@ -24,6 +25,7 @@ from ..export.scale_table import (SCALE_TABLE_FILENAME, ScaleTable, make_entry, 
 from ..export.tensorrt_cache import TENSORRT_CACHE_FILENAME, tensorrt_cache_text
 from .feeds import feed_batches
 from ..passes.bias import bias_corrections, apply_bias_corrections
+from ..passes.equalize import equalize_layers
 from ..passes.fold_affine import fold_conv_affine
 from ..passes.freeze import freeze_in_place
 from ..passes.plan import QuantPlan
@@ -119,6 +121,7 @@ def run_post_training(exe, model_dir, quantize_model_path, ptq: PTQConfig, *, so
     place = getattr(exe, "place", None) or paddle.CPUPlace()
     with legacy_ir():
         program, feed_names, fetch_names = load_inference_program(exe, scope, model, params)
+        _equalize_fp32(program, scope, place, ptq)
         plan = plan_post_training(program, ptq)
         corrections = bias_corrections(program, plan) if ptq.bias_correction else []
         if table_in is None:
@@ -141,6 +144,15 @@ def run_post_training(exe, model_dir, quantize_model_path, ptq: PTQConfig, *, so
     skipped = tuple(f"{s.op_type}#{s.index}: {s.reason}" for s in plan.skipped)
     return PTQResult(files[0], files[1], stats.batches, tuple(t.var for t in plan.tensors), skipped,
                      target / SCALE_TABLE_FILENAME)
+
+
+def _equalize_fp32(program, scope, place, ptq: PTQConfig) -> None:
+    """The exact fp32 rewrites asked for before planning: cross-layer equalization."""
+    if ptq.equalize_layers:
+        pairs = equalize_layers(program, scope, place)
+        level = logging.INFO if pairs else logging.WARNING
+        _logger.log(level, "equalize_layers: %d conv pair(s) equalized%s", len(pairs),
+                    "" if pairs else " (no conv -> relu/affine/batch_norm -> conv pair in the model)")
 
 
 def _table_argument(scale_table, ptq: PTQConfig) -> ScaleTable | None:
@@ -189,7 +201,8 @@ def quant_post(executor, model_dir, quantize_model_path, sample_generator=None, 
             model, options and table give a byte-identical model.
         **options: the other :class:`~paddle_quant.ptq.config.PTQConfig` fields (hist_percent,
             weight_bits, activation_bits, weight_quantize_type, weight_method, bias_correction,
-            fold_affine, skip_tensor_list, onnx_format, round_type, show_progress, ...).
+            fold_affine, equalize_layers, smooth_activations, smooth_alpha, skip_tensor_list, onnx_format,
+            round_type, show_progress, ...).
 
     Returns:
         A :class:`PTQResult` (PaddleSlim returns None).

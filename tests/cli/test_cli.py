@@ -4,6 +4,7 @@ import json
 import logging
 import os
 import pathlib
+import re
 import subprocess
 import sys
 
@@ -483,3 +484,26 @@ def test_scale_table_reapplied_without_data_gives_the_same_model(tiny_model, ima
     assert code == EXIT_OK
     assert (again / "model.pdiparams").read_bytes() == (first / "model.pdiparams").read_bytes()
     assert main(["post", "--model-dir", tiny_model, "--save-dir", again, "--scale-table", tmp_path / "no.json"]) == 2
+
+
+def test_post_equalize_layers_flag_equalizes_the_conv_pair(tiny_model, image_dir, tmp_path, caplog):
+    out = tmp_path / "eq"
+    with caplog.at_level(logging.INFO, logger="paddle_quant"):
+        assert main(_post_args(tiny_model, image_dir, out, "--algo", "abs_max", "--equalize-layers")) == EXIT_OK
+    assert "equalize_layers: 1 conv pair(s) equalized" in caplog.text
+    with paddle.static.scope_guard(paddle.static.Scope()):
+        program, _, _ = paddle.static.load_inference_model(str(out / "model"),
+                                                           paddle.static.Executor(paddle.CPUPlace()))
+    names = {name for op in program.global_block().ops for name in op.input_arg_names}
+    # both filters rescaled (then quantized), and the first conv's bias (paddle.nn.Conv2D reshapes it first)
+    assert {"conv2d_0.w_0@equalized@int8", "conv2d_1.w_0@equalized@int8", "conv2d_0.b_0@equalized"} <= names
+
+
+@pytest.mark.parametrize("extra, message", [
+    (("--smooth-activations", "--smooth-alpha", "1.5"), r"SmoothAlpha \(from --smooth-alpha\) got '1.5'.*\[0, 1\]"),
+    (("--smooth-activations", "--smooth-alpha", "half"), r"SmoothAlpha \(from --smooth-alpha\) got 'half'.*\[0, 1\]"),
+    (("--smooth-alpha", "0.5"), "'smooth_alpha' got 0.5 but smooth_activations is False"),
+])
+def test_post_bad_smooth_alpha_exits_2(tiny_model, image_dir, tmp_path, caplog, extra, message):
+    assert main(_post_args(tiny_model, image_dir, tmp_path / "o", *extra, "--check")) == EXIT_USAGE
+    assert re.search(message, caplog.text), caplog.text
