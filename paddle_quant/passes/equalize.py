@@ -41,7 +41,8 @@ from ..common import naming
 from ..common.program import is_persistable, read_tensor, readers_by_var, write_tensor, writer_by_var
 
 __all__ = ["CONV_TYPES", "EQUIVARIANT_OPS", "DividedParam", "EqualizationPair", "EqualizedPair",
-           "plan_equalization", "equalize_layers", "channel_ranges"]
+           "plan_equalization", "equalize_layers", "channel_ranges", "OpGraph", "channel_operand",
+           "per_channel_shape", "write_copy"]
 
 _logger = logging.getLogger(__name__)
 
@@ -103,23 +104,33 @@ def _filter_shape(block, op):
     return shape if len(shape) == 4 and all(d > 0 for d in shape) else None
 
 
-def _per_channel(shape, channels: int, axis: int, is_y: bool) -> bool:
-    """True if an elementwise operand of ``shape`` broadcasts one value, or one per channel along axis 1."""
-    size = int(np.prod(shape)) if shape else 1
-    return ((size == 1 and axis == -1) or (tuple(shape) == (1, channels, 1, 1) and axis == -1)
-            or (tuple(shape) == (channels,) and is_y and axis == 1))
+def per_channel_shape(shape, channels: int, axis: int, is_y: bool, channel_axis: int, rank: int) -> bool:
+    """True if an elementwise operand of ``shape`` (attribute ``axis``; the op's Y when ``is_y``) broadcasts
+    one value, or one value per channel along ``channel_axis`` (1: NCHW, ``rank - 1``: channels last), over
+    a tensor of ``rank``."""
+    shape = tuple(shape)
+    if (int(np.prod(shape)) if shape else 1) == 1:
+        return axis == -1
+    if channel_axis == rank - 1 and shape == (1,) * (rank - 1) + (channels,) and axis == -1:
+        return True
+    if channel_axis == rank - 1 and shape == (channels,) and axis in (-1, rank - 1):
+        return True
+    if channel_axis == 1 and rank == 4 and shape == (1, channels, 1, 1) and axis == -1:
+        return True
+    return channel_axis == 1 and shape == (channels,) and is_y and axis == 1
 
 
-def _channel_operand(graph, op, tensor: str, channels: int):
+def channel_operand(graph, op, tensor: str, channels: int, channel_axis: int = 1):
     """(op index, parameter) of the parameter operand of an elementwise ``op`` reading ``tensor`` when it is
-    per channel or scalar: a persistable var, or a ``reshape2`` of one to [1, C, 1, 1] (``paddle.nn.Conv2D``'s
-    bias) read by ``op`` alone; None otherwise."""
+    per channel (along ``channel_axis``) or scalar: a persistable var, or a ``reshape2`` of one to
+    [1, C, 1, 1] (``paddle.nn.Conv2D``'s bias) read by ``op`` alone; None otherwise."""
     block, x, y = graph.block, op.input("X")[0], op.input("Y")[0]
-    if tensor not in (x, y) or x == y:
+    if tensor not in (x, y) or x == y or not block.has_var(tensor):
         return None
     operand = y if tensor == x else x
     axis = op.attr("axis") if op.has_attr("axis") else -1
-    if not _per_channel(block.var(operand).shape, channels, axis, operand == y):
+    rank = len(block.var(tensor).shape)
+    if not per_channel_shape(block.var(operand).shape, channels, axis, operand == y, channel_axis, rank):
         return None
     if is_persistable(block, operand):
         return graph.position[id(op)], operand
@@ -138,7 +149,7 @@ def _step(graph, op, tensor: str, channels: int):
     if op.type not in EQUIVARIANT_OPS:
         return None
     if op.type in ("elementwise_mul", "elementwise_add"):
-        operand = _channel_operand(graph, op, tensor, channels)
+        operand = channel_operand(graph, op, tensor, channels)
         if operand is None:
             return None
         return op.output("Out")[0], ((DividedParam(*operand),) if EQUIVARIANT_OPS[op.type] else ())
@@ -152,7 +163,7 @@ def _step(graph, op, tensor: str, channels: int):
     return (op.output("Out")[0], ()) if op.input("X")[0] == tensor else None
 
 
-class _Graph:
+class OpGraph:
     """Readers, writers and op positions of one block."""
 
     def __init__(self, block) -> None:
@@ -162,7 +173,7 @@ class _Graph:
         self.position = {id(op): i for i, op in enumerate(block.ops)}
 
 
-def _pair_from(graph: _Graph, index: int, conv):
+def _pair_from(graph: OpGraph, index: int, conv):
     """The pair starting at ``conv`` (op ``index``), or None."""
     block = graph.block
     shape = _filter_shape(block, conv)
@@ -200,7 +211,7 @@ def plan_equalization(program) -> tuple[EqualizationPair, ...]:
     Returns:
         The pairs (pure data; indices refer to ``program.global_block().ops``).
     """
-    graph = _Graph(program.global_block())
+    graph = OpGraph(program.global_block())
     pairs = (_pair_from(graph, index, op) for index, op in enumerate(graph.block.ops) if op.type in CONV_TYPES)
     return tuple(p for p in pairs if p is not None)
 
@@ -232,21 +243,22 @@ def _rescale(first: np.ndarray, second: np.ndarray, groups: int, scale: np.ndarr
 
 
 # ---------------------------------------------------------------- apply
-def _new_var(block, like: str, shape) -> str:
-    name = naming.equalized(like)
+def _new_var(block, name: str, like: str, shape) -> str:
     while block.has_var(name):
         name += "_"
     block.create_var(name=name, shape=list(shape), dtype=block.var(like).dtype, persistable=True)
     return name
 
 
-def _write_copy(block, scope, place, op, old: str, value: np.ndarray) -> None:
-    """Write ``value`` under a new name and point ``op`` (inputs, and in-place outputs such as MeanOut) there."""
-    name = _new_var(block, old, value.shape)
+def write_copy(block, scope, place, op, old: str, value: np.ndarray, rename=naming.equalized) -> str:
+    """Write ``value`` under ``rename(old)`` (made unique) and point ``op`` there (its inputs, and in-place
+    outputs such as batch norm's MeanOut); ``old`` stays as it was for every other reader. Returns the name."""
+    name = _new_var(block, rename(old), old, value.shape)
     write_tensor(scope, place, name, value.astype(np.float32))
     op._rename_input(old, name)
     if old in op.output_arg_names:
         op._rename_output(old, name)
+    return name
 
 
 def _divided(value: np.ndarray, scale: np.ndarray) -> np.ndarray:
@@ -290,9 +302,9 @@ def equalize_layers(program, scope, place, pairs: tuple[EqualizationPair, ...] |
             break
     for index, value in filters.items():
         op = block.ops[index]
-        _write_copy(block, scope, place, op, op.input("Filter")[0], value)
+        write_copy(block, scope, place, op, op.input("Filter")[0], value)
     for pair, total in zip(pairs, totals):
         for param in pair.divided:
-            _write_copy(block, scope, place, block.ops[param.op], param.var,
+            write_copy(block, scope, place, block.ops[param.op], param.var,
                         _divided(read_tensor(scope, param.var).astype(np.float64), total))
     return tuple(EqualizedPair(pair, total) for pair, total in zip(pairs, totals))

@@ -23,16 +23,15 @@ from ..common.errors import ConfigError
 from ..export.scale_table import (SCALE_TABLE_FILENAME, ScaleTable, make_entry, observer_statistics, read_scale_table,
                                   table_json)
 from ..export.tensorrt_cache import TENSORRT_CACHE_FILENAME, tensorrt_cache_text
-from .feeds import feed_batches
+from .feeds import check_reiterable, feed_batches
 from ..passes.bias import bias_corrections, apply_bias_corrections
-from ..passes.equalize import equalize_layers
 from ..passes.fold_affine import fold_conv_affine
 from ..passes.freeze import freeze_in_place
 from ..passes.plan import QuantPlan
 from ..passes.pool_inputs import quantize_pool_inputs
 from ..passes.rewrite import apply_plan
 from .config import QUANT_POST_OP_TYPES, QUANT_POST_STATIC_OP_TYPES, PTQConfig
-from .steps import make_observers, observed_names, plan_post_training, weight_scales, write_scales
+from .steps import make_observers, observed_names, plan_post_training, prepare_fp32, weight_scales, write_scales
 
 __all__ = ["quant_post", "quant_post_static", "PTQResult"]
 
@@ -117,11 +116,14 @@ def run_post_training(exe, model_dir, quantize_model_path, ptq: PTQConfig, *, so
     model, params = model_files(model_dir, model_filename, params_filename)
     target = _check_output(model_dir, quantize_model_path, allow_output_in_model_dir)
     table_in = _table_argument(scale_table, ptq)
+    if ptq.smooth_activations:
+        check_reiterable(sources, "smooth_activations=True")
     scope = paddle.static.Scope() if scope is None else scope
     place = getattr(exe, "place", None) or paddle.CPUPlace()
     with legacy_ir():
         program, feed_names, fetch_names = load_inference_program(exe, scope, model, params)
-        _equalize_fp32(program, scope, place, ptq)
+        prepare_fp32(exe, program, scope, place, ptq, lambda: feed_batches(feed_names, batch_size=ptq.batch_size,
+                                                                           **sources), feed_names)
         plan = plan_post_training(program, ptq)
         corrections = bias_corrections(program, plan) if ptq.bias_correction else []
         if table_in is None:
@@ -146,20 +148,14 @@ def run_post_training(exe, model_dir, quantize_model_path, ptq: PTQConfig, *, so
                      target / SCALE_TABLE_FILENAME)
 
 
-def _equalize_fp32(program, scope, place, ptq: PTQConfig) -> None:
-    """The exact fp32 rewrites asked for before planning: cross-layer equalization."""
-    if ptq.equalize_layers:
-        pairs = equalize_layers(program, scope, place)
-        level = logging.INFO if pairs else logging.WARNING
-        _logger.log(level, "equalize_layers: %d conv pair(s) equalized%s", len(pairs),
-                    "" if pairs else " (no conv -> relu/affine/batch_norm -> conv pair in the model)")
-
-
 def _table_argument(scale_table, ptq: PTQConfig) -> ScaleTable | None:
     if scale_table is None:
         return None
     if ptq.bias_correction:
         raise ConfigError("bias_correction=True needs calibration data (channel means of the inputs); "
+                          "it cannot be combined with scale_table=")
+    if ptq.smooth_activations:
+        raise ConfigError("smooth_activations=True needs calibration data (per-channel activation maxima); "
                           "it cannot be combined with scale_table=")
     return read_scale_table(scale_table)
 
