@@ -120,9 +120,13 @@ def _consumer(block, op, index: int, tensor: str):
     return Consumer(index, weight, axis, 1), rank - 1, shape[axis]
 
 
-def _consumers(graph: OpGraph, tensor: str):
-    """(consumers, channel axis, channels) when every reader of ``tensor`` is a smoothable weight op, else None."""
-    found = [_consumer(graph.block, op, graph.position[id(op)], tensor) for op in graph.readers.get(tensor, [])]
+def _consumers(graph: OpGraph, tensor: str, op_types):
+    """(consumers, channel axis, channels) when every reader of ``tensor`` is a smoothable weight op of
+    ``op_types``, else None."""
+    readers = graph.readers.get(tensor, [])
+    if any(op.type not in op_types for op in readers):
+        return None
+    found = [_consumer(graph.block, op, graph.position[id(op)], tensor) for op in readers]
     if not found or any(f is None for f in found) or len({(f[1], f[2]) for f in found}) != 1:
         return None
     return tuple(f[0] for f in found), found[0][1], found[0][2]
@@ -196,12 +200,14 @@ def _walk_back(graph: OpGraph, tensor: str, channels: int, channel_axis: int):
         return op.type, tuple(divided) + (ScaledParam(index, producer[0], producer[1]),)
 
 
-def plan_smoothing(program) -> tuple[SmoothTarget, ...]:
-    """Every tensor of ``program`` that feeds only smoothable weight ops and whose producer can absorb
-    ``1 / s`` (see the module docstring), in program order.
+def plan_smoothing(program, op_types=tuple(CONSUMER_TYPES)) -> tuple[SmoothTarget, ...]:
+    """Every tensor of ``program`` that feeds only smoothable weight ops of ``op_types`` and whose producer
+    can absorb ``1 / s`` (see the module docstring), in program order.
 
     Args:
         program: a legacy-IR inference program (fp32).
+        op_types: the consumer types allowed (quant_post: the weight op types it quantizes; smoothing the
+            input of a layer left in float gains nothing).
 
     Returns:
         The targets (pure data; op indices refer to ``program.global_block().ops``).
@@ -214,7 +220,7 @@ def plan_smoothing(program) -> tuple[SmoothTarget, ...]:
             continue
         tensor = op.input(slots[0])[0]
         seen.add(tensor)
-        found = _consumers(graph, tensor) if graph.block.has_var(tensor) else None
+        found = _consumers(graph, tensor, op_types) if graph.block.has_var(tensor) else None
         if found is None:
             continue
         consumers, axis, channels = found

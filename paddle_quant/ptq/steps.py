@@ -102,10 +102,10 @@ def prepare_fp32(exe, program, scope, place, ptq: PTQConfig, batches, feed_names
 
 
 def _smooth(exe, program, scope, place, ptq: PTQConfig, batches, feed_names) -> None:
-    targets = plan_smoothing(program)
+    targets = plan_smoothing(program, ptq.to_quant_config().weight_op_types)
     if not targets:
-        _logger.warning("smooth_activations: no tensor to smooth (no matmul/mul/conv input made by a layer_norm, "
-                        "batch_norm, per-channel affine or weight op through relu)")
+        _logger.warning("smooth_activations: no tensor to smooth (no input of a quantized matmul/mul/conv made by "
+                        "a layer_norm, batch_norm, per-channel affine or weight op through relu)")
         return
     keep = [t.var for t in targets] if ptq.smooth_alpha is None else []
     peaks, kept = channel_peaks(exe, program, scope, batches(), {t.var: t.channel_axis for t in targets},

@@ -136,6 +136,13 @@ NETS = {
 }
 
 
+OP_TYPES = ["matmul_v2", "mul", "conv2d"]
+
+
+def _smoothing(alpha, op_types=OP_TYPES):
+    return PTQConfig(smooth_activations=True, smooth_alpha=alpha, quantizable_op_type=op_types)
+
+
 def _batches(program, count=3):
     return [_feed(program, seed=10 + i) for i in range(count)]
 
@@ -161,7 +168,7 @@ def test_nothing_is_smoothed_through_ops_that_do_not_commute_with_scaling(tmp_pa
     assert plan_smoothing(program) == ()
     expected = _run(program, fetches, scope, exe)
     with caplog.at_level(logging.WARNING, logger="paddle_quant"):
-        prepare_fp32(exe, program, scope, paddle.CPUPlace(), PTQConfig(smooth_activations=True, smooth_alpha=0.5),
+        prepare_fp32(exe, program, scope, paddle.CPUPlace(), _smoothing(0.5),
                      lambda: iter(_batches(program)), ["x"])
     assert "smooth_activations: no tensor to smooth" in caplog.text
     _assert_close(_run(program, fetches, scope, exe), expected)
@@ -185,13 +192,23 @@ def test_any_positive_scales_keep_the_fp32_outputs(tmp_path, net):
         np.testing.assert_array_equal(read_tensor(scope, name), before)
 
 
+def test_only_inputs_of_quantized_weight_ops_are_smoothed(tmp_path, caplog):
+    program, fetches, scope, exe = _load(layer_norm_net(tmp_path, two_consumers=True))
+    assert plan_smoothing(program, ("matmul_v2", "mul")) != ()
+    assert plan_smoothing(program, ("matmul_v2",)) == ()  # the fc's mul reads the tensor too and stays float
+    with caplog.at_level(logging.WARNING, logger="paddle_quant"):
+        prepare_fp32(exe, program, scope, paddle.CPUPlace(), _smoothing(0.5, ["conv2d", "matmul_v2"]),
+                     lambda: iter(_batches(program)), ["x"])
+    assert "smooth_activations: no tensor to smooth" in caplog.text
+
+
 @pytest.mark.parametrize("alpha", [None, 0.5])
 def test_a_weight_both_smoothed_consumer_and_producer_takes_both_scales(tmp_path, alpha):
     program, fetches, scope, exe = _load(conv_net(tmp_path, "relu", convs=4))
     expected = _run(program, fetches, scope, exe)
     targets = plan_smoothing(program)
     assert [t.producer for t in targets] == ["conv2d", "conv2d", "conv2d"]
-    prepare_fp32(exe, program, scope, paddle.CPUPlace(), PTQConfig(smooth_activations=True, smooth_alpha=alpha),
+    prepare_fp32(exe, program, scope, paddle.CPUPlace(), _smoothing(alpha),
                  lambda: iter(_batches(program)), ["x"])
     _assert_close(_run(program, fetches, scope, exe), expected)
 
@@ -213,7 +230,7 @@ def test_alpha_moves_the_range_and_the_outputs_stay(tmp_path, net, alpha, caplog
     before = _channel_max(program, fetches, scope, exe, target, batches)
     with caplog.at_level(logging.INFO, logger="paddle_quant"):
         prepare_fp32(exe, program, scope, paddle.CPUPlace(),
-                     PTQConfig(smooth_activations=True, smooth_alpha=alpha), lambda: iter(batches), ["x"])
+                     _smoothing(alpha), lambda: iter(batches), ["x"])
     assert f"smooth_activations: 1 tensor(s) smoothed into {len(target.consumers)} weight op(s)" in caplog.text
     _assert_close(_run(program, fetches, scope, exe), expected)
     after = _channel_max(program, fetches, scope, exe, target, batches)
@@ -235,7 +252,7 @@ def _int8_error(folder, out, **options):
     program, fetches, scope, exe = _load(folder)
     batches = _batches(program, 4)
     quant.quant_post(exe, str(folder), str(out), data_loader=lambda: batches, algo="abs_max",
-                     quantizable_op_type=["matmul_v2", "mul", "conv2d"], **options)
+                     quantizable_op_type=OP_TYPES, **options)
     expected = _run(program, fetches, scope, exe, batches[0])[0]
     q_program, q_fetches, q_scope, _ = _load(out)
     got = _run(q_program, q_fetches, q_scope, exe, batches[0])[0]
