@@ -269,7 +269,7 @@ def test_quant_post_smooths_and_the_int8_model_runs_closer_to_fp32(tmp_path, alp
     reads = {n for op in q_program.global_block().ops for n in op.input_arg_names}
     assert {"linear_0.w_0@smoothed@int8", "head_w@smoothed@int8", "fc_0.w_0@smoothed@int8",
             "layer_norm_0.w_0@smoothed"} <= reads
-    assert smoothed < plain / 2, (smoothed, plain)  # 0.0046 (alpha 0.5) and 0.0048 (searched) against 0.0129
+    assert smoothed < plain / 2, (smoothed, plain)  # 0.0048 (alpha 0.5) and 0.0047 (searched) against 0.0129
 
 
 def test_smoothing_needs_data_it_can_read_twice(tmp_path):
