@@ -64,7 +64,7 @@ from ..passes.plan import OpQuant, QuantPlan
 from ..passes.rewrite import apply_plan
 from ..common.model_files import model_files
 from ..common.model_files import load_inference_program as _load
-from ..ptq.steps import make_observers, plan_post_training, weight_scales, write_scales
+from ..ptq.steps import make_observers, plan_post_training, prepare_fp32, weight_scales, write_scales
 from ..ptq.config import PTQConfig
 from .metrics import _Sums, cosine, output_cosine, sqnr_db
 from .results import AnalysisResult, LayerRow, TensorHistogram, UnitRow
@@ -220,6 +220,7 @@ def _calibrated_model(model_dir, model_filename, params_filename, ptq: PTQConfig
     scope, place = paddle.static.Scope(), paddle.CPUPlace()
     exe = paddle.static.Executor(place)
     program, feed_names, fetch_names = _load(exe, scope, model, params)
+    prepare_fp32(exe, program, scope, place, ptq, lambda: iter(batches), feed_names)  # equalize, smooth: exact
     plan = plan_post_training(program, ptq)
     observers = make_observers(plan, ptq)
     calibrate(exe, program, scope, iter(batches), observers, feed_names=feed_names, show_progress=ptq.show_progress)

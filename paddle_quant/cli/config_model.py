@@ -173,6 +173,12 @@ class QuantizationSection(_Section):
     is_full_quantize: Bool = Field(False, alias="IsFullQuantize", description="Quantize every supported type.")
     output_scales: Literal["all", "none"] = Field("all", alias="OutputScales", description="Output observers.")
     bias_correction: Bool = Field(False, alias="BiasCorrection", description="Correct biases.")
+    equalize_layers: Bool = Field(False, alias="EqualizeLayers",
+                                  description="Cross-layer equalization of conv pairs before calibration.")
+    smooth_activations: Bool = Field(False, alias="SmoothActivations",
+                                     description="SmoothQuant-style smoothing of weight-op inputs before calibration.")
+    smooth_alpha: Optional[float] = Field(None, ge=0, le=1, alias="SmoothAlpha",
+                                          description="Smoothing strength alpha in [0, 1]; unset: searched per layer.")
     skip_tensors: Text = Field(None, alias="SkipTensors", description="File with tensor names to leave in float.")
     skip_tensor_list: StrList = Field(None, alias="SkipTensorList", description="Tensor names to leave in float.")
     deploy_backend: Optional[Literal["onednn", "tensorrt", "paddle_lite", "onnx"]] = Field(
@@ -224,6 +230,8 @@ _ALLOWED: Mapping[str, str] = {
     "Granularity": f"one of {list(GRANULARITIES)}", "WeightBits": "an int in [2, 8]",
     "ActivationBits": "an int in [2, 16]", "QuantizableOpType": "a list of supported op types, e.g. conv2d, mul",
     "IsFullQuantize": "true or false", "OutputScales": "'all' or 'none'", "BiasCorrection": "true or false",
+    "EqualizeLayers": "true or false", "SmoothActivations": "true or false",
+    "SmoothAlpha": "a float in [0, 1] (with SmoothActivations; unset: searched per layer)",
     "SkipTensors": "a text file (one name per line) or a JSON file with a 'skip_list' array",
     "SkipTensorList": "a list of tensor names",
     "DeployBackend": "'onednn', 'tensorrt', 'paddle_lite' or 'onnx'",
@@ -387,7 +395,8 @@ class RunConfig(_Section):
             weight_method="abs_max" if p.weight_method == "channel_wise" else p.weight_method,
             skip_tensor_list=self.skip_tensor_list(), bias_correction=p.bias_correction,
             batch_size=self.dataset.batch_size, batch_nums=self.dataset.batch_num, output_scales=p.output_scales,
-            deploy_backend=p.deploy_backend,
+            deploy_backend=p.deploy_backend, equalize_layers=p.equalize_layers,
+            smooth_activations=p.smooth_activations, smooth_alpha=p.smooth_alpha,
         )
         if p.op_types is not None:
             fields["quantizable_op_type"] = p.op_types

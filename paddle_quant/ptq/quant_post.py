@@ -1,6 +1,7 @@
 """Post-training quantization: ``quant_post`` / ``quant_post_static`` with PaddleSlim's signatures.
 
-Flow: load the inference model -> plan which tensors to quantize -> stream the
+Flow: load the inference model -> (optionally) equalize conv pairs and smooth activations in
+fp32 -> plan which tensors to quantize -> stream the
 calibration batches through observers -> weight scales -> insert QDQ ops with
 the calibrated scales -> freeze -> (per deploy_backend) fold conv/affine chains and
 quantize average-pool inputs -> save into a temporary folder and rename it
@@ -25,7 +26,7 @@ from ..common.errors import ConfigError, ConfigTypeError
 from ..export.scale_table import (SCALE_TABLE_FILENAME, ScaleTable, make_entry, observer_statistics, read_scale_table,
                                   table_json)
 from ..export.tensorrt_cache import TENSORRT_CACHE_FILENAME, tensorrt_cache_text
-from .feeds import feed_batches
+from .feeds import check_reiterable, feed_batches
 from ..passes.bias import bias_corrections, apply_bias_corrections
 from ..passes.fold_affine import fold_conv_affine
 from ..passes.freeze import freeze_in_place
@@ -33,7 +34,7 @@ from ..passes.plan import QuantPlan
 from ..passes.pool_inputs import quantize_pool_inputs
 from ..passes.rewrite import apply_plan
 from .config import QUANT_POST_OP_TYPES, QUANT_POST_STATIC_OP_TYPES, PTQConfig
-from .steps import make_observers, observed_names, plan_post_training, weight_scales, write_scales
+from .steps import make_observers, observed_names, plan_post_training, prepare_fp32, weight_scales, write_scales
 
 if TYPE_CHECKING:
     from .accuracy_control import AccuracyControlResult
@@ -123,10 +124,14 @@ def run_post_training(exe, model_dir, quantize_model_path, ptq: PTQConfig, *, so
     model, params = model_files(model_dir, model_filename, params_filename)
     target = _check_output(model_dir, quantize_model_path, allow_output_in_model_dir)
     table_in = _table_argument(scale_table, ptq)
+    if ptq.smooth_activations:
+        check_reiterable(sources, "smooth_activations=True")
     scope = paddle.static.Scope() if scope is None else scope
     place = getattr(exe, "place", None) or paddle.CPUPlace()
     with legacy_ir():
         program, feed_names, fetch_names = load_inference_program(exe, scope, model, params)
+        prepare_fp32(exe, program, scope, place, ptq, lambda: feed_batches(feed_names, batch_size=ptq.batch_size,
+                                                                           **sources), feed_names)
         plan = plan_post_training(program, ptq)
         corrections = bias_corrections(program, plan) if ptq.bias_correction else []
         if table_in is None:
@@ -156,6 +161,9 @@ def _table_argument(scale_table, ptq: PTQConfig) -> ScaleTable | None:
         return None
     if ptq.bias_correction:
         raise ConfigError("bias_correction=True needs calibration data (channel means of the inputs); "
+                          "it cannot be combined with scale_table=")
+    if ptq.smooth_activations:
+        raise ConfigError("smooth_activations=True needs calibration data (per-channel activation maxima); "
                           "it cannot be combined with scale_table=")
     return read_scale_table(scale_table)
 
@@ -201,7 +209,8 @@ def quant_post(executor, model_dir, quantize_model_path, sample_generator=None, 
             of every candidate. The result's ``accuracy_control`` says what was chosen.
         **options: the other :class:`~paddle_quant.ptq.config.PTQConfig` fields (hist_percent,
             weight_bits, activation_bits, weight_quantize_type, weight_method, bias_correction,
-            fold_affine, skip_tensor_list, onnx_format, round_type, show_progress, ...).
+            fold_affine, equalize_layers, smooth_activations, smooth_alpha, skip_tensor_list, onnx_format,
+            round_type, show_progress, ...).
 
     Returns:
         A :class:`PTQResult` (PaddleSlim returns None).
