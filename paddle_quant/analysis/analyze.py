@@ -66,7 +66,7 @@ from ..common.model_files import model_files
 from ..common.model_files import load_inference_program as _load
 from ..ptq.steps import make_observers, plan_post_training, prepare_fp32, weight_scales, write_scales
 from ..ptq.config import PTQConfig
-from .metrics import _Sums, cosine, output_cosine, sqnr_db
+from .metrics import _Sums, cosine, output_cosine, score_metric, sqnr_db
 from .results import AnalysisResult, LayerRow, TensorHistogram, UnitRow
 from .sensitivity import (DeployedEvaluator, Runner, SimulationEvaluator, Unit, greedy_skip_list,
                           unit_sensitivities)
@@ -346,20 +346,11 @@ class _Search:
     met: bool | None
 
 
-def _score(metric, outputs) -> float:
-    value = metric(outputs)
-    if isinstance(value, bool) or not isinstance(value, (int, float, np.floating, np.integer)) \
-            or not math.isfinite(float(value)):
-        raise ConfigError(f"metric {getattr(metric, '__name__', metric)!r} returned {value!r}; it must return a "
-                          "finite float (higher is better)")
-    return float(value)
-
-
 def _search(evaluator, metric, units: list[Unit], ways: tuple[str, ...], max_drop) -> _Search:
     """Reference metrics, sensitivities and (with ``max_drop``) the greedy skip list."""
     fp32_outputs = evaluator.fp32_outputs()
     score = metric if metric is not None else output_cosine(fp32_outputs)
-    checked = functools.partial(_score, score)
+    checked = functools.partial(score_metric, score)
     reference, all_quantized = checked(fp32_outputs), checked(evaluator.outputs([]))
     sens = unit_sensitivities(evaluator, checked, units, ways=ways, reference=reference, all_quantized=all_quantized)
     skipped, steps, met = [], [], None

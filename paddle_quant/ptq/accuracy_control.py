@@ -165,16 +165,8 @@ class AccuracyControlResult:
     seconds: float
 
 
-def _score(metric, outputs) -> float:
-    value = metric(outputs)
-    if isinstance(value, bool) or not isinstance(value, (int, float, np.floating, np.integer)) \
-            or not math.isfinite(float(value)):
-        raise ConfigError(f"metric {getattr(metric, '__name__', metric)!r} returned {value!r}; it must return a "
-                          "finite float (higher is better)")
-    return float(value)
-
-
 def _measure(control: AccuracyControl, runtime: str, model_file, params_file) -> float:
+    from ..analysis.metrics import score_metric
     from ..deploy.runtimes import make_runner
 
     runner = make_runner(runtime, model_file, params_file, threads=control.threads)
@@ -182,7 +174,7 @@ def _measure(control: AccuracyControl, runtime: str, model_file, params_file) ->
     if any(missing):
         raise ConfigError(f"eval_batches[{next(i for i, m in enumerate(missing) if m)}] lacks feed(s) "
                           f"{next(m for m in missing if m)}; the model's feeds are {list(runner.input_names)}")
-    return _score(control.metric, [runner.run(feed) for feed in control.eval_batches])
+    return score_metric(control.metric, [runner.run(feed) for feed in control.eval_batches])
 
 
 def _describe(options: dict, skipped: tuple[str, ...]) -> str:
