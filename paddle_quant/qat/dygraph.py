@@ -19,7 +19,7 @@ from ..common.errors import ConfigError, ConfigTypeError, ProgramStateError
 from ..passes.quantizers import ROUND_TYPE
 from .dygraph_config import DygraphQATConfig, as_dygraph_config
 from .fuse import fuse_conv_bn
-from .layers import WRAPPERS, QuantizedLayer, weight_axis
+from .layers import WRAPPERS, QuantizedLayer, parent_and_name, weight_axis
 from .quanters import PACT, make_quanter
 from .sync import RankSync, config_fingerprint
 
@@ -45,14 +45,6 @@ def _check_model(model: Any, argument: str = "model") -> nn.Layer:
     if not isinstance(model, nn.Layer):
         raise ConfigTypeError(f"{argument} must be a paddle.nn.Layer, got {type(model).__name__}")
     return unwrap_data_parallel(model)
-
-
-def _parent_and_name(model: nn.Layer, path: str) -> tuple[nn.Layer, str]:
-    parent = model
-    *ancestors, name = path.split(".")
-    for ancestor in ancestors:
-        parent = getattr(parent, ancestor)
-    return parent, name
 
 
 class QAT:
@@ -108,7 +100,7 @@ class QAT:
             targets = self._targets(model)
         sync = RankSync(config_fingerprint(self.config.to_dict(), [path for path, _, _ in targets]))
         for path, layer, layer_type in targets:
-            parent, name = _parent_and_name(model, path)
+            parent, name = parent_and_name(model, path)
             setattr(parent, name, self._wrap(layer, layer_type, sync))
         object.__setattr__(model, _QUANTIZED_BY, True)
         _logger.info("QAT.quantize wrapped %d layers: %s", len(targets), ", ".join(p for p, _, _ in targets))

@@ -40,7 +40,7 @@ from ..common.program import legacy_ir, write_tensor
 from ..passes.freeze import freeze_program
 from ..passes.plan import QuantPlan, SkippedOp, plan_quantization
 from ..passes.rewrite import apply_plan
-from .layers import QuantizedLayer
+from .layers import QuantizedLayer, parent_and_name
 from .quanters import Quanter
 
 __all__ = ["save_quantized", "plan_for_wrappers"]
@@ -115,13 +115,7 @@ def _dry_run(model, input_spec) -> None:
 def _float_layers_in_place(model, wrappers: dict[str, QuantizedLayer]):
     """Swap each wrapper for its float layer (and the model to eval mode); restore both on exit."""
     training = model.training
-    parents = []
-    for path, wrapper in wrappers.items():
-        parent = model
-        *ancestors, name = path.split(".")
-        for ancestor in ancestors:
-            parent = getattr(parent, ancestor)
-        parents.append((parent, name, wrapper))
+    parents = [(*parent_and_name(model, path), wrapper) for path, wrapper in wrappers.items()]
     try:
         for parent, name, wrapper in parents:
             setattr(parent, name, wrapper.float_layer)
@@ -156,7 +150,7 @@ def plan_for_wrappers(block, config, weight_names: set[str]) -> QuantPlan:
     return QuantPlan(tuple(t for t in plan.tensors if t.var in needed), tuple(kept), (), tuple(skipped))
 
 
-def _scales_by_tensor(block, plan: QuantPlan, by_weight: dict[str, tuple[str, QuantizedLayer]]):
+def _scales_by_tensor(plan: QuantPlan, by_weight: dict[str, tuple[str, QuantizedLayer]]):
     """Scale variable -> (scale, layer paths) for every planned tensor with a trained scale."""
     scales: dict[str, list] = {}
     for op_quant in plan.ops:
@@ -189,7 +183,7 @@ def _preprocessed_weights(wrappers: dict[str, QuantizedLayer]) -> dict[str, np.n
                 for wrapper in wrappers.values() if wrapper._weight_preprocess is not None}
 
 
-def _report_unmatched(plan: QuantPlan, block, by_weight) -> None:
+def _report_unmatched(plan: QuantPlan, by_weight) -> None:
     used = {name for op in plan.ops for _slot, name in op.inputs}
     unused = sorted(path for weight, (path, _w) in by_weight.items() if weight not in used)
     if unused:
@@ -209,9 +203,9 @@ def _quantize_traced(folder: Path, wrappers, config, staging: Path, prefix: str)
             write_tensor(scope, place, name, value)
         block = program.global_block()
         plan = plan_for_wrappers(block, config.quant, set(by_weight))
-        _report_unmatched(plan, block, by_weight)
+        _report_unmatched(plan, by_weight)
         apply_plan(program, plan, config.quant, scope, place, mode="test", rewire_backward=False)
-        _write_scales(scope, place, _scales_by_tensor(block, plan, by_weight))
+        _write_scales(scope, place, _scales_by_tensor(plan, by_weight))
         frozen, _ = freeze_program(program, config.quant, scope, place)
         save_inference_atomically(exe, scope, frozen, feeds, fetches, staging, model_filename=f"{prefix}.pdmodel",
                                   params_filename=f"{prefix}.pdiparams")

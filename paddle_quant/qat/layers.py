@@ -21,7 +21,7 @@ from ..common import registry
 from .quanters import Quanter
 
 __all__ = ["QuantizedLayer", "QuantizedConv2D", "QuantizedConv2DTranspose", "QuantizedLinear", "WRAPPERS",
-           "weight_axis"]
+           "weight_axis", "parent_and_name"]
 
 
 class QuantizedLayer(nn.Layer):
@@ -110,3 +110,12 @@ _WEIGHT_OP = {"Conv2D": "conv2d", "Conv2DTranspose": "conv2d_transpose", "Linear
 def weight_axis(layer_type: str) -> int:
     """The per-channel axis of the layer's weight: the registry's axis of the op it becomes when saved."""
     return registry.WEIGHT_OP_SPECS[_WEIGHT_OP[layer_type]].channel_axis
+
+
+def parent_and_name(model: nn.Layer, path: str) -> tuple[nn.Layer, str]:
+    """The layer holding sublayer ``path`` (as ``named_sublayers`` spells it) and the sublayer's attribute name."""
+    parent = model
+    *ancestors, name = path.split(".")
+    for ancestor in ancestors:
+        parent = getattr(parent, ancestor)
+    return parent, name
