@@ -4,7 +4,7 @@ VENV := .venv
 PYTHON := $(VENV)/bin/python
 PIP := $(PYTHON) -m pip
 
-.PHONY: venv install install-demo install-test demo demo-qat demo-embedding demo-cli test bench bench-embedding
+.PHONY: venv install install-demo install-test demo demo-qat demo-dygraph-qat demo-embedding demo-cli test bench bench-embedding
 
 # Create .venv only if it is missing; pip is upgraded when it is created.
 venv: $(PYTHON)
@@ -26,6 +26,12 @@ demo: install-demo
 
 demo-qat: install-demo
 	$(PYTHON) demos/qat_digits.py
+
+# Dygraph QAT on one process, then data-parallel on two (gloo), compared with the first run.
+demo-dygraph-qat: install-demo
+	$(PYTHON) demos/dygraph_qat_digits.py
+	$(PYTHON) demos/dygraph_qat_digits.py --nproc 2 --out out/dygraph_qat_digits_dp \
+		--reference out/dygraph_qat_digits/results.json
 
 demo-embedding: install-demo
 	$(PYTHON) demos/quant_embedding_demo.py

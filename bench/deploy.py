@@ -53,8 +53,6 @@ SETTINGS = {
     "det": {"algo": "avg", "quantizable_op_type": ["conv2d", "depthwise_conv2d"], "output_scales": "all",
             "deploy_backend": "onednn"},
 }
-DET_MEAN = np.array([0.485, 0.456, 0.406], np.float32).reshape(3, 1, 1)
-DET_STD = np.array([0.229, 0.224, 0.225], np.float32).reshape(3, 1, 1)
 
 
 def parse_args(argv=None):
@@ -78,28 +76,10 @@ def parse_args(argv=None):
 
 
 # ---------------------------------------------------------------- inputs
-def det_pages(n, size, seed):
-    """n rendered pages [n, 3, size, size]: text lines pasted on a light canvas, PP-OCR det normalisation."""
-    from PIL import Image
-
-    rng = np.random.default_rng(seed)
-    lines = ppocr.render_lines(n * 8, seed=seed)
-    pages = []
-    for p in range(n):
-        page = Image.new("RGB", (size, size), tuple(int(v) for v in rng.integers(200, 256, 3)))
-        for k, (line, _) in enumerate(lines[p * 8:(p + 1) * 8]):
-            x = int(rng.integers(0, max(1, size - line.width)))
-            y = int(k * size / 8 + rng.integers(0, max(1, size // 8 - line.height)))
-            page.paste(line.crop((0, 0, min(line.width, size), line.height)), (x, y))
-        array = np.asarray(page, np.float32).transpose(2, 0, 1) / 255.0
-        pages.append((array - DET_MEAN) / DET_STD)
-    return np.stack(pages).astype(np.float32)
-
-
 def ppocr_inputs(kind, count, seed, det_size):
     """count input images of a PP-OCR model as one array."""
     if kind == "det":
-        return det_pages(count, det_size, seed)
+        return ppocr.det_pages(count, det_size, seed)
     if kind == "rec":
         images = [image for image, _ in ppocr.render_lines(count, seed=seed)]
         return ppocr.rec_batch(images)
@@ -130,7 +110,8 @@ def ptq_ppocr(kind, models, workdir, args):
     exe = paddle.static.Executor(paddle.CPUPlace())
     if kind == "det":
         name = _input_name(fp32)
-        data = lambda: ({name: det_pages(8, args.det_size, 1_000_000 + b)} for b in range(args.batches))  # noqa
+        seeds = [ppocr.CALIBRATION_SEED_BASE + b for b in range(args.batches)]
+        data = lambda: ({name: ppocr.det_pages(8, args.det_size, seed)} for seed in seeds)  # noqa: E731
     else:
         name = None
         data = lambda: ppocr.calibration_feeds(kind, args.batches, 8, 0)  # noqa: E731

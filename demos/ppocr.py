@@ -50,11 +50,15 @@ __all__ = [
     "CALIBRATION_SEED_BASE",
     "DownloadError",
     "fetch_models",
+    "FONTS_VARIABLE",
     "font_paths",
     "render_lines",
     "rec_batch",
     "cls_batch",
     "cls_dataset",
+    "DET_MEAN",
+    "DET_STD",
+    "det_pages",
     "load_charset",
     "ctc_decode",
     "rec_metrics",
@@ -89,6 +93,15 @@ _SEPARATORS = "-/.,:;_&+@*='!?\"#"
 
 TEXT_CHARS = "".join(sorted(set(string.digits + string.ascii_letters + _SEPARATORS + "()$%")))
 """Characters :func:`render_lines` may draw; all are in ppocr_keys_v1.txt and in the DejaVu fonts."""
+
+DET_MEAN = np.array([0.485, 0.456, 0.406], np.float32).reshape(3, 1, 1)
+"""PP-OCR det normalisation mean (RGB, of x / 255), from config.yaml ``Det``."""
+
+DET_STD = np.array([0.229, 0.224, 0.225], np.float32).reshape(3, 1, 1)
+"""PP-OCR det normalisation standard deviation (RGB, of x / 255)."""
+
+FONTS_VARIABLE = "PADDLE_QUANT_FONTS"
+"""Environment variable naming a folder searched first for the DejaVu faces (:func:`font_paths`)."""
 
 CALIBRATION_SEED_BASE = 1_000_000
 """Calibration lines use seeds from here up; evaluation sets use seeds below it."""
@@ -234,12 +247,17 @@ def fetch_models(cache_dir=None):
 def font_paths():
     """The DejaVu faces :func:`render_lines` draws with, as a tuple of paths in a fixed order.
 
-    Each face is looked up in the system font folders, then in matplotlib's bundled fonts.
+    Each face is looked up in the folder ``$PADDLE_QUANT_FONTS`` when that variable is set, then in
+    the system font folders, then in matplotlib's bundled fonts. matplotlib's DejaVu files are not
+    the same versions as Debian's ``fonts-dejavu-core`` 2.37, so lines rendered with them differ a
+    little; the variable lets a machine without that package draw the same lines from copied files.
 
     Raises:
-        FileNotFoundError: no DejaVu face was found in either place.
+        FileNotFoundError: no DejaVu face was found in any of these places.
     """
     folders = [pathlib.Path(d) for d in _SYSTEM_FONT_DIRS]
+    if os.environ.get(FONTS_VARIABLE):
+        folders.insert(0, pathlib.Path(os.environ[FONTS_VARIABLE]).expanduser())
     spec = importlib.util.find_spec("matplotlib")
     if spec is not None and spec.origin:
         folders.append(pathlib.Path(spec.origin).parent / "mpl-data" / "fonts" / "ttf")
@@ -251,7 +269,7 @@ def font_paths():
     if not found:
         raise FileNotFoundError(
             f"no DejaVu font found (looked for {_FONT_FACES[0]} etc. in {[str(d) for d in folders]}); "
-            "install fonts-dejavu-core or matplotlib")
+            f"install fonts-dejavu-core or matplotlib, or set {FONTS_VARIABLE} to a folder holding them")
     return tuple(found)
 
 
@@ -399,6 +417,35 @@ def _cls_labels(n, seed):
 def _rotate(lines, labels):
     """The images of lines, rotated by 180 degrees where the label is 1."""
     return [image.rotate(180) if label else image for (image, _), label in zip(lines, labels)]
+
+
+def det_pages(n, size, seed):
+    """n rendered pages for PP-OCRv4 det, normalised as the det model expects, deterministic.
+
+    Each page is a light canvas (200-255 per channel) of size x size with 8 lines of
+    ``render_lines(8 * n, seed=seed)`` pasted at random x, one per eighth of the height (cropped
+    to the page width); then ``(x / 255 - DET_MEAN) / DET_STD``.
+
+    Args:
+        n: number of pages.
+        size: page height and width in pixels (det wants a multiple of 32).
+        seed: non-negative int, as for :func:`render_lines`.
+
+    Returns:
+        float32 array [n, 3, size, size].
+    """
+    rng = np.random.default_rng(seed)
+    lines = render_lines(n * 8, seed=seed)
+    pages = []
+    for p in range(n):
+        page = Image.new("RGB", (size, size), tuple(int(v) for v in rng.integers(200, 256, 3)))
+        for k, (line, _) in enumerate(lines[p * 8:(p + 1) * 8]):
+            x = int(rng.integers(0, max(1, size - line.width)))
+            y = int(k * size / 8 + rng.integers(0, max(1, size // 8 - line.height)))
+            page.paste(line.crop((0, 0, min(line.width, size), line.height)), (x, y))
+        array = np.asarray(page, np.float32).transpose(2, 0, 1) / 255.0
+        pages.append((array - DET_MEAN) / DET_STD)
+    return np.stack(pages).astype(np.float32)
 
 
 # --------------------------------------------------------------------------- decoding and metrics

@@ -1,8 +1,8 @@
-"""paddle_quant: int8 quantization for PaddlePaddle legacy static Programs.
+"""paddle_quant: int8 quantization for PaddlePaddle: legacy static Programs and dygraph Layers.
 
 Drop-in for ``paddleslim.quant``: ``import paddle_quant as quant`` and keep calling
 ``quant.quant_aware``, ``quant.convert``, ``quant.quant_post``, ``quant.quant_embedding``
-with the same dict configs.
+with the same dict configs; for dygraph models ``quant.QAT(config)`` replaces ``paddleslim.QAT``.
 
 The public names are imported on first use (PEP 562), so ``import paddle_quant`` and the
 command line's config checks do not pay for importing Paddle.
@@ -17,10 +17,13 @@ _EXPORTS = {
     "as_quant_config": ".common.config",
     "quant_aware": ".qat.quant_aware",
     "convert": ".qat.quant_aware",
+    "QAT": ".qat.dygraph",
+    "DygraphQATConfig": ".qat.dygraph_config",
     "quant_post": ".ptq.quant_post",
     "quant_post_static": ".ptq.quant_post",
     "PTQResult": ".ptq.quant_post",
     "PTQConfig": ".ptq.config",
+    "AccuracyControl": ".ptq.accuracy_control",
     "quant_embedding": ".embedding.quant_embedding",
     "EmbeddingConfig": ".embedding.config",
     "verify": ".deploy.verify",

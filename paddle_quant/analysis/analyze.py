@@ -64,9 +64,9 @@ from ..passes.plan import OpQuant, QuantPlan
 from ..passes.rewrite import apply_plan
 from ..common.model_files import model_files
 from ..common.model_files import load_inference_program as _load
-from ..ptq.steps import make_observers, plan_post_training, weight_scales, write_scales
+from ..ptq.steps import make_observers, plan_post_training, prepare_fp32, weight_scales, write_scales
 from ..ptq.config import PTQConfig
-from .metrics import _Sums, cosine, output_cosine, sqnr_db
+from .metrics import _Sums, cosine, output_cosine, score_metric, sqnr_db
 from .results import AnalysisResult, LayerRow, TensorHistogram, UnitRow
 from .sensitivity import (DeployedEvaluator, Runner, SimulationEvaluator, Unit, greedy_skip_list,
                           unit_sensitivities)
@@ -220,6 +220,7 @@ def _calibrated_model(model_dir, model_filename, params_filename, ptq: PTQConfig
     scope, place = paddle.static.Scope(), paddle.CPUPlace()
     exe = paddle.static.Executor(place)
     program, feed_names, fetch_names = _load(exe, scope, model, params)
+    prepare_fp32(exe, program, scope, place, ptq, lambda: iter(batches), feed_names)  # equalize, smooth: exact
     plan = plan_post_training(program, ptq)
     observers = make_observers(plan, ptq)
     calibrate(exe, program, scope, iter(batches), observers, feed_names=feed_names, show_progress=ptq.show_progress)
@@ -254,7 +255,7 @@ def _layer_rows(plan, errors, outputs, sens, skipped_units, granularity) -> tupl
 def analyze(model_dir, batches, ptq_config: PTQConfig, *, report_dir, max_drop: float | None = None,
             metric: Callable[[list], float] | None = None, model_filename=None, params_filename=None,
             sensitivity: str = "both", granularity: str = "layer", runner: Runner | None = None,
-            fetch_group: int = 16, plots: bool = True, max_plots: int = 24) -> AnalysisResult:
+            fetch_group: int = 16, plots: bool = True, max_plots: int = 24, eval_batches=None) -> AnalysisResult:
     """Per-layer error, per-layer sensitivity and an automatic skip list for ``quant_post``; writes a report.
 
     See the module docstring for the math and the cost.
@@ -280,6 +281,7 @@ def analyze(model_dir, batches, ptq_config: PTQConfig, *, report_dir, max_drop: 
         fetch_group: quantized-op outputs fetched per run in the per-layer error pass (memory bound).
         plots: draw PNG plots (needs matplotlib, the ``report`` extra).
         max_plots: histograms drawn at most (the most sensitive layers' activations first).
+        eval_batches: feed dicts the metric (sensitivity, skip list) is measured on; None: ``batches``.
 
     Returns:
         :class:`AnalysisResult`.
@@ -297,13 +299,14 @@ def analyze(model_dir, batches, ptq_config: PTQConfig, *, report_dir, max_drop: 
         check_plotting()
     target = _report_dir(report_dir, *model_files(model_dir, model_filename, params_filename)[:1])
     data = _materialize(batches, ptq_config.batch_nums)
+    eval_data = data if eval_batches is None else _materialize(eval_batches, None)
     with legacy_ir(), tempfile.TemporaryDirectory(prefix="paddle-quant-analyze-") as work:
         m, plan = _calibrated_model(model_dir, model_filename, params_filename, ptq_config, data)
         outputs = [_output_of(m.program.global_block(), op) for op in plan.ops]
         probes = {t.var: _Probe(ptq_config) for t in plan.tensors if t.role == "activation"}
         errors = _layer_errors(m.exe, m.scope, m.program, _fully_quantized(m, plan, ptq_config), plan, outputs,
                                probes, data, fetch_group)
-        evaluator = _evaluator(m, plan, ptq_config, data, runner, Path(work))
+        evaluator = _evaluator(m, plan, ptq_config, eval_data, runner, Path(work))
         search = _search(evaluator, metric, _units(plan, granularity), _ways(sensitivity), max_drop)
     skip_names = {u.name for u in search.skipped}
     skipped_tensors = [t for u in search.skipped for t in u.tensors]
@@ -343,20 +346,11 @@ class _Search:
     met: bool | None
 
 
-def _score(metric, outputs) -> float:
-    value = metric(outputs)
-    if isinstance(value, bool) or not isinstance(value, (int, float, np.floating, np.integer)) \
-            or not math.isfinite(float(value)):
-        raise ConfigError(f"metric {getattr(metric, '__name__', metric)!r} returned {value!r}; it must return a "
-                          "finite float (higher is better)")
-    return float(value)
-
-
 def _search(evaluator, metric, units: list[Unit], ways: tuple[str, ...], max_drop) -> _Search:
     """Reference metrics, sensitivities and (with ``max_drop``) the greedy skip list."""
     fp32_outputs = evaluator.fp32_outputs()
     score = metric if metric is not None else output_cosine(fp32_outputs)
-    checked = functools.partial(_score, score)
+    checked = functools.partial(score_metric, score)
     reference, all_quantized = checked(fp32_outputs), checked(evaluator.outputs([]))
     sens = unit_sensitivities(evaluator, checked, units, ways=ways, reference=reference, all_quantized=all_quantized)
     skipped, steps, met = [], [], None

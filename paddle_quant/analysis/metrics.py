@@ -13,7 +13,9 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-__all__ = ["sqnr_db", "cosine", "output_cosine"]
+from ..common.errors import ConfigError
+
+__all__ = ["sqnr_db", "cosine", "output_cosine", "score_metric"]
 
 
 def sqnr_db(signal_energy: float, error_energy: float) -> float:
@@ -60,3 +62,13 @@ def output_cosine(reference: Sequence[Sequence[np.ndarray]]) -> Callable[[list],
 
     metric.__name__ = "output_cosine"
     return metric
+
+
+def score_metric(metric: Callable[[list], float], outputs: list) -> float:
+    """``metric(outputs)`` as a float; ConfigError when it returns anything but a finite real scalar."""
+    value = metric(outputs)
+    if isinstance(value, bool) or not isinstance(value, (int, float, np.floating, np.integer)) \
+            or not math.isfinite(float(value)):
+        raise ConfigError(f"metric {getattr(metric, '__name__', metric)!r} returned {value!r}; it must return a "
+                          "finite float (higher is better)")
+    return float(value)

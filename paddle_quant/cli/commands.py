@@ -25,29 +25,68 @@ from .steps import (EXIT_FAILURE, EXIT_OK, _check_input, _closest, _configs, _ea
 __all__ = []
 
 
-def _post_one(index: int, run: RunConfig, check_only: bool) -> None:
+def _accuracy_control(args: argparse.Namespace, run: RunConfig, feed_names):
+    """The AccuracyControl the post flags ask for, or None without --max-drop."""
+    given = {"--metric": args.metric, "--eval-data": args.eval_data}
+    if args.max_drop is None:
+        if any(v is not None for v in given.values()):
+            raise ConfigError(f"{', '.join(k for k, v in given.items() if v is not None)} given without --max-drop; "
+                              "accuracy control needs --max-drop, --metric and --eval-data together")
+        return None
+    missing = [k for k, v in given.items() if v is None]
+    if missing:
+        raise ConfigError(f"--max-drop {args.max_drop} needs {' and '.join(missing)}")
+    from ..data import feed_loader
+    from ..ptq.accuracy_control import AccuracyControl
+
+    evaluation = run.model_copy(update={"dataset": run.dataset.model_copy(update={"path": args.eval_data})})
+    ptq = run.ptq_config()
+    batches = list(feed_loader(_reader(evaluation, feed_names), ptq.batch_size, feed_names)())
+    return AccuracyControl(metric=_load_metric(args.metric), eval_batches=batches, max_drop=args.max_drop,
+                           runtime=args.control_runtime)
+
+
+def _post_one(index: int, run: RunConfig, args: argparse.Namespace) -> None:
     import paddle
 
     from ..data import batch_generator
-    from ..ptq.quant_post import run_post_training
+    from ..ptq.quant_post import run_post_training, run_with_accuracy_control
 
     model, params = _model_file(run)
     save_dir, table = run.save_dir(), run.scale_table()
     feed_names = _check_input(run, _feeds(_load_program(model)))
     reader = None if table is not None else _reader(run, feed_names)
+    control = _accuracy_control(args, run, feed_names)
     ptq = run.ptq_config()
     label = f"Config[{index}]" + (f" ({run.model.name})" if run.model.name else "")
     source = f"scales from {table}" if reader is None else f"{len(reader)} calibration file(s) in {reader.folder}"
-    if check_only:
+    if args.check:
         _say(f"{label}: ok: model {model}, {source}, algo {ptq.algo}, output {save_dir}")
         return
     sources = {} if reader is None else {"batch_generator": batch_generator(reader, ptq.batch_size)}
-    result = run_post_training(
-        paddle.static.Executor(paddle.CPUPlace()), str(model.parent), str(save_dir), ptq, sources=sources,
-        model_filename=model.name, params_filename=params.name if params else None, scale_table=table)
+    exe, files = paddle.static.Executor(paddle.CPUPlace()), {"model_filename": model.name,
+                                                             "params_filename": params.name if params else None}
+    if control is not None:
+        if table is not None:
+            raise ConfigError("--max-drop calibrates every candidate itself; it cannot be combined with ScaleTable")
+        result = run_with_accuracy_control(exe, str(model.parent), str(save_dir), ptq, sources, control, {
+            **files, "save_model_filename": "model.pdmodel", "save_params_filename": "model.pdiparams",
+            "allow_output_in_model_dir": False})
+        _say(f"{label}: {_control_summary(result.accuracy_control)}")
+    else:
+        result = run_post_training(exe, str(model.parent), str(save_dir), ptq, sources=sources, scale_table=table,
+                                   **files)
     how = f"scales from {table.name}" if reader is None else f"{ptq.algo}, {result.batches} batches of {ptq.batch_size}"
     _say(f"{label}: quantized {len(result.quantized_tensors)} tensors ({how}) -> {result.model_file}, "
          f"{result.params_file}{_skipped_note(reader)}")
+
+
+def _control_summary(found) -> str:
+    verdict = "target met" if found.target_met else "TARGET NOT MET (the best model found was written)"
+    options = ", ".join(f"{k}={v}" for k, v in found.options.items())
+    return (f"accuracy control on {found.runtime}: metric {found.int8_metric:.4g} vs fp32 {found.fp32_metric:.4g} "
+            f"(max drop {found.max_drop:g}): {verdict}; {options}; {len(found.skipped_tensors)} tensor(s) left in "
+            f"float; {len(found.candidates)} candidates in {found.seconds:.0f} s")
 
 
 def _skipped_note(reader) -> str:
@@ -59,7 +98,7 @@ def _skipped_note(reader) -> str:
 
 def _run_post(args: argparse.Namespace) -> int:
     configs = _configs(args)
-    return _each_config(configs, lambda i, run: _post_one(i, run, args.check))
+    return _each_config(configs, lambda i, run: _post_one(i, run, args))
 
 
 # ---------------------------------------------------------------- inspect

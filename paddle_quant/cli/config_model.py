@@ -176,6 +176,12 @@ class QuantizationSection(_Section):
     round_type: Literal["round", "adaround"] = Field(
         "round", alias="RoundType", description="Weight rounding: to nearest, or AdaRound (learned per layer).")
     adaround_iterations: int = Field(500, ge=1, alias="AdaRoundIterations", description="AdaRound iterations per layer.")
+    equalize_layers: Bool = Field(False, alias="EqualizeLayers",
+                                  description="Cross-layer equalization of conv pairs before calibration.")
+    smooth_activations: Bool = Field(False, alias="SmoothActivations",
+                                     description="SmoothQuant-style smoothing of weight-op inputs before calibration.")
+    smooth_alpha: Optional[float] = Field(None, ge=0, le=1, alias="SmoothAlpha",
+                                          description="Smoothing strength alpha in [0, 1]; unset: searched per layer.")
     skip_tensors: Text = Field(None, alias="SkipTensors", description="File with tensor names to leave in float.")
     skip_tensor_list: StrList = Field(None, alias="SkipTensorList", description="Tensor names to leave in float.")
     deploy_backend: Optional[Literal["onednn", "tensorrt", "paddle_lite", "onnx"]] = Field(
@@ -228,6 +234,8 @@ _ALLOWED: Mapping[str, str] = {
     "ActivationBits": "an int in [2, 16]", "QuantizableOpType": "a list of supported op types, e.g. conv2d, mul",
     "IsFullQuantize": "true or false", "OutputScales": "'all' or 'none'", "BiasCorrection": "true or false",
     "RoundType": "'round' or 'adaround'", "AdaRoundIterations": "an int >= 1",
+    "EqualizeLayers": "true or false", "SmoothActivations": "true or false",
+    "SmoothAlpha": "a float in [0, 1] (with SmoothActivations; unset: searched per layer)",
     "SkipTensors": "a text file (one name per line) or a JSON file with a 'skip_list' array",
     "SkipTensorList": "a list of tensor names",
     "DeployBackend": "'onednn', 'tensorrt', 'paddle_lite' or 'onnx'",
@@ -392,6 +400,8 @@ class RunConfig(_Section):
             skip_tensor_list=self.skip_tensor_list(), bias_correction=p.bias_correction,
             batch_size=self.dataset.batch_size, batch_nums=self.dataset.batch_num, output_scales=p.output_scales,
             deploy_backend=p.deploy_backend, round_type=p.round_type, adaround_iterations=p.adaround_iterations,
+            equalize_layers=p.equalize_layers,
+            smooth_activations=p.smooth_activations, smooth_alpha=p.smooth_alpha,
         )
         if p.op_types is not None:
             fields["quantizable_op_type"] = p.op_types

@@ -96,6 +96,9 @@ _QUANT_FLAGS = (
     ("--deploy-backend", "QuantizationParameters", "DeployBackend",
      {"choices": ("onednn", "tensorrt", "paddle_lite", "onnx"),
       "help": "target runtime (DeployBackend); tensorrt also writes a TensorRT calibration cache"}),
+    ("--smooth-alpha", "QuantizationParameters", "SmoothAlpha",
+     {"metavar": "A", "help": "smoothing strength in [0, 1], with --smooth-activations (SmoothAlpha; default: "
+                              "searched per layer)"}),
     ("--scale-table", "QuantizationParameters", "ScaleTable",
      {**_PATH, "help": "re-apply the scales of a scale_table.json (written next to every model post makes) "
                        "instead of calibrating: no data needed (ScaleTable)"}),
@@ -108,6 +111,11 @@ _BOOL_FLAGS = (
      "quantize every supported op type (IsFullQuantize)"),
     ("--bias-correction", "QuantizationParameters", "BiasCorrection",
      "correct biases for the weight-quantization error (BiasCorrection)"),
+    ("--equalize-layers", "QuantizationParameters", "EqualizeLayers",
+     "balance the weight ranges of conv -> relu/affine/batch_norm -> conv pairs, exact in fp32 (EqualizeLayers)"),
+    ("--smooth-activations", "QuantizationParameters", "SmoothActivations",
+     "move activation range of matmul/mul/conv inputs into their weights, SmoothQuant-style, exact in fp32 "
+     "(SmoothActivations)"),
 )
 _PATH_ELEMENTS = {"ModelDir", "PathPrefix", "Path", "SaveDir", "SkipTensors", "ScaleTable"}
 

@@ -26,6 +26,16 @@ def _add_post(subparsers) -> None:
     _add_quant_options(parser)
     parser.add_argument("--check", action="store_true",
                         help="validate the config, the model, its input and the data folder; quantize nothing")
+    control = parser.add_argument_group("accuracy control (quant_post's accuracy_control=AccuracyControl(...))")
+    control.add_argument("--max-drop", type=float, default=None, metavar="D",
+                         help="search algorithms, recovery settings and a skip list for the most int8 model whose "
+                              "metric is at most D under fp32 (needs --metric and --eval-data)")
+    control.add_argument("--metric", default=None, metavar="MODULE:FUNCTION",
+                         help="FUNCTION(outputs_per_batch) -> float, higher is better (outputs in fetch order)")
+    control.add_argument("--eval-data", default=None, metavar="DIR",
+                         help="evaluation folder (not the calibration data), read with the Dataset's preprocessing")
+    control.add_argument("--control-runtime", choices=("onednn", "executor"), default="onednn",
+                         help="where candidates are measured (default onednn: Paddle Inference int8)")
     parser.set_defaults(handler=_run_post)
 
 

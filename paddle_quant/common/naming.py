@@ -22,6 +22,8 @@ __all__ = [
     "corrected_bias",
     "int8_scale",
     "pool_input",
+    "equalized",
+    "smoothed",
     "is_derived",
     "embedding_int_table",
     "embedding_scale",
@@ -37,7 +39,7 @@ __all__ = [
 ]
 
 _SUFFIXES = (".quantized", ".dequantized", "@scale", "@zero_point", "@state", "@accum", "@int8", "@frozen", "@window", ".range_out", "@corrected", "@int8_scale",
-             "@pool_input")
+             "@pool_input", "@equalized", "@smoothed")
 
 
 def quantized(name: str) -> str:
@@ -113,6 +115,16 @@ def int8_scale(name: str) -> str:
 def pool_input(name: str) -> str:
     """``name`` as an average pool reads it through its own quantizer (oneDNN's int8 pool input)."""
     return f"{name}@pool_input"
+
+
+def equalized(name: str) -> str:
+    """Copy of parameter ``name`` rescaled per channel by cross-layer equalization (passes/equalize.py)."""
+    return f"{name}@equalized"
+
+
+def smoothed(name: str) -> str:
+    """Copy of parameter ``name`` rescaled per channel by activation smoothing (passes/smooth.py)."""
+    return f"{name}@smoothed"
 
 
 def is_derived(name: str) -> bool:

@@ -20,6 +20,7 @@ __all__ = [
     "TRANSFORM_PASS_OP_TYPES",
     "QUANT_DEQUANT_PASS_OP_TYPES",
     "SUPPORTED_OP_TYPES",
+    "LAYER_OP_TYPES",
     "op_spec",
     "weight_channel_axis",
 ]
@@ -129,6 +130,13 @@ QUANT_DEQUANT_PASS_OP_TYPES: tuple[str, ...] = tuple(ACTIVATION_OP_SPECS)
 
 SUPPORTED_OP_TYPES: frozenset[str] = frozenset(TRANSFORM_PASS_OP_TYPES + QUANT_DEQUANT_PASS_OP_TYPES)
 """Every op type a config may name in ``quantize_op_types``."""
+
+LAYER_OP_TYPES: Mapping[str, tuple[str, ...]] = MappingProxyType({
+    "Conv2D": ("conv2d", "depthwise_conv2d"),
+    "Conv2DTranspose": ("conv2d_transpose",),
+    "Linear": ("matmul_v2", "mul"),
+})
+"""Dygraph layer type (``quantizable_layer_type``) -> the static op types its weight op becomes when saved."""
 
 
 def op_spec(op_type: str, *, as_weight_op: bool) -> OpSpec | None:

@@ -16,7 +16,8 @@ from paddle.base import core
 
 from ..common.program import insert_ops
 
-__all__ = ["TensorStatistics", "STATISTICS", "shape_program", "statistics_program", "sample_start"]
+__all__ = ["TensorStatistics", "STATISTICS", "shape_program", "statistics_program", "sample_start",
+           "channel_peak_program"]
 
 _INT_MAX = 2**31 - 1
 STATISTICS = ("peak", "low", "high", "total", "sample")
@@ -116,3 +117,20 @@ def statistics_program(program, wanted: dict, strides: dict[str, int]) -> tuple[
         per_var[name], stats[name] = ops, TensorStatistics(name, fetches)
     _insert_all(copy, per_var)
     return copy, stats
+
+
+def channel_peak_program(program, axes: dict[str, int]) -> tuple[object, dict[str, str]]:
+    """A copy of ``program`` that also computes, for each tensor ``name``, ``max |x|`` per channel along
+    ``axes[name]`` over the batch and every other axis (a ``[C]`` tensor ``{name}@channel_peak``)."""
+    copy = program.clone(for_test=True)
+    block = copy.global_block()
+    per_var, peaks = {}, {}
+    for name, axis in axes.items():
+        rank = len(block.var(name).shape)
+        magnitude, peaks[name] = _new_var(block, f"{name}@abs"), _new_var(block, f"{name}@channel_peak")
+        per_var[name] = [("abs", {"X": [name]}, {"Out": [magnitude]}, {}),
+                         ("reduce_max", {"X": [magnitude]}, {"Out": [peaks[name]]},
+                          {"dim": [d for d in range(rank) if d != axis % rank], "keep_dim": False,
+                           "reduce_all": False})]
+    _insert_all(copy, per_var)
+    return copy, peaks

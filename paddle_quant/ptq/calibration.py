@@ -20,9 +20,10 @@ from tqdm import tqdm
 from ..common.errors import ConfigError
 from ..common.program import ops_in_program_order
 from ..observers import DEFAULT_MAX_SAMPLES, AbsMaxObserver, AvgObserver, MinMaxObserver, sample_stride
-from ..passes.statistics import sample_start, shape_program, statistics_program
+from ..passes.statistics import channel_peak_program, sample_start, shape_program, statistics_program
 
-__all__ = ["CalibrationStats", "check_feed", "calibrate", "tensor_sizes", "WHOLE_TENSOR_BUDGET", "release_free_heap"]
+__all__ = ["CalibrationStats", "check_feed", "calibrate", "channel_peaks", "tensor_sizes", "WHOLE_TENSOR_BUDGET",
+           "release_free_heap"]
 
 _NUMPY_DTYPES = {
     core.VarDesc.VarType.FP32: np.float32, core.VarDesc.VarType.FP64: np.float64,
@@ -226,6 +227,42 @@ def calibrate(exe, program, scope, batches: Iterator[Mapping[str, np.ndarray]], 
     _check_count(stats.batches, batch_nums)
     stats.channel_means = {name: (total / stats.batches).astype(np.float32) for name, total in sums.items()}
     return stats
+
+
+def channel_peaks(exe, program, scope, batches: Iterator[Mapping[str, np.ndarray]], axes: Mapping[str, int], *,
+                  feed_names: Sequence[str], batch_nums: int | None = None, keep: Sequence[str] = (),
+                  keep_batches: int = 2, show_progress: bool | None = None):
+    """``max |x|`` per channel (along ``axes[name]``) of each tensor over the calibration batches, reduced
+    inside the program (:func:`~paddle_quant.passes.statistics.channel_peak_program`); the tensors in
+    ``keep`` are also fetched whole from the first ``keep_batches`` batches (samples for a search).
+
+    Returns:
+        (name -> float64 ``[C]`` peaks, name -> list of kept arrays).
+
+    Raises:
+        ConfigError: no batch, fewer than ``batch_nums`` batches, or NaN/Inf in a tensor.
+    """
+    runner, peaks_of = channel_peak_program(program, dict(axes))
+    names, block = list(axes), program.global_block()
+    peaks: dict[str, np.ndarray] = {}
+    kept: dict[str, list] = {name: [] for name in keep}
+    limited = itertools.islice(batches, batch_nums) if batch_nums is not None else batches
+    seen = 0
+    with ops_in_program_order():
+        for index, feed in enumerate(_progress(limited, batch_nums, show_progress)):
+            check_feed(block, feed_names, feed, index)
+            whole = list(keep) if index < keep_batches else []
+            values = exe.run(runner, feed=dict(feed), fetch_list=[peaks_of[n] for n in names] + whole, scope=scope,
+                             return_numpy=True)
+            for name, value in zip(names, values):
+                _check_finite(name, value, index)
+                peaks[name] = np.maximum(peaks.get(name, 0.0), value.astype(np.float64))
+            for name, value in zip(whole, values[len(names):]):
+                kept[name].append(value)
+            seen += 1
+    release_free_heap()
+    _check_count(seen, batch_nums)
+    return peaks, kept
 
 
 def _set_sample_starts(scope, strides: Mapping[str, int], batch: int) -> None:

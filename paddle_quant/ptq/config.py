@@ -62,6 +62,9 @@ _ALLOWED = {
     "deploy_backend": "None, 'onednn', 'tensorrt', 'paddle_lite' or 'onnx'",
     "show_progress": "True, False, or None (a progress bar when stderr is a terminal)",
     "output_scales": "'all', 'none', or None (the deploy_backend's default)",
+    "equalize_layers": "True or False",
+    "smooth_activations": "True or False",
+    "smooth_alpha": "a float in [0, 1], or None (searched per layer)",
 }
 
 
@@ -98,6 +101,19 @@ class PTQConfig(BaseModel):
         2048, ge=1, description="AdaRound: input rows (conv output pixels, matmul rows) sampled per batch and layer.")
     adaround_memory_mb: int = Field(
         512, ge=1, description="AdaRound: layer inputs fetched per run at most (MiB); more layers mean more runs.")
+    equalize_layers: bool = Field(
+        False,
+        description="Cross-layer equalization before calibration (passes/equalize.py): balance the per-channel "
+        "weight ranges of conv -> (relu | per-channel affine | batch_norm) -> conv pairs; exact in fp32.")
+    smooth_activations: bool = Field(
+        False,
+        description="SmoothQuant-style smoothing before calibration (passes/smooth.py): move activation range "
+        "from the inputs of matmul/mul/conv into their weights, per input channel; exact in fp32; reads the "
+        "calibration data once more for per-channel maxima.")
+    smooth_alpha: Optional[float] = Field(
+        None, ge=0.0, le=1.0,
+        description="Migration strength alpha of smoothing, s_j = max|X_j|^alpha / max|W_j|^(1 - alpha); None: "
+        "searched per layer on the calibration inputs. Only with smooth_activations=True.")
     batch_size: int = Field(16, ge=1, description="Samples per batch for sample_generator.")
     batch_nums: Optional[int] = Field(None, ge=1, description="Number of calibration batches (None: all).")
     optimize_model: Literal[False] = Field(False, description="Fold batch norms first (not implemented).")
@@ -136,6 +152,13 @@ class PTQConfig(BaseModel):
     def _runnable_on_backend(self) -> "PTQConfig":
         check_backend(self.deploy_backend, activation_bits=self.activation_bits, weight_bits=self.weight_bits,
                       weight_quantize_type=self.weight_quantize_type, onnx_format=self.onnx_format)
+        return self
+
+    @model_validator(mode="after")
+    def _alpha_needs_smoothing(self) -> "PTQConfig":
+        if self.smooth_alpha is not None and not self.smooth_activations:
+            raise ConfigError(f"config key 'smooth_alpha' got {self.smooth_alpha!r} but smooth_activations is False; "
+                              "allowed: set smooth_activations=True, or leave smooth_alpha None")
         return self
 
     @property

@@ -18,7 +18,7 @@ import numpy as np
 
 from ..common.errors import ConfigError, ConfigTypeError
 
-__all__ = ["feed_batches", "as_feed"]
+__all__ = ["feed_batches", "as_feed", "check_reiterable"]
 
 
 def _as_array(value: Any) -> np.ndarray:
@@ -88,3 +88,13 @@ def feed_batches(feed_names: Sequence[str], *, sample_generator=None, batch_gene
     if name == "sample_generator":
         return _batched(items, feed_names, batch_size)
     return (as_feed(item, feed_names, f"batch {i} of {name}") for i, item in enumerate(items))
+
+
+def check_reiterable(sources: dict, reason: str) -> None:
+    """ConfigError when the given calibration source can be read only once (an iterator or generator object)
+    and ``reason`` needs a second pass over it."""
+    for name, source in sources.items():
+        if source is not None and not callable(source) and iter(source) is source:
+            raise ConfigError(f"{name} is an iterator that can be read once, but {reason} reads the calibration "
+                              f"data twice; pass a callable returning a fresh iterable (e.g. lambda: batches) "
+                              f"or a re-iterable such as a list or paddle.io.DataLoader")

@@ -1,6 +1,7 @@
 """Post-training quantization: ``quant_post`` / ``quant_post_static`` with PaddleSlim's signatures.
 
-Flow: load the inference model -> plan which tensors to quantize -> stream the
+Flow: load the inference model -> (optionally) equalize conv pairs and smooth activations in
+fp32 -> plan which tensors to quantize -> stream the
 calibration batches through observers -> weight scales -> (round_type="adaround")
 learn each weight's rounding in a second pass -> insert QDQ ops with
 the calibrated scales -> freeze -> (per deploy_backend) fold conv/affine chains and
@@ -10,21 +11,23 @@ into place. The model folder is never written to.
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import logging
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import paddle
 
 from ..common.model_files import load_inference_program, model_files, save_inference_atomically
 from ..common.program import legacy_ir, read_tensor
 from .calibration import CalibrationStats, calibrate
-from ..common.errors import ConfigError
+from ..common.errors import ConfigError, ConfigTypeError
 from ..export.scale_table import (SCALE_TABLE_FILENAME, ScaleTable, make_entry, observer_statistics, read_scale_table,
                                   table_json)
 from ..export.tensorrt_cache import TENSORRT_CACHE_FILENAME, tensorrt_cache_text
-from .feeds import feed_batches
+from .feeds import check_reiterable, feed_batches
 from ..passes.bias import bias_corrections, apply_bias_corrections
 from ..passes.fold_affine import fold_conv_affine
 from ..passes.freeze import freeze_in_place
@@ -34,9 +37,12 @@ from ..passes.rewrite import apply_plan
 from .adaround import AdaRoundOptions, pack_rounding, rounded_weight, unpack_rounding
 from .adaround_layers import learn_roundings
 from .config import QUANT_POST_OP_TYPES, QUANT_POST_STATIC_OP_TYPES, PTQConfig
-from .steps import make_observers, observed_names, plan_post_training, weight_scales, write_scales
+from .steps import make_observers, observed_names, plan_post_training, prepare_fp32, weight_scales, write_scales
 
-__all__ = ["quant_post", "quant_post_static", "PTQResult"]
+if TYPE_CHECKING:
+    from .accuracy_control import AccuracyControlResult
+
+__all__ = ["quant_post", "quant_post_static", "PTQResult", "run_with_accuracy_control"]
 
 _logger = logging.getLogger(__name__)
 
@@ -51,6 +57,8 @@ class PTQResult:
     quantized_tensors: tuple[str, ...]
     skipped_ops: tuple[str, ...]
     scale_table: Path
+    accuracy_control: "AccuracyControlResult | None" = None
+    """What ``accuracy_control=`` searched and chose (None without it)."""
 
 
 def _check_output(model_dir, output, allow_inside: bool) -> Path:
@@ -149,10 +157,16 @@ def run_post_training(exe, model_dir, quantize_model_path, ptq: PTQConfig, *, so
     model, params = model_files(model_dir, model_filename, params_filename)
     target = _check_output(model_dir, quantize_model_path, allow_output_in_model_dir)
     table_in = _table_argument(scale_table, ptq)
+    if ptq.smooth_activations:
+        check_reiterable(sources, "smooth_activations=True")
+    if ptq.round_type == "adaround" and table_in is None:
+        check_reiterable(sources, "round_type='adaround'")
     scope = paddle.static.Scope() if scope is None else scope
     place = getattr(exe, "place", None) or paddle.CPUPlace()
     with legacy_ir():
         program, feed_names, fetch_names = load_inference_program(exe, scope, model, params)
+        prepare_fp32(exe, program, scope, place, ptq, lambda: feed_batches(feed_names, batch_size=ptq.batch_size,
+                                                                           **sources), feed_names)
         plan = plan_post_training(program, ptq)
         corrections = bias_corrections(program, plan) if ptq.bias_correction else []
         if table_in is None:
@@ -184,6 +198,9 @@ def _table_argument(scale_table, ptq: PTQConfig) -> ScaleTable | None:
     if ptq.bias_correction:
         raise ConfigError("bias_correction=True needs calibration data (channel means of the inputs); "
                           "it cannot be combined with scale_table=")
+    if ptq.smooth_activations:
+        raise ConfigError("smooth_activations=True needs calibration data (per-channel activation maxima); "
+                          "it cannot be combined with scale_table=")
     return read_scale_table(scale_table)
 
 
@@ -199,7 +216,7 @@ def quant_post(executor, model_dir, quantize_model_path, sample_generator=None, 
                quantizable_op_type=QUANT_POST_OP_TYPES, is_full_quantize=False,
                is_use_cache_file=False, cache_dir="./temp_post_training", *, batch_generator=None,
                data_loader=None, save_model_filename="model.pdmodel", save_params_filename="model.pdiparams",
-               allow_output_in_model_dir=False, scale_table=None, **options) -> PTQResult:
+               allow_output_in_model_dir=False, scale_table=None, accuracy_control=None, **options) -> PTQResult:
     """Quantize a saved inference model with calibration data (PaddleSlim's documented ``quant_post``).
 
     Args:
@@ -222,11 +239,15 @@ def quant_post(executor, model_dir, quantize_model_path, sample_generator=None, 
         scale_table: path of a scale table (``scale_table.json``, written next to every model this
             function emits) to apply instead of calibrating; no data source is needed then. The same
             model, options and table give a byte-identical model.
+        accuracy_control: an :class:`~paddle_quant.ptq.accuracy_control.AccuracyControl`: search the
+            algorithms, recovery settings and (if needed) a skip list for the model with the most int8
+            compute within its ``max_drop`` of fp32 on its runtime; the options given here are the base
+            of every candidate. The result's ``accuracy_control`` says what was chosen.
         **options: the other :class:`~paddle_quant.ptq.config.PTQConfig` fields (hist_percent,
             weight_bits, activation_bits, weight_quantize_type, weight_method, bias_correction,
-            fold_affine, skip_tensor_list, onnx_format, round_type, adaround_iterations, show_progress, ...).
-            ``round_type="adaround"`` reads the calibration data a second time (the source must be
-            re-iterable: a callable or a DataLoader).
+            fold_affine, equalize_layers, smooth_activations, smooth_alpha, skip_tensor_list, onnx_format,
+            round_type, adaround_iterations, show_progress, ...). ``round_type="adaround"`` reads the
+            calibration data a second time (the source must be re-iterable: a callable or a DataLoader).
 
     Returns:
         A :class:`PTQResult` (PaddleSlim returns None).
@@ -235,10 +256,59 @@ def quant_post(executor, model_dir, quantize_model_path, sample_generator=None, 
     ptq = PTQConfig(algo=algo, batch_size=batch_size, batch_nums=batch_nums,
                     quantizable_op_type=tuple(quantizable_op_type), is_full_quantize=is_full_quantize, **options)
     sources = {"sample_generator": sample_generator, "batch_generator": batch_generator, "data_loader": data_loader}
+    files = {"model_filename": model_filename, "params_filename": params_filename,
+             "save_model_filename": save_model_filename, "save_params_filename": save_params_filename,
+             "allow_output_in_model_dir": allow_output_in_model_dir}
+    if accuracy_control is not None:
+        if scale_table is not None:
+            raise ConfigError("accuracy_control calibrates every candidate itself; it cannot be combined with "
+                              "scale_table=")
+        return run_with_accuracy_control(executor, model_dir, quantize_model_path, ptq, sources, accuracy_control,
+                                         files)
     return run_post_training(executor, model_dir, quantize_model_path, ptq, sources=sources, scope=scope,
-                             model_filename=model_filename, params_filename=params_filename,
-                             save_model_filename=save_model_filename, save_params_filename=save_params_filename,
-                             allow_output_in_model_dir=allow_output_in_model_dir, scale_table=scale_table)
+                             scale_table=scale_table, **files)
+
+
+def _calibration_in_memory(model: Path, params, ptq: PTQConfig, sources: dict) -> list[dict]:
+    """The first ``batch_nums`` calibration batches as feed dicts (every candidate of a search sees them)."""
+    from ..deploy.runtimes import make_runner
+
+    feed_names = make_runner("executor", model, params).input_names
+    batches = feed_batches(feed_names, batch_size=ptq.batch_size, **sources)
+    return list(itertools.islice(batches, ptq.batch_nums)) if ptq.batch_nums is not None else list(batches)
+
+
+def run_with_accuracy_control(exe, model_dir, output, ptq: PTQConfig, sources: dict, control, files: dict) -> PTQResult:
+    """quant_post with ``accuracy_control`` (see :mod:`paddle_quant.ptq.accuracy_control`); ``files`` holds
+    quant_post's model_filename, params_filename, save_model_filename, save_params_filename and
+    allow_output_in_model_dir."""
+    from .accuracy_control import AccuracyControl, search_quantization
+
+    if not isinstance(control, AccuracyControl):
+        raise ConfigTypeError(f"accuracy_control must be a paddle_quant.AccuracyControl, got {type(control).__name__}")
+    model, params = model_files(model_dir, files["model_filename"], files["params_filename"])
+    if params is None:
+        raise ConfigError(f"model_dir {str(model_dir)!r}: accuracy_control needs a combined params file; pass "
+                          "params_filename=")
+    target = _check_output(model_dir, output, files["allow_output_in_model_dir"])
+    calibration = _calibration_in_memory(model, params, ptq, sources)
+    base = ptq.model_dump()
+    results: dict[Path, PTQResult] = {}
+
+    def run(folder: Path, options: dict, skipped: tuple[str, ...]) -> PTQResult:
+        own = tuple(base["skip_tensor_list"] or ())
+        config = PTQConfig(**{**base, **options, "skip_tensor_list": own + skipped if own or skipped else None})
+        results[folder] = run_post_training(exe, model_dir, folder, config,
+                                            sources={"data_loader": lambda: iter(calibration)},
+                                            **{**files, "allow_output_in_model_dir": True})
+        return results[folder]
+
+    found, folder = search_quantization(control, fp32_files=(model, params), target=target, calibration=calibration,
+                                        base_options=base, run=run)
+    chosen = results[folder]
+    return dataclasses.replace(chosen, model_file=target / chosen.model_file.name,
+                               params_file=target / chosen.params_file.name,
+                               scale_table=target / chosen.scale_table.name, accuracy_control=found)
 
 
 def quant_post_static(executor, model_dir, quantize_model_path, batch_generator=None, sample_generator=None,

@@ -1,8 +1,10 @@
 """The steps quant_post strings together, shared with analyze so the two cannot drift apart:
-plan what to quantize, make the observers, compute weight scales, write scales into the scope."""
+the exact fp32 rewrites (equalization, smoothing), plan what to quantize, make the observers,
+compute weight scales, write scales into the scope."""
 
 from __future__ import annotations
 
+import collections
 import dataclasses
 import logging
 
@@ -12,12 +14,17 @@ from ..common import naming
 from ..common.program import read_tensor, write_tensor
 from ..common.errors import ProgramStateError
 from ..observers import make_observer
+from ..passes.equalize import equalize_layers
 from ..passes.plan import QuantPlan, plan_quantization
+from ..passes.smooth import CONSUMER_TYPES, apply_smoothing, consumer_weight, plan_smoothing
 from ..passes.pool_inputs import pool_inputs_to_observe
+from .calibration import channel_peaks
 from .config import DEFAULT_OP_TYPE_LISTS, PTQConfig
+from .smoothing import input_channel_peaks, sample_patches, sample_rows, search_alpha, smoothing_scale
 from .weight_methods import weight_scale
 
-__all__ = ["observed_names", "make_observers", "weight_scales", "write_scales", "plan_post_training"]
+__all__ = ["observed_names", "make_observers", "weight_scales", "write_scales", "plan_post_training",
+           "prepare_fp32", "SEARCH_SAMPLES"]
 
 _logger = logging.getLogger(__name__)
 
@@ -73,3 +80,62 @@ def plan_post_training(program, ptq: PTQConfig) -> QuantPlan:
             f"the model's op types are {sorted(present)}"
         )
     return plan
+
+
+SEARCH_SAMPLES = 512
+"""Rows (or convolution windows) per weight op, from the first two calibration batches, on which alpha is
+searched when ``smooth_alpha`` is None."""
+
+
+def prepare_fp32(exe, program, scope, place, ptq: PTQConfig, batches, feed_names) -> None:
+    """The exact fp32 rewrites ``ptq`` asks for, before planning: cross-layer equalization, then smoothing.
+
+    Args:
+        batches: a callable returning a fresh iterator of feed dicts (smoothing reads the data once here).
+    """
+    if ptq.equalize_layers:
+        pairs = equalize_layers(program, scope, place)
+        _logger.log(logging.INFO if pairs else logging.WARNING, "equalize_layers: %d conv pair(s) equalized%s",
+                    len(pairs), "" if pairs else " (no conv -> relu/affine/batch_norm -> conv pair in the model)")
+    if ptq.smooth_activations:
+        _smooth(exe, program, scope, place, ptq, batches, feed_names)
+
+
+def _smooth(exe, program, scope, place, ptq: PTQConfig, batches, feed_names) -> None:
+    targets = plan_smoothing(program, ptq.to_quant_config().weight_op_types)
+    if not targets:
+        _logger.warning("smooth_activations: no tensor to smooth (no input of a quantized matmul/mul/conv made by "
+                        "a layer_norm, batch_norm, per-channel affine or weight op through relu)")
+        return
+    keep = [t.var for t in targets] if ptq.smooth_alpha is None else []
+    peaks, kept = channel_peaks(exe, program, scope, batches(), {t.var: t.channel_axis for t in targets},
+                                feed_names=feed_names, batch_nums=ptq.batch_nums, keep=keep,
+                                show_progress=ptq.show_progress)
+    block, rng, scales, alphas = program.global_block(), np.random.default_rng(0), [], []
+    for target in targets:
+        grouped = [consumer_weight(read_tensor(scope, c.weight).astype(np.float64), c) for c in target.consumers]
+        alpha = ptq.smooth_alpha
+        if alpha is None:
+            layers = [(_samples(block.ops[c.op], target, kept[target.var], rng), g)
+                      for c, g in zip(target.consumers, grouped)]
+            alpha, _ = search_alpha(layers, peaks[target.var], weight_bits=ptq.weight_bits,
+                                    activation_bits=ptq.activation_bits,
+                                    per_channel=ptq.weight_quantize_type == "channel_wise_abs_max")
+        alphas.append(alpha)
+        scales.append(smoothing_scale(peaks[target.var], input_channel_peaks(grouped), alpha))
+        _logger.debug("smooth_activations: %s (from %s) alpha %.2f", target.var, target.producer, alpha)
+    apply_smoothing(program, scope, place, targets, scales)
+    _logger.info("smooth_activations: %d tensor(s) smoothed into %d weight op(s); alpha %s", len(targets),
+                 sum(len(t.consumers) for t in targets),
+                 ptq.smooth_alpha if ptq.smooth_alpha is not None else
+                 f"searched: {dict(sorted(collections.Counter(alphas).items()))}")
+
+
+def _samples(op, target, arrays, rng) -> np.ndarray:
+    """Calibration inputs of weight op ``op`` as ``[n, C, k]``: windows of a convolution, rows of a matmul."""
+    per_batch = max(1, SEARCH_SAMPLES // max(1, len(arrays)))
+    if target.channel_axis == 1 and op.type in ("conv2d", "depthwise_conv2d"):
+        kernel = tuple(op.block.var(op.input(CONSUMER_TYPES[op.type][1])[0]).shape[2:])
+        dilations = tuple(op.attr("dilations")) if op.has_attr("dilations") else (1, 1)
+        return np.concatenate([sample_patches(a, kernel, dilations, per_batch, rng) for a in arrays])
+    return np.concatenate([sample_rows(a, per_batch, rng) for a in arrays])

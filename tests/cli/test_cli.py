@@ -4,6 +4,7 @@ import json
 import logging
 import os
 import pathlib
+import re
 import subprocess
 import sys
 
@@ -483,3 +484,87 @@ def test_scale_table_reapplied_without_data_gives_the_same_model(tiny_model, ima
     assert code == EXIT_OK
     assert (again / "model.pdiparams").read_bytes() == (first / "model.pdiparams").read_bytes()
     assert main(["post", "--model-dir", tiny_model, "--save-dir", again, "--scale-table", tmp_path / "no.json"]) == 2
+
+
+def test_post_with_max_drop_searches_and_reports(tiny_model, image_dir, tmp_path, capsys, monkeypatch):
+    metric_module = tmp_path / "my_metric.py"
+    metric_module.write_text("import numpy as np\n\ndef mean_logit(outputs):\n"
+                             "    return float(np.mean([o[0].mean() for o in outputs]))\n")
+    monkeypatch.chdir(tmp_path)
+    eval_dir = tmp_path / "eval"
+    eval_dir.mkdir()
+    for i in range(4):
+        Image.fromarray(np.full((8, 8, 3), 40 * i, np.uint8)).save(eval_dir / f"e_{i}.png")
+    code = main(_post_args(tiny_model, image_dir, tmp_path / "o", "--max-drop", "1000", "--metric",
+                           "my_metric:mean_logit", "--eval-data", eval_dir, "--control-runtime", "executor"))
+    assert code == EXIT_OK
+    out = capsys.readouterr().out
+    assert "accuracy control on executor" in out and "target met" in out and "8 candidates" in out
+    assert (tmp_path / "o" / "model.pdmodel").is_file()
+
+
+@pytest.mark.parametrize("extra, fragment", [
+    (("--max-drop", "1"), "needs --metric and --eval-data"),
+    (("--metric", "m:f"), "given without --max-drop"),
+    (("--max-drop", "-1", "--metric", "flag_metric:f", "--eval-data", "IMAGES"), "max_drop must be a finite number >= 0"),
+])
+def test_post_accuracy_control_flags_are_checked(tiny_model, image_dir, tmp_path, caplog, extra, fragment,
+                                                 monkeypatch):
+    (tmp_path / "flag_metric.py").write_text("def f(outputs):\n    return 1.0\n")
+    monkeypatch.chdir(tmp_path)
+    extra = [str(image_dir) if arg == "IMAGES" else arg for arg in extra]
+    assert main(_post_args(tiny_model, image_dir, tmp_path / "o", *extra)) == EXIT_USAGE
+    assert fragment in caplog.text
+
+
+_EQUALIZED = {"conv2d_0.w_0@equalized@int8", "conv2d_1.w_0@equalized@int8", "conv2d_0.b_0@equalized"}
+_SMOOTHED = {"conv2d_0.w_0@smoothed@int8", "conv2d_1.w_0@smoothed@int8", "conv2d_0.b_0@smoothed"}
+_BOTH = {"conv2d_0.w_0@equalized@smoothed@int8", "conv2d_1.w_0@equalized@smoothed@int8",
+         "conv2d_0.b_0@equalized@smoothed"}
+
+
+@pytest.mark.parametrize("flags, logged, names", [
+    (("--equalize-layers",), ["equalize_layers: 1 conv pair(s) equalized"], _EQUALIZED),
+    (("--smooth-activations", "--smooth-alpha", "0.5"),
+     ["smooth_activations: 1 tensor(s) smoothed into 1 weight op(s); alpha 0.5"], _SMOOTHED),
+    (("--equalize-layers", "--smooth-activations"),
+     ["equalize_layers: 1 conv pair(s) equalized", "smooth_activations: 1 tensor(s) smoothed into 1 weight op(s); "
+      "alpha searched"], _BOTH),
+])
+def test_post_equalize_and_smooth_flags_rewrite_the_conv_pair(tiny_model, image_dir, tmp_path, caplog, flags, logged,
+                                                              names):
+    out = tmp_path / "eq"
+    with caplog.at_level(logging.INFO, logger="paddle_quant"):
+        assert main(_post_args(tiny_model, image_dir, out, "--algo", "abs_max", *flags)) == EXIT_OK
+    for line in logged:
+        assert line in caplog.text
+    with paddle.static.scope_guard(paddle.static.Scope()):
+        program, _, _ = paddle.static.load_inference_model(str(out / "model"),
+                                                           paddle.static.Executor(paddle.CPUPlace()))
+        reads = {name for op in program.global_block().ops for name in op.input_arg_names}
+        # both filters rescaled (then quantized), and the first conv's bias (paddle.nn.Conv2D reshapes it first)
+        assert names <= reads
+        feed = {"image": np.random.default_rng(0).standard_normal((2, 3, 8, 8)).astype(np.float32)}
+        (logits,) = paddle.static.Executor(paddle.CPUPlace()).run(program, feed=feed,
+                                                                  fetch_list=program.global_block().ops[-1].input("X"))
+    assert logits.shape == (2, 2) and np.isfinite(logits).all()
+
+
+def test_analyze_applies_equalization_and_smoothing(tiny_model, image_dir, tmp_path, caplog):
+    with caplog.at_level(logging.INFO, logger="paddle_quant"):
+        code = main(["analyze", "--model-dir", tiny_model, "--data", image_dir, "--input-shape", "3,8,8",
+                     "--batch-size", "3", "--report-dir", tmp_path / "report", "--sensitivity", "none",
+                     "--no-plots", "--equalize-layers", "--smooth-activations", "--smooth-alpha", "0.5"])
+    assert code == EXIT_OK
+    assert "equalize_layers: 1 conv pair(s) equalized" in caplog.text
+    assert "smooth_activations: 1 tensor(s) smoothed" in caplog.text
+
+
+@pytest.mark.parametrize("extra, message", [
+    (("--smooth-activations", "--smooth-alpha", "1.5"), r"SmoothAlpha \(from --smooth-alpha\) got '1.5'.*\[0, 1\]"),
+    (("--smooth-activations", "--smooth-alpha", "half"), r"SmoothAlpha \(from --smooth-alpha\) got 'half'.*\[0, 1\]"),
+    (("--smooth-alpha", "0.5"), "'smooth_alpha' got 0.5 but smooth_activations is False"),
+])
+def test_post_bad_smooth_alpha_exits_2(tiny_model, image_dir, tmp_path, caplog, extra, message):
+    assert main(_post_args(tiny_model, image_dir, tmp_path / "o", *extra, "--check")) == EXIT_USAGE
+    assert re.search(message, caplog.text), caplog.text

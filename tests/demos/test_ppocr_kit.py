@@ -49,6 +49,7 @@ def test_render_lines_rejects_bad_lengths():
 
 
 def test_font_paths_missing_raises(monkeypatch):
+    monkeypatch.delenv(ppocr.FONTS_VARIABLE, raising=False)
     monkeypatch.setattr(ppocr, "_SYSTEM_FONT_DIRS", ("/nonexistent/fonts",))
     monkeypatch.setattr(ppocr.importlib.util, "find_spec", lambda name: None)
     ppocr.font_paths.cache_clear()
@@ -57,6 +58,19 @@ def test_font_paths_missing_raises(monkeypatch):
             ppocr.font_paths()
     finally:
         ppocr.font_paths.cache_clear()
+
+
+def test_font_paths_prefers_the_folder_named_by_the_variable(monkeypatch, tmp_path):
+    first = ppocr.font_paths()
+    (tmp_path / pathlib.Path(first[0]).name).write_bytes(pathlib.Path(first[0]).read_bytes())
+    monkeypatch.setenv(ppocr.FONTS_VARIABLE, str(tmp_path))
+    ppocr.font_paths.cache_clear()
+    try:
+        paths = ppocr.font_paths()
+    finally:
+        ppocr.font_paths.cache_clear()
+    assert paths[0] == str(tmp_path / pathlib.Path(first[0]).name)
+    assert paths[1:] == first[1:]  # the other faces still come from where they were found
 
 
 def test_cls_dataset_half_rotated_and_deterministic():
@@ -69,6 +83,16 @@ def test_cls_dataset_half_rotated_and_deterministic():
         np.testing.assert_array_equal(np.asarray(image), np.asarray(same))
         expected = plain.rotate(180) if label else plain
         np.testing.assert_array_equal(np.asarray(image), np.asarray(expected))
+
+
+def test_det_pages_shape_normalisation_and_determinism():
+    pages = ppocr.det_pages(2, 96, seed=3)
+    assert pages.shape == (2, 3, 96, 96) and pages.dtype == np.float32
+    np.testing.assert_array_equal(pages, ppocr.det_pages(2, 96, seed=3))
+    assert not np.array_equal(pages, ppocr.det_pages(2, 96, seed=4))
+    pixels = pages * ppocr.DET_STD + ppocr.DET_MEAN  # back to x / 255
+    assert pixels.min() >= -1e-6 and pixels.max() <= 1 + 1e-6
+    assert pixels.min() < 100 / 255  # dark ink was pasted on the light canvas (200-255)
 
 
 # --------------------------------------------------------------------------- preprocessing

@@ -215,8 +215,11 @@ def test_a_table_without_roundings_is_refused_for_adaround(toy_model, tmp_path):
 
 def test_data_that_can_be_read_only_once_is_refused(toy_model, tmp_path):
     once = iter(_batches())
-    with pytest.raises(ConfigError, match="readable twice"):
+    with pytest.raises(ConfigError, match="round_type='adaround' reads the calibration data twice"):
         _quant(toy_model, tmp_path / "x", data_loader=once)
+    used_up = iter(_batches())
+    with pytest.raises(ConfigError, match="AdaRound's pass over the calibration data yielded no batch"):
+        _quant(toy_model, tmp_path / "x", data_loader=lambda: used_up)  # a callable giving the same iterator
     assert not (tmp_path / "x").exists()
 
 

@@ -1,0 +1,268 @@
+"""Accuracy-controlled post-training quantization: ask for a target, not for settings.
+
+``quant_post(..., accuracy_control=AccuracyControl(metric, eval_batches, max_drop))`` searches for
+the model with the most int8 compute whose metric, measured on the deployed runtime, stays within
+``max_drop`` of the fp32 model's:
+
+1. every calibration algorithm of ``algos`` with every option set of ``recovery`` (e.g. bias
+   correction on/off), all op types quantized: the best candidate wins; if it meets the target,
+   that is the model (every candidate quantizes the same ops, so the one with the best metric);
+2. otherwise the fewest tensors left in float: ``analyze``'s greedy skip list with the winning
+   settings, ranked by each layer's deployed sensitivity on ``eval_batches``, then ``quant_post``
+   with that skip list, measured again.
+
+The chosen model is written to ``quantize_model_path``; when nothing meets the target the best
+model found is written, a warning is logged and ``target_met`` is False. The calibration data is
+read once and kept in memory (``batch_nums`` batches) so every candidate sees the same batches.
+
+Cost: one ``quant_post`` and one evaluation per candidate, then (if needed) one ``analyze``
+(an evaluation per quantized layer plus the greedy steps) and one more ``quant_post``.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Literal, Mapping
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from ..common.errors import ConfigError, ConfigTypeError
+from ..common.validation import translate_validation_error
+from .config import ALGORITHMS, PTQConfig
+
+__all__ = ["AccuracyControl", "AccuracyCandidate", "AccuracyControlResult", "search_quantization"]
+
+_logger = logging.getLogger(__name__)
+
+_RUNTIMES = {"onednn": ("paddle_fp32", "onednn"), "executor": ("executor", "executor")}
+"""``runtime=`` -> (runner for the fp32 model, runner for the int8 models)."""
+
+_ALLOWED = {
+    "metric": "a callable(outputs_per_batch) -> float, higher is better",
+    "eval_batches": "a non-empty list of feed dicts {feed name: ndarray}",
+    "max_drop": "a finite number >= 0, in the metric's units",
+    "runtime": f"one of {list(_RUNTIMES)}",
+    "algos": f"a non-empty list of algorithms from {list(ALGORITHMS)}",
+    "recovery": "a non-empty list of dicts of quant_post options (e.g. {'bias_correction': True})",
+    "search_skip_list": "True or False",
+    "threads": "an int >= 1",
+}
+
+
+class AccuracyControl(BaseModel):
+    """What ``quant_post(..., accuracy_control=...)`` must reach, and where to look (see the module docstring).
+
+    Example:
+        >>> control = AccuracyControl(metric=top1, eval_batches=batches, max_drop=0.5)
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid", arbitrary_types_allowed=True)
+
+    metric: Callable[[list], float] = Field(
+        description="metric(outputs_per_batch) -> float, higher is better; outputs in fetch-target order "
+        "(the contract of analyze's metric).")
+    eval_batches: tuple[dict, ...] = Field(description="Feed dicts the metric is measured on (not calibration data).")
+    max_drop: float = Field(description="Largest allowed metric drop from fp32, in the metric's units, >= 0.")
+    runtime: Literal["onednn", "executor"] = Field(
+        "onednn", description="Where candidates are measured: 'onednn' (Paddle Inference int8, the deployed "
+        "accuracy) or 'executor' (the fake-quant simulation).")
+    algos: tuple[str, ...] = Field(("hist", "avg", "emd", "mse"), description="Calibration algorithms tried.")
+    recovery: tuple[dict, ...] = Field(
+        ({}, {"bias_correction": True}),
+        description="quant_post option sets tried with each algorithm (accuracy-recovery methods on/off).")
+    search_skip_list: bool = Field(True, description="Leave the most sensitive layers in float if no candidate "
+                                   "meets the target.")
+    threads: int = Field(2, ge=1, description="CPU threads of the runtime.")
+
+    def __init__(self, **data: Any) -> None:
+        try:
+            super().__init__(**data)
+        except ValidationError as exc:
+            raise translate_validation_error(exc, data, type(self).model_fields, _ALLOWED) from None
+
+    @field_validator("metric", mode="before")
+    @classmethod
+    def _callable(cls, value: Any) -> Any:
+        if not callable(value):
+            raise ConfigTypeError(f"metric must be callable, got {type(value).__name__}")
+        return value
+
+    @field_validator("eval_batches", mode="before")
+    @classmethod
+    def _feed_dicts(cls, value: Any) -> Any:
+        if isinstance(value, Mapping) or not isinstance(value, (list, tuple)):
+            raise ConfigTypeError(f"eval_batches must be a list of feed dicts, got {type(value).__name__}")
+        if not value:
+            raise ConfigError("eval_batches is empty; the metric needs at least one batch")
+        for index, feed in enumerate(value):
+            if not isinstance(feed, Mapping) or not feed:
+                raise ConfigTypeError(f"eval_batches[{index}] is {type(feed).__name__}, not a feed dict")
+        return tuple({str(k): np.asarray(v) for k, v in feed.items()} for feed in value)
+
+    @field_validator("max_drop", mode="before")
+    @classmethod
+    def _finite_non_negative(cls, value: Any) -> Any:
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
+            raise ConfigError(f"max_drop must be a finite number >= 0, got {value!r}")
+        return float(value)
+
+    @field_validator("algos", mode="before")
+    @classmethod
+    def _known_algos(cls, value: Any) -> Any:
+        value = tuple(value) if isinstance(value, list) else value
+        if not isinstance(value, tuple) or not value or any(a not in ALGORITHMS for a in value):
+            raise ConfigError(f"algos got {value!r}")
+        return value
+
+    @field_validator("recovery", mode="before")
+    @classmethod
+    def _option_sets(cls, value: Any) -> Any:
+        value = tuple(value) if isinstance(value, list) else value
+        if not isinstance(value, tuple) or not value or not all(isinstance(v, dict) for v in value):
+            raise ConfigError(f"recovery got {value!r}")
+        for options in value:
+            PTQConfig(**options)  # a bad option is refused here, naming it, before any work
+        return value
+
+
+@dataclass(frozen=True)
+class AccuracyCandidate:
+    """One measured setting: its options, the skip list, its metric and the time it took."""
+
+    options: dict
+    skipped_tensors: tuple[str, ...]
+    metric: float
+    seconds: float
+
+
+@dataclass(frozen=True)
+class AccuracyControlResult:
+    """What the search found (``PTQResult.accuracy_control``).
+
+    Attributes:
+        fp32_metric / int8_metric: the metric of the fp32 model and of the model written, on ``runtime``.
+        max_drop / target_met: the target and whether the written model meets it.
+        options: the quant_post options of the written model (algorithm and recovery settings).
+        skipped_tensors: the tensors left in float by the search (besides the call's own skip list).
+        candidates: every setting measured, in order.
+        runtime / seconds: where it was measured and how long the whole search took.
+    """
+
+    fp32_metric: float
+    int8_metric: float
+    max_drop: float
+    target_met: bool
+    options: dict
+    skipped_tensors: tuple[str, ...]
+    candidates: tuple[AccuracyCandidate, ...]
+    runtime: str
+    seconds: float
+
+
+def _measure(control: AccuracyControl, runtime: str, model_file, params_file) -> float:
+    from ..analysis.metrics import score_metric
+    from ..deploy.runtimes import make_runner
+
+    runner = make_runner(runtime, model_file, params_file, threads=control.threads)
+    missing = [sorted(set(runner.input_names) - set(feed)) for feed in control.eval_batches]
+    if any(missing):
+        raise ConfigError(f"eval_batches[{next(i for i, m in enumerate(missing) if m)}] lacks feed(s) "
+                          f"{next(m for m in missing if m)}; the model's feeds are {list(runner.input_names)}")
+    return score_metric(control.metric, [runner.run(feed) for feed in control.eval_batches])
+
+
+def _describe(options: dict, skipped: tuple[str, ...]) -> str:
+    text = ", ".join(f"{k}={v!r}" for k, v in options.items()) or "defaults"
+    return text + (f", {len(skipped)} tensors in float" if skipped else "")
+
+
+class _Search:
+    """The state of one search: where candidates go, what was measured, the best so far."""
+
+    def __init__(self, control, run, work: Path, fp32_metric: float) -> None:
+        self.control, self.run, self.work, self.fp32_metric = control, run, work, fp32_metric
+        self.candidates: list[AccuracyCandidate] = []
+        self.best: tuple[AccuracyCandidate, Any] | None = None
+
+    def meets(self, candidate: AccuracyCandidate) -> bool:
+        return self.fp32_metric - candidate.metric <= self.control.max_drop
+
+    def try_options(self, options: dict, skipped: tuple[str, ...] = ()) -> AccuracyCandidate:
+        started = time.perf_counter()
+        folder = self.work / f"candidate{len(self.candidates)}"
+        result = self.run(folder, options, skipped)
+        metric = _measure(self.control, _RUNTIMES[self.control.runtime][1], result.model_file, result.params_file)
+        candidate = AccuracyCandidate(dict(options), skipped, metric, time.perf_counter() - started)
+        self.candidates.append(candidate)
+        _logger.info("accuracy_control [%d] %s: metric %.4g (fp32 %.4g, drop %.4g, target %.4g)%s",
+                        len(self.candidates), _describe(options, skipped), metric, self.fp32_metric,
+                        self.fp32_metric - metric, self.control.max_drop, " - target met" if self.meets(candidate)
+                        else "")
+        if self.best is None or candidate.metric > self.best[0].metric:
+            self.best = (candidate, folder)
+        return candidate
+
+
+def _skip_list(control, fp32_dir: Path, files, calibration, options: dict, base_options: dict, work: Path):
+    from ..analysis.analyze import analyze
+    from ..analysis.sensitivity import onednn_runner
+
+    ptq = PTQConfig(**{**base_options, **options})
+    runner = onednn_runner(threads=control.threads) if control.runtime == "onednn" else None
+    result = analyze(str(fp32_dir), calibration, ptq, report_dir=work / "analysis", max_drop=control.max_drop,
+                     metric=control.metric, model_filename=files[0].name, params_filename=files[1].name,
+                     sensitivity="gain_float", runner=runner, plots=False, eval_batches=list(control.eval_batches))
+    own = set(ptq.skip_tensor_list)
+    return tuple(t for t in result.skip_list if t not in own)
+
+
+def search_quantization(control: AccuracyControl, *, fp32_files: tuple[Path, Path], target: Path, calibration: list,
+                        base_options: dict, run: Callable) -> tuple[AccuracyControlResult, Path]:
+    """Run the search (module docstring) and move the chosen model into ``target``.
+
+    Args:
+        control: the target and the search space.
+        fp32_files: ``(model_file, params_file)`` of the fp32 model.
+        target: the folder the chosen model is written to (replaced atomically).
+        calibration: the calibration feed dicts, in memory.
+        base_options: the caller's PTQConfig options (a candidate's options override them).
+        run: ``run(folder, options, skipped_tensors) -> PTQResult``: quant_post into ``folder``.
+
+    Returns:
+        The result and the folder the chosen candidate was written to before it was moved to ``target``.
+    """
+    from ..common.model_files import swap_into_place
+
+    started = time.perf_counter()
+    fp32_metric = _measure(control, _RUNTIMES[control.runtime][0], *fp32_files)
+    _logger.info("accuracy_control: fp32 metric %.4g on %s; %d candidates, target drop <= %.4g", fp32_metric,
+                    control.runtime, len(control.algos) * len(control.recovery), control.max_drop)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix=f".{target.name}.search.", dir=target.parent) as work_name:
+        work = Path(work_name)
+        search = _Search(control, run, work, fp32_metric)
+        for algo in control.algos:
+            for recovery in control.recovery:
+                search.try_options({"algo": algo, **recovery})
+        best = search.best[0]
+        if not search.meets(best) and control.search_skip_list:
+            skipped = _skip_list(control, fp32_files[0].parent, fp32_files, calibration, best.options, base_options,
+                                 work)
+            if skipped:
+                search.try_options(best.options, skipped)
+        chosen, folder = search.best
+        swap_into_place(folder, target)
+    met = search.meets(chosen)
+    if not met:
+        _logger.warning("accuracy_control: no setting met max_drop=%.4g; wrote the best (%s: metric %.4g, fp32 "
+                        "%.4g)", control.max_drop, _describe(chosen.options, chosen.skipped_tensors), chosen.metric,
+                        fp32_metric)
+    return AccuracyControlResult(fp32_metric, chosen.metric, control.max_drop, met, chosen.options,
+                                 chosen.skipped_tensors, tuple(search.candidates), control.runtime,
+                                 time.perf_counter() - started), folder

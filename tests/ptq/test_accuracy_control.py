@@ -1,0 +1,141 @@
+"""quant_post(..., accuracy_control=AccuracyControl(...)): search, what is written, what is returned, bad input."""
+
+import logging
+import math
+
+import numpy as np
+import paddle
+import pytest
+
+import paddle_quant as quant
+from paddle_quant.common.errors import ConfigError, ConfigTypeError
+
+EXE = paddle.static.Executor(paddle.CPUPlace())
+
+
+def _eval_batches(digits_model, count=3, size=64):
+    images = digits_model.test_images
+    return [{"image": images[i * size:(i + 1) * size]} for i in range(count)]
+
+
+def _top1(digits_model, count=3, size=64):
+    labels = digits_model.test_labels.ravel()
+
+    def top1(outputs):
+        predicted = np.concatenate([out[0].argmax(axis=1) for out in outputs])
+        return 100.0 * float((predicted == labels[:len(predicted)]).mean())
+
+    return top1
+
+
+def _control(digits_model, **overrides):
+    options = dict(metric=_top1(digits_model), eval_batches=_eval_batches(digits_model), max_drop=1.0,
+                   runtime="executor", algos=("abs_max", "avg"), recovery=({},))
+    return quant.AccuracyControl(**{**options, **overrides})
+
+
+def _run(digits_model, out, control, **options):
+    return quant.quant_post(EXE, str(digits_model.folder), str(out), data_loader=digits_model.calibration_batches(),
+                            batch_nums=4, accuracy_control=control, **options)
+
+
+def test_a_reachable_target_writes_the_best_candidate_and_says_so(digits_model, tmp_path, caplog):
+    caplog.set_level(logging.INFO, logger="paddle_quant")
+    result = _run(digits_model, tmp_path / "int8", _control(digits_model))
+    found = result.accuracy_control
+    assert found.target_met and found.fp32_metric - found.int8_metric <= 1.0
+    assert [c.options["algo"] for c in found.candidates] == ["abs_max", "avg"]
+    assert found.int8_metric == max(c.metric for c in found.candidates) and not found.skipped_tensors
+    assert result.model_file == tmp_path / "int8" / "model.pdmodel" and result.model_file.is_file()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["int8"]  # the candidates' folders are gone
+    simulated = quant.verify(str(tmp_path / "int8"), runtime="executor", inputs=list(_control(digits_model).eval_batches))
+    assert simulated.outputs[0].max_steps == 0  # the folder holds the model that was measured
+    assert sum("accuracy_control [" in r.getMessage() for r in caplog.records) == 2
+
+
+def test_an_unreachable_target_writes_the_best_model_warns_and_reports_it(digits_model, tmp_path, caplog):
+    calls = []
+
+    def stingy(outputs):  # 100 for the fp32 model (measured first), 50 for every quantized one
+        calls.append(1)
+        return 100.0 if len(calls) == 1 else 50.0
+
+    control = _control(digits_model, metric=stingy, max_drop=0.0, search_skip_list=False)
+    result = _run(digits_model, tmp_path / "int8", control)
+    assert not result.accuracy_control.target_met and result.model_file.is_file()
+    assert "no setting met max_drop" in caplog.text
+
+
+def test_the_skip_list_search_leaves_the_most_sensitive_tensors_in_float(digits_model, tmp_path):
+    from paddle_quant.deploy.runtimes import make_runner
+
+    batches = _eval_batches(digits_model)
+    fp32 = make_runner("executor", digits_model.folder / "model.pdmodel", digits_model.folder / "model.pdiparams")
+    reference = [fp32.run(feed)[0] for feed in batches]
+
+    def closeness(outputs):  # 0 for the fp32 model, below 0 for any quantized one
+        return -1000.0 * float(np.mean([np.abs(o[0] - r).mean() for o, r in zip(outputs, reference)]))
+
+    control = _control(digits_model, metric=closeness, max_drop=0.0, algos=("abs_max",))
+    found = _run(digits_model, tmp_path / "int8", control).accuracy_control
+    plain = quant.quant_post(EXE, str(digits_model.folder), str(tmp_path / "plain"), algo="abs_max", batch_nums=4,
+                             data_loader=digits_model.calibration_batches())
+    assert len(found.candidates) == 2 and found.candidates[1].skipped_tensors == found.skipped_tensors
+    assert found.skipped_tensors and set(found.skipped_tensors) <= set(plain.quantized_tensors)
+    assert found.int8_metric > found.candidates[0].metric
+    assert found.target_met == (found.fp32_metric - found.int8_metric <= 0.0)
+
+
+def test_recovery_settings_are_tried_with_every_algorithm(digits_model, tmp_path):
+    control = _control(digits_model, max_drop=100.0, algos=("abs_max",), recovery=({}, {"bias_correction": True}))
+    found = _run(digits_model, tmp_path / "int8", control).accuracy_control
+    assert [c.options for c in found.candidates] == [{"algo": "abs_max"}, {"algo": "abs_max", "bias_correction": True}]
+
+
+@pytest.mark.vnni
+def test_onednn_runtime_measures_the_deployed_model(digits_model, tmp_path):
+    found = _run(digits_model, tmp_path / "int8", _control(digits_model, runtime="onednn")).accuracy_control
+    assert found.runtime == "onednn" and found.target_met
+
+
+@pytest.mark.parametrize("field, value, error, fragment", [
+    ("metric", "top1", ConfigTypeError, "metric must be callable"),
+    ("eval_batches", [], ConfigError, "eval_batches is empty"),
+    ("eval_batches", {"image": 1}, ConfigTypeError, "list of feed dicts"),
+    ("max_drop", -1.0, ConfigError, "max_drop must be a finite number >= 0"),
+    ("max_drop", math.nan, ConfigError, "max_drop must be a finite number >= 0"),
+    ("runtime", "tensorrt", ConfigError, "one of ['onednn', 'executor']"),
+    ("algos", ("KL", "median"), ConfigError, "algos"),
+    ("recovery", ({"bias_corection": True},), ConfigError, "bias_corection"),
+], ids=lambda v: str(v)[:20])
+def test_bad_control_names_the_field_and_what_is_allowed(digits_model, field, value, error, fragment):
+    with pytest.raises(error) as info:
+        _control(digits_model, **{field: value})
+    assert fragment in str(info.value) and field in str(info.value)
+
+
+@pytest.mark.parametrize("metric, fragment", [
+    (lambda outputs: math.nan, "must return a finite float"),
+    (lambda outputs: np.array([1.0, 2.0]), "must return a finite float"),
+], ids=["nan", "vector"])
+def test_a_metric_that_returns_no_finite_scalar_is_refused(digits_model, tmp_path, metric, fragment):
+    with pytest.raises(ConfigError, match=fragment):
+        _run(digits_model, tmp_path / "int8", _control(digits_model, metric=metric))
+    assert not (tmp_path / "int8").exists()
+
+
+def test_eval_batches_that_do_not_match_the_feeds_are_refused(digits_model, tmp_path):
+    control = _control(digits_model, eval_batches=[{"pixels": digits_model.test_images[:8]}])
+    with pytest.raises(ConfigError, match="lacks feed"):
+        _run(digits_model, tmp_path / "int8", control)
+
+
+def test_accuracy_control_with_a_scale_table_is_refused(digits_model, digits_int8_model, tmp_path):
+    with pytest.raises(ConfigError, match="cannot be combined with scale_table"):
+        quant.quant_post(EXE, str(digits_model.folder), str(tmp_path / "out"), accuracy_control=_control(digits_model),
+                         scale_table=str(digits_int8_model / "scale_table.json"))
+
+
+def test_accuracy_control_of_another_type_is_refused(digits_model, tmp_path):
+    with pytest.raises(ConfigTypeError, match="paddle_quant.AccuracyControl"):
+        _run(digits_model, tmp_path / "int8", {"max_drop": 1.0})
