@@ -107,6 +107,7 @@ def test_onednn_runtime_measures_the_deployed_model(digits_model, tmp_path):
     ("runtime", "tensorrt", ConfigError, "one of ['onednn', 'executor']"),
     ("algos", ("KL", "median"), ConfigError, "algos"),
     ("recovery", ({"bias_corection": True},), ConfigError, "bias_corection"),
+    ("skip_search_batches", 0, ConfigError, "an int >= 1"),
 ], ids=lambda v: str(v)[:20])
 def test_bad_control_names_the_field_and_what_is_allowed(digits_model, field, value, error, fragment):
     with pytest.raises(error) as info:
