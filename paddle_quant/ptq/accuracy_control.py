@@ -8,9 +8,9 @@ the model with the most int8 compute whose metric, measured on the deployed runt
    correction on/off), all op types quantized: the best candidate wins; if it meets the target,
    that is the model (every candidate quantizes the same ops, so the one with the best metric);
 2. otherwise the fewest tensors left in float: ``analyze``'s greedy skip list with the winning
-   settings, ranked by each layer's deployed sensitivity on the first ``skip_search_batches`` of
-   ``eval_batches`` (one model per layer: this bounds the cost), then ``quant_post`` with that skip
-   list, measured again on all of them.
+   settings, ranked by each layer's deployed sensitivity on ``eval_batches`` (or their first
+   ``skip_search_batches``: one model per layer, so this bounds the cost), then ``quant_post`` with
+   that skip list, measured again on all of them.
 
 The chosen model is written to ``quantize_model_path``; when nothing meets the target the best
 model found is written, a warning is logged and ``target_met`` is False. The calibration data is
@@ -28,7 +28,7 @@ import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Literal, Mapping
+from typing import Any, Callable, Literal, Mapping, Optional
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
@@ -52,7 +52,7 @@ _ALLOWED = {
     "algos": f"a non-empty list of algorithms from {list(ALGORITHMS)}",
     "recovery": "a non-empty list of dicts of quant_post options (e.g. {'bias_correction': True})",
     "search_skip_list": "True or False",
-    "skip_search_batches": "an int >= 1",
+    "skip_search_batches": "None or an int >= 1",
     "threads": "an int >= 1",
 }
 
@@ -80,9 +80,10 @@ class AccuracyControl(BaseModel):
         description="quant_post option sets tried with each algorithm (accuracy-recovery methods on/off).")
     search_skip_list: bool = Field(True, description="Leave the most sensitive layers in float if no candidate "
                                    "meets the target.")
-    skip_search_batches: int = Field(
-        8, ge=1, description="How many of eval_batches the skip-list search ranks layers and takes its greedy "
-        "steps on (one model per layer, so this bounds its cost); the model it yields is measured on all of them.")
+    skip_search_batches: Optional[int] = Field(
+        None, ge=1, description="How many of eval_batches the skip-list search ranks layers and takes its greedy "
+        "steps on (one model per layer, so this bounds its cost; None: all); the model it yields is measured on "
+        "all of them. With a number, the metric must score the outputs of any first batches of eval_batches.")
     threads: int = Field(2, ge=1, description="CPU threads of the runtime.")
 
     def __init__(self, **data: Any) -> None:
@@ -221,11 +222,11 @@ def _skip_list(control, fp32_dir: Path, files, calibration, options: dict, base_
     ptq = PTQConfig(**{**base_options, **options})
     runner = onednn_runner(threads=control.threads) if control.runtime == "onednn" else None
     _logger.info("accuracy_control: no candidate met the target; ranking layers on %d eval batches for a skip "
-                 "list (one model per layer)", min(control.skip_search_batches, len(control.eval_batches)))
+                 "list (one model per layer)", len(control.eval_batches[:control.skip_search_batches]))
     result = analyze(str(fp32_dir), calibration, ptq, report_dir=work / "analysis", max_drop=control.max_drop,
                      metric=control.metric, model_filename=files[0].name, params_filename=files[1].name,
                      sensitivity="gain_float", runner=runner, plots=False,
-                     eval_batches=list(control.eval_batches[:control.skip_search_batches]))
+                     eval_batches=list(control.eval_batches[:control.skip_search_batches]))  # None: all
     own = set(ptq.skip_tensor_list)
     return tuple(t for t in result.skip_list if t not in own)
 

@@ -66,7 +66,8 @@ def test_an_unreachable_target_writes_the_best_model_warns_and_reports_it(digits
     assert "no setting met max_drop" in caplog.text
 
 
-def test_the_skip_list_search_leaves_the_most_sensitive_tensors_in_float(digits_model, tmp_path):
+@pytest.mark.parametrize("skip_search_batches", [None, 1])
+def test_the_skip_list_search_leaves_the_most_sensitive_tensors_in_float(digits_model, tmp_path, skip_search_batches):
     from paddle_quant.deploy.runtimes import make_runner
 
     batches = _eval_batches(digits_model)
@@ -76,7 +77,8 @@ def test_the_skip_list_search_leaves_the_most_sensitive_tensors_in_float(digits_
     def closeness(outputs):  # 0 for the fp32 model, below 0 for any quantized one
         return -1000.0 * float(np.mean([np.abs(o[0] - r).mean() for o, r in zip(outputs, reference)]))
 
-    control = _control(digits_model, metric=closeness, max_drop=0.0, algos=("abs_max",))
+    control = _control(digits_model, metric=closeness, max_drop=0.0, algos=("abs_max",),
+                       skip_search_batches=skip_search_batches)
     found = _run(digits_model, tmp_path / "int8", control).accuracy_control
     plain = quant.quant_post(EXE, str(digits_model.folder), str(tmp_path / "plain"), algo="abs_max", batch_nums=4,
                              data_loader=digits_model.calibration_batches())
@@ -107,7 +109,7 @@ def test_onednn_runtime_measures_the_deployed_model(digits_model, tmp_path):
     ("runtime", "tensorrt", ConfigError, "one of ['onednn', 'executor']"),
     ("algos", ("KL", "median"), ConfigError, "algos"),
     ("recovery", ({"bias_corection": True},), ConfigError, "bias_corection"),
-    ("skip_search_batches", 0, ConfigError, "an int >= 1"),
+    ("skip_search_batches", 0, ConfigError, "None or an int >= 1"),
 ], ids=lambda v: str(v)[:20])
 def test_bad_control_names_the_field_and_what_is_allowed(digits_model, field, value, error, fragment):
     with pytest.raises(error) as info:
