@@ -215,7 +215,7 @@ class _Search:
         return candidate
 
 
-def _skip_list(control, fp32_dir: Path, files, calibration, options: dict, base_options: dict, work: Path):
+def _skip_list(control, files: tuple[Path, Path], calibration, options: dict, base_options: dict, work: Path):
     from ..analysis.analyze import analyze
     from ..analysis.sensitivity import onednn_runner
 
@@ -223,7 +223,7 @@ def _skip_list(control, fp32_dir: Path, files, calibration, options: dict, base_
     runner = onednn_runner(threads=control.threads) if control.runtime == "onednn" else None
     _logger.info("accuracy_control: no candidate met the target; ranking layers on %d eval batches for a skip "
                  "list (one model per layer)", len(control.eval_batches[:control.skip_search_batches]))
-    result = analyze(str(fp32_dir), calibration, ptq, report_dir=work / "analysis", max_drop=control.max_drop,
+    result = analyze(str(files[0].parent), calibration, ptq, report_dir=work / "analysis", max_drop=control.max_drop,
                      metric=control.metric, model_filename=files[0].name, params_filename=files[1].name,
                      sensitivity="gain_float", runner=runner, plots=False,
                      eval_batches=list(control.eval_batches[:control.skip_search_batches]))  # None: all
@@ -261,8 +261,7 @@ def search_quantization(control: AccuracyControl, *, fp32_files: tuple[Path, Pat
                 search.try_options({"algo": algo, **recovery})
         best = search.best[0]
         if not search.meets(best) and control.search_skip_list:
-            skipped = _skip_list(control, fp32_files[0].parent, fp32_files, calibration, best.options, base_options,
-                                 work)
+            skipped = _skip_list(control, fp32_files, calibration, best.options, base_options, work)
             if skipped:
                 search.try_options(best.options, skipped)
         chosen, folder = search.best

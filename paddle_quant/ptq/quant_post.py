@@ -296,8 +296,7 @@ def run_with_accuracy_control(exe, model_dir, output, ptq: PTQConfig, sources: d
     results: dict[Path, PTQResult] = {}
 
     def run(folder: Path, options: dict, skipped: tuple[str, ...]) -> PTQResult:
-        own = tuple(base["skip_tensor_list"] or ())
-        config = PTQConfig(**{**base, **options, "skip_tensor_list": own + skipped if own or skipped else None})
+        config = PTQConfig(**{**base, **options, "skip_tensor_list": base["skip_tensor_list"] + skipped})
         results[folder] = run_post_training(exe, model_dir, folder, config,
                                             sources={"data_loader": lambda: iter(calibration)},
                                             **{**files, "allow_output_in_model_dir": True})

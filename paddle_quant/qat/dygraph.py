@@ -26,8 +26,6 @@ from .sync import RankSync, config_fingerprint
 __all__ = ["QAT", "quantized_layers", "unwrap_data_parallel"]
 
 _logger = logging.getLogger(__name__)
-_QUANTIZED_BY = "_paddle_quant_qat"
-"""Attribute set on a model QAT.quantize wrapped (refuses a second quantize)."""
 
 
 def unwrap_data_parallel(model: nn.Layer) -> nn.Layer:
@@ -86,7 +84,7 @@ class QAT:
             ProgramStateError: ``model`` was quantized already, or it has no layer to quantize.
         """
         model = _check_model(model)
-        if getattr(model, _QUANTIZED_BY, False) or quantized_layers(model):
+        if quantized_layers(model):
             raise ProgramStateError("quantize got a model QAT.quantize already wrapped; pass the float model once")
         if not inplace:
             model = copy.deepcopy(model)
@@ -95,14 +93,12 @@ class QAT:
             raise ProgramStateError(
                 f"quantize found no layer of quantizable_layer_type {list(self.config.quantizable_layer_type)} "
                 f"(without skip_quant) in {type(model).__name__}; nothing to quantize")
-        if self.config.fuse_conv_bn:
+        if self.config.fuse_conv_bn:  # folds into the convs in place: the targets stay the same layers
             _logger.info("fuse_conv_bn: folded %d Conv2D -> BatchNorm2D pairs", fuse_conv_bn(model))
-            targets = self._targets(model)
         sync = RankSync(config_fingerprint(self.config.to_dict(), [path for path, _, _ in targets]))
         for path, layer, layer_type in targets:
             parent, name = parent_and_name(model, path)
             setattr(parent, name, self._wrap(layer, layer_type, sync))
-        object.__setattr__(model, _QUANTIZED_BY, True)
         _logger.info("QAT.quantize wrapped %d layers: %s", len(targets), ", ".join(p for p, _, _ in targets))
         return model
 
@@ -140,7 +136,7 @@ class QAT:
         """Save the QAT ``model`` as an int8 inference model: ``{path}.pdmodel`` + ``{path}.pdiparams``.
 
         The model is a legacy ``.pdmodel`` in the QDQ format (Paddle Inference runs it in int8 on oneDNN;
-        ``verify``, ``export_onnx`` and ``analyze`` read it) holding the trained scales: what the model
+        ``verify`` and ``export_onnx`` read it) holding the trained scales: what the model
         computes in eval mode is what the saved model computes. ``model`` is left as it was.
 
         Args:

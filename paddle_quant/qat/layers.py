@@ -81,10 +81,7 @@ class QuantizedConv2DTranspose(QuantizedLayer):
 
     def _compute(self, x, weight, output_size=None):
         conv = self.float_layer
-        if output_size is None:
-            output_padding = conv.output_padding
-        else:
-            output_padding = 0
+        output_padding = conv.output_padding if output_size is None else 0  # as nn.Conv2DTranspose.forward
         return F.conv2d_transpose(x, weight, bias=self.bias, padding=conv._padding, output_padding=output_padding,
                                   stride=conv._stride, dilation=conv._dilation, groups=conv._groups,
                                   output_size=output_size, data_format=conv._data_format)

@@ -145,8 +145,8 @@ class RangeAbsMaxQuanter(_StatefulQuanter):
         window[self._seen % self.window_size] = batch_max.item()
         self._seen += 1
         paddle.assign(paddle.to_tensor(window), output=self._window)
-        paddle.assign(paddle.to_tensor([window[:min(self._seen, self.window_size)].max()], dtype="float32"),
-                      output=self._scale)
+        # entries not written yet are 0 and batch maxima are >= 0, so the window's max is the max of those seen
+        paddle.assign(paddle.to_tensor([window.max()], dtype="float32"), output=self._scale)
 
 
 class PACT(nn.Layer):
