@@ -13,7 +13,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..common.program import is_observer, read_tensor
-from ._onnx_ops import _Graph, _attr, _check_nchw, _conv_attrs, _has_tensor_inputs, _in, _nonzero_weight_scale
+from ._onnx_ops import (_Graph, _attr, _check_nchw, _conv_attrs, _has_tensor_inputs, _in, _nonzero_weight_scale,
+                        stored_integers, zero_point_const)
 
 
 # ---------------------------------------------------------------- conv folding (bias, batch_norm)
@@ -158,9 +159,9 @@ def _folded_weight(g: _Graph, op, multiplier):
     ints = (scale.int_values.astype(np.int16) * sign).astype(np.int8)
     onnx_scale = _nonzero_weight_scale((np.broadcast_to(scale.scale, [channels]).astype(np.float64)
                                         * np.abs(multiplier) / scale.qmax).astype(np.float32))
-    zero = g.const(np.zeros([channels], np.int8), "zero_point")
-    weight = g.node("DequantizeLinear", [g.const(ints, "folded_weight_int8"), g.const(onnx_scale, "scale"), zero],
-                    axis=0)[0]
+    zero = zero_point_const(g, g.weight_type, [channels])
+    stored = g.const(stored_integers(ints, g.weight_type), "folded_weight_int8")
+    weight = g.node("DequantizeLinear", [stored, g.const(onnx_scale, "scale"), zero], axis=0)[0]
     return weight, onnx_scale
 
 

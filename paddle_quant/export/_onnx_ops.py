@@ -25,8 +25,9 @@ class _Graph:
     fresh names under ``paddle_quant.onnx/``.
     """
 
-    def __init__(self, onnx, block, scope, scales):
+    def __init__(self, onnx, block, scope, scales, *, activation_type="int8", weight_type="int8"):
         self.onnx, self.block, self.scope, self.scales = onnx, block, scope, scales
+        self.activation_type, self.weight_type = activation_type, weight_type
         self.kept_observers: set[str] = set()
         self.written_observers: list[str] = []
         self.by_source = {scale.source_var: scale for scale in scales.values()}
@@ -102,9 +103,28 @@ def _onnx_scale(g: _Graph, scale) -> str:
     return g.const(values if scale.axis is not None else values.reshape(()), "scale")
 
 
+def storage_type(g: _Graph, kind: str) -> str:
+    """'int8' or 'uint8': how the export stores tensors of ``kind`` ('weight', 'activation', 'observer')."""
+    return g.weight_type if kind == "weight" else g.activation_type
+
+
+def stored_integers(values: np.ndarray, storage: str) -> np.ndarray:
+    """Paddle's symmetric int8 values as stored: int8 as they are, or uint8 shifted by 128 (zero point 128).
+
+    The shift keeps the grid: ``(q + 128 - 128) * s`` is ``q * s``, and QuantizeLinear's rounding and
+    saturation to [0, 255] with zero point 128 equal int8's to [-128, 127] plus 128.
+    """
+    return values.astype(np.int8) if storage == "int8" else (values.astype(np.int16) + 128).astype(np.uint8)
+
+
+def zero_point_const(g: _Graph, storage: str, shape=()) -> str:
+    """A zero-point initializer: int8 0 or uint8 128 (the same grid), of ``shape``."""
+    return g.const(stored_integers(np.zeros(shape, np.int8), storage), "zero_point")
+
+
 def _onnx_zero_point(g: _Graph, scale) -> str:
-    values = scale.zero_point.astype(np.int8)
-    return g.const(values if scale.axis is not None else values.reshape(()), "zero_point")
+    shape = scale.zero_point.shape if scale.axis is not None else ()
+    return zero_point_const(g, storage_type(g, scale.kind), shape)
 
 
 def _axis_attrs(scale) -> dict:
@@ -139,7 +159,7 @@ def _dequantize_linear(g: _Graph, op) -> None:
     scale = _scale_of(g, op)
     x, y = op.input("X")[0], _out(op, "Y")
     if scale.kind == "weight" and x not in g.emitted:  # a shared weight is stored once
-        g.add_initializer(x, scale.int_values.astype(np.int8))
+        g.add_initializer(x, stored_integers(scale.int_values, g.weight_type))
     elif _dropped(g, scale):
         g.node("Identity", [x], [y])
         return

@@ -52,12 +52,17 @@ __all__ = [
     "OP_CONVERTERS",
     "DEFAULT_OPSET",
     "OBSERVER_MODES",
+    "STORAGE_TYPES",
     "WEIGHT_OP_TYPES",
     "require_onnx",
 ]
 
 DEFAULT_OPSET = 17
 """ONNX opset written by default (17: the first with LayerNormalization)."""
+
+STORAGE_TYPES = ("int8", "uint8")
+"""Values of ``activation_type=`` / ``weight_type=``: int8 with zero point 0, or uint8 with zero point 128 (the
+same grid shifted by 128)."""
 
 OBSERVER_MODES = ("none", "int8_ops", "all")
 """Values of ``observers=``: where output-scale observers become QuantizeLinear/DequantizeLinear pairs."""
@@ -133,6 +138,11 @@ def _check_observers(observers) -> None:
         raise ConfigError(f"observers must be one of {list(OBSERVER_MODES)}, got {observers!r}")
 
 
+def _check_storage(field: str, value) -> None:
+    if value not in STORAGE_TYPES:
+        raise ConfigError(f"{field} must be one of {list(STORAGE_TYPES)}, got {value!r}")
+
+
 def _check_opset(opset) -> int:
     if not isinstance(opset, int) or isinstance(opset, bool) or opset < DEFAULT_OPSET:
         raise ConfigError(f"opset must be an int >= {DEFAULT_OPSET} (LayerNormalization, per-axis QDQ), got {opset!r}")
@@ -201,9 +211,10 @@ def _prune(nodes, initializers, outputs):
     return nodes, [tensor for tensor in initializers if tensor.name in used]
 
 
-def _build_graph(onnx, model, scales, *, observers, fold, name):
+def _build_graph(onnx, model, scales, *, observers, fold, name, activation_type="int8", weight_type="int8"):
     """(ONNX graph, names of the observers written as QDQ pairs)."""
-    g = _Graph(onnx, model.program.global_block(), model.scope, scales)
+    g = _Graph(onnx, model.program.global_block(), model.scope, scales, activation_type=activation_type,
+               weight_type=weight_type)
     plans = _plan_conv_folds(g) if fold else {}
     g.kept_observers = _kept_observers(g, plans, observers)
     _check_scales(scales, g.kept_observers)
@@ -226,9 +237,12 @@ def _write_atomic(data: bytes, target: Path) -> None:
         raise
 
 
-def _export(model_dir, output_path, *, require_quantized, opset, observers, fold, model_filename, params_filename):
+def _export(model_dir, output_path, *, require_quantized, opset, observers, fold, model_filename, params_filename,
+            activation_type="int8", weight_type="int8"):
     onnx = require_onnx()
     _check_observers(observers)
+    _check_storage("activation_type", activation_type)
+    _check_storage("weight_type", weight_type)
     opset = _check_opset(opset)
     model = load_quantized_model(model_dir, model_filename=model_filename, params_filename=params_filename)
     target = _check_output(output_path, model)
@@ -242,7 +256,8 @@ def _export(model_dir, output_path, *, require_quantized, opset, observers, fold
                                     f"{hint}; export_onnx needs a model saved by quant_post or convert")
         _check_supported(block)
         graph, written = _build_graph(onnx, model, scales, observers=observers, fold=fold,
-                                      name=Path(model.model_file).stem)
+                                      name=Path(model.model_file).stem, activation_type=activation_type,
+                                      weight_type=weight_type)
     opsets = [onnx.helper.make_opsetid("", opset)]
     # the oldest IR that carries the opset, so older onnxruntime releases load the file too
     proto = onnx.helper.make_model(graph, opset_imports=opsets, producer_name="paddle_quant",
@@ -263,6 +278,7 @@ def _result(target, opset, scales, observers, model) -> ONNXExportResult:
 
 def export_onnx(quantized_model_dir, output_path, *, opset: int = DEFAULT_OPSET,
                 observers: Literal["none", "int8_ops", "all"] = "none", fold_conv: bool = True,
+                activation_type: Literal["int8", "uint8"] = "int8", weight_type: Literal["int8", "uint8"] = "int8",
                 model_filename: str | None = None, params_filename: str | None = None) -> ONNXExportResult:
     """Write a quantized Paddle inference model as an int8 QDQ ONNX model.
 
@@ -291,6 +307,18 @@ def export_onnx(quantized_model_dir, output_path, *, opset: int = DEFAULT_OPSET,
             ``x_scale * w_scale`` where a QuantizeLinear follows the conv (float32 elsewhere) and
             observer pairs between the folded ops are dropped. This is what
             lets onnxruntime run the conv as one QLinearConv. ``False`` keeps every Paddle op.
+        activation_type: how quantized activations are stored. ``'int8'`` (zero point 0, Paddle's grid as
+            it is) or ``'uint8'`` (zero point 128: the same 256 levels shifted by 128, so every value and
+            every rounding is the same). onnxruntime on x86 fuses int8-weight ops into QLinearConv /
+            QLinearMatMul more often with uint8 activations (PP-OCRv4 rec with conv outputs quantized:
+            24 QLinearConv against 19), its fastest x86 path (u8s8).
+        weight_type: how int8 weights are stored: ``'int8'`` (zero point 0) or ``'uint8'`` (zero point
+            128, the same grid). With uint8 activations and int8 weights onnxruntime's x86 kernels
+            multiply u8 by s8 and add pairs of products in 16 bits (``vpmaddubsw``) on CPUs without
+            VNNI, which saturates: the fused int8 ops then compute something else than the QDQ graph
+            (and the Paddle Executor) says. ``'uint8'`` weights take onnxruntime's u8u8 kernels, which
+            widen to 16 bits before multiplying and are exact on every x86 CPU, at some speed cost
+            on VNNI CPUs (docs/deploy_onnx.md).
         model_filename / params_filename: file names inside the folder when it holds several models.
 
     Returns:
@@ -303,7 +331,8 @@ def export_onnx(quantized_model_dir, output_path, *, opset: int = DEFAULT_OPSET,
             quantized tensor ONNX int8 QDQ cannot express (the message names each).
     """
     return _export(quantized_model_dir, output_path, require_quantized=True, opset=opset, observers=observers,
-                   fold=fold_conv, model_filename=model_filename, params_filename=params_filename)
+                   fold=fold_conv, model_filename=model_filename, params_filename=params_filename,
+                   activation_type=activation_type, weight_type=weight_type)
 
 
 def export_float_onnx(model_dir, output_path, *, opset: int = DEFAULT_OPSET, fold_conv: bool = True,

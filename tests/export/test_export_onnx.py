@@ -459,3 +459,51 @@ def test_ppocr_cls_int8_in_onnxruntime_agrees_with_paddle_int8(tmp_path, ppocr_m
     paddle_acc = ppocr.evaluate_cls(tmp_path / "cls", images, labels, int8=True)["accuracy"]
     # bench/onnx_ppocr.py measures the 0.5-point acceptance on 1000 lines; 64 lines allow 3 images of noise
     assert abs(onnx_acc - paddle_acc) <= 3 * 100.0 / 64 + 1e-9, (onnx_acc, paddle_acc)
+
+
+# ---------------------------------------------------------------- storage types (uint8 = the same grid + 128)
+@pytest.mark.parametrize("observers, fold", [("all", False), ("int8_ops", True)])
+def test_uint8_storage_quantizes_like_the_executor_on_any_x86_cpu(digits_model, int8_dir, tmp_path, observers, fold):
+    """uint8 activations and weights (zero point 128): onnxruntime's fused int8 ops (u8u8 kernels, exact without
+    VNNI) compute what the Executor computes with the same quantizers."""
+    result = export_onnx(int8_dir, tmp_path / "m.onnx", observers=observers, fold_conv=fold,
+                         activation_type="uint8", weight_type="uint8")
+    quantized = _onnx_quantized_tensors(result.path)
+    images = digits_model.test_images
+    got = _ort(result.path, images)
+    expected = _paddle(int8_dir, images, active_observers=quantized)
+    # fold: the int32 bias at x_scale * w_scale instead of a float add moves a few rounding ties
+    assert np.abs(got - expected).max() <= (2.001 if fold else 1.001) * _output_step(int8_dir, "fc_0.tmp_0")
+    assert np.mean(got.argmax(1) == expected.argmax(1)) >= 0.99
+    assert _fused_op_counts(result.path, tmp_path).get("QLinearConv", 0) >= 1
+
+
+def _fused_op_counts(path, tmp_path):
+    """Op types of onnxruntime's optimized graph (what it really runs), counted."""
+    options = ort.SessionOptions()
+    options.optimized_model_filepath = str(tmp_path / "optimized.onnx")
+    ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    counts = {}
+    for node in onnx.load(str(tmp_path / "optimized.onnx")).graph.node:
+        counts[node.op_type] = counts.get(node.op_type, 0) + 1
+    return counts
+
+
+def test_uint8_storage_holds_the_int8_values_plus_128(int8_dir, tmp_path):
+    signed = _initializers(onnx.load(str(export_onnx(int8_dir, tmp_path / "s.onnx", observers="all",
+                                                     fold_conv=False).path)))
+    shifted_model = onnx.load(str(export_onnx(int8_dir, tmp_path / "u.onnx", observers="all", fold_conv=False,
+                                              activation_type="uint8", weight_type="uint8").path))
+    shifted = _initializers(shifted_model)
+    for name in (f"{weight}@int8" for weight in WEIGHTS):
+        assert shifted[name].dtype == np.uint8 and signed[name].dtype == np.int8
+        assert np.array_equal(shifted[name].astype(np.int16) - 128, signed[name])
+    zero_points = [shifted[node.input[2]] for node in shifted_model.graph.node
+                   if node.op_type in ("QuantizeLinear", "DequantizeLinear")]
+    assert zero_points and all(z.dtype == np.uint8 and np.all(z == 128) for z in zero_points)
+
+
+@pytest.mark.parametrize("field", ["activation_type", "weight_type"])
+def test_a_bad_storage_type_is_named(int8_dir, tmp_path, field):
+    with pytest.raises(ConfigError, match=f"{field} must be one of \\['int8', 'uint8'\\], got 'int4'"):
+        export_onnx(int8_dir, tmp_path / "m.onnx", **{field: "int4"})
