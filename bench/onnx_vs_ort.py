@@ -14,6 +14,9 @@ intra-op threads) runs:
 * ours, fused: the same call with ``output_scales="all"``, exported with ``observers="int8_ops"``,
   ``activation_type="uint8"`` and ``weight_type`` uint8 on a CPU without an int8 dot-product
   instruction (u8u8 kernels, exact) or int8 with one (u8s8), so onnxruntime fuses QLinearConv;
+* ours, fused and selected: the same model, exported requantizing only the outputs
+  ``select_requantized_outputs`` keeps within ``--max-drop`` points of the export that requantizes
+  none, measured on a separate selection set (``--select-lines`` lines, seed 1, never evaluated);
 * onnxruntime's ``quantize_static`` on our fp32 export (QDQ, per-channel weights, all op types it
   quantizes by default): u8s8 and s8s8, MinMax and Entropy calibration.
 
@@ -73,6 +76,10 @@ def parse_args(argv=None):
                         help=f"comma-separated quantize_static settings among {','.join(ORT_SETTINGS)}")
     parser.add_argument("--paddle2onnx-site", default=None,
                         help="folder holding paddle2onnx 2.1.0 and onnx 1.17 (pip install --target), for its fp32 export")
+    parser.add_argument("--select-lines", type=int, default=200,
+                        help="rendered lines (seed 1) the requantized outputs are selected on")
+    parser.add_argument("--max-drop", type=float, default=0.5,
+                        help="points the selection may lose against requantizing nothing (on the selection set)")
     parser.add_argument("--out", default=os.path.join("out", "onnx_vs_ort"), help="output folder")
     args = parser.parse_args(argv)
     args.models = [m.strip() for m in args.models.split(",") if m.strip()]
@@ -101,8 +108,47 @@ def quantize(kind, model_dir, out_dir, args, output_scales=None):
                          batch_nums=args.batches, **settings)
 
 
+def selection_metric(kind, labels):
+    """The bench's accuracy as a metric over per-batch outputs (rec exact match %, cls accuracy %)."""
+    def metric(outputs_per_batch):
+        outputs = np.concatenate([outputs[0] for outputs in outputs_per_batch])
+        if kind == "rec":
+            predicted = ppocr.ctc_decode(outputs, ppocr.load_charset(ppocr.fetch_models()["rec_dict"]))
+        else:
+            predicted = [int(i) for i in outputs.argmax(axis=1)]
+        return onnx_ppocr.accuracy(kind, predicted, labels)[1]
+    return metric
+
+
+def selection_set(kind, args):
+    """(feed dicts, labels) of the selection set: rendered with seed 1, never part of the evaluation set."""
+    if kind == "rec":
+        images, labels = zip(*ppocr.render_lines(args.select_lines, seed=1))
+    else:
+        images, labels = ppocr.cls_dataset(args.select_lines, 1)
+    batch = onnx_ppocr.to_batch(kind, list(images))
+    return [{"x": batch[i:i + BATCH_SIZE]} for i in range(0, len(batch), BATCH_SIZE)], list(labels)
+
+
+def selected_export(kind, fused_dir, weight_type, args):
+    """Our fused export requantizing only the outputs select_requantized_outputs keeps; (path, selection)."""
+    from paddle_quant.export.onnx import export_onnx
+    from paddle_quant.export.onnx_requantize import select_requantized_outputs
+
+    feeds, labels = selection_set(kind, args)
+    selection = select_requantized_outputs(fused_dir, selection_metric(kind, labels), feeds, max_drop=args.max_drop,
+                                           activation_type="uint8", weight_type=weight_type, threads=args.threads)
+    print(f"  [{kind}] selection: {len(selection.observers)} of {len(selection.alone)} outputs requantized; "
+          f"selection-set metric {selection.metric:.1f} (none requantized {selection.baseline:.1f}); "
+          f"{selection.seconds:.0f} s; harmful alone: "
+          + ", ".join(f"{n} {v:.1f}" for n, v in sorted(selection.alone.items(), key=lambda kv: kv[1])[:4]))
+    path = export_onnx(fused_dir, os.path.join(args.out, f"{kind}_ours_selected.onnx"), observers=selection.observers,
+                       activation_type="uint8", weight_type=weight_type).path
+    return path, selection
+
+
 def our_exports(kind, model_dir, args):
-    """{run name: onnx path} of our fp32 export and our two int8 exports."""
+    """{run name: onnx path} of our fp32 export and our int8 exports."""
     from paddle_quant.deploy.cpu import int8_dot_product
     from paddle_quant.export.onnx import export_float_onnx, export_onnx
 
@@ -116,6 +162,8 @@ def our_exports(kind, model_dir, args):
     paths[f"int8, ours, fused (u8 act, {weight_type.replace('uint8', 'u8').replace('int8', 's8')} w)"] = export_onnx(
         fused, os.path.join(args.out, f"{kind}_ours_fused.onnx"), observers="int8_ops", activation_type="uint8",
         weight_type=weight_type).path
+    short = weight_type.replace("uint8", "u8").replace("int8", "s8")
+    paths[f"int8, ours, fused, selected (u8 act, {short} w)"] = selected_export(kind, fused, weight_type, args)[0]
     return paths
 
 

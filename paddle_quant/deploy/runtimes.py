@@ -28,7 +28,8 @@ from ..common.errors import ConfigError, MissingDependencyError
 from ..common.native_output import native_output_to_log
 from .cpu import warn_without_vnni
 
-__all__ = ["Runner", "RUNTIMES", "create_predictor", "onednn_config", "make_runner", "median_latency_ms"]
+__all__ = ["Runner", "RUNTIMES", "create_predictor", "onednn_config", "make_runner", "median_latency_ms",
+           "make_observers_real", "simulation_runner"]
 
 
 @dataclass
@@ -106,7 +107,7 @@ def _require_gpu() -> None:
                           "(use runtime='onednn' on CPU)")
 
 
-def _executor(model_file: Path, params_file: Path, *, threads: int):
+def _executor(model_file: Path, params_file: Path, *, threads: int, requantized: frozenset = frozenset()):
     import paddle
 
     from ..common.program import legacy_ir
@@ -119,6 +120,7 @@ def _executor(model_file: Path, params_file: Path, *, threads: int):
         else:
             program, feeds, fetches = paddle.static.load_inference_model(
                 str(model_file.parent), exe, model_filename=model_file.name, params_filename=params_file.name)
+    make_observers_real(program, requantized)
 
     def run(feed):
         with legacy_ir():
@@ -138,6 +140,28 @@ def _onnxruntime(model_file: Path, params_file: Path | None, *, threads: int):
     inputs = tuple(i.name for i in session.get_inputs())
     outputs = tuple(o.name for o in session.get_outputs())
     return Runner("onnxruntime", inputs, outputs, lambda feed: session.run(None, {n: feed[n] for n in inputs}))
+
+
+def make_observers_real(program, tensors) -> None:
+    """Turn the observer pairs (``only_observer=True``: identities) on ``tensors`` into real quantizers, in place:
+    the program then rounds those tensors as a runtime that requantizes them does (onnxruntime, where the ONNX
+    export wrote a QuantizeLinear for them)."""
+    from ..common.program import is_observer
+
+    wanted, quantized = set(tensors), set()
+    for op in program.global_block().ops:
+        if op.type == "quantize_linear" and is_observer(op) and op.input("X")[0] in wanted:
+            op._set_attr("only_observer", False)
+            quantized.add(op.output("Y")[0])
+    for op in program.global_block().ops:
+        if op.type == "dequantize_linear" and is_observer(op) and op.input("X")[0] in quantized:
+            op._set_attr("only_observer", False)
+
+
+def simulation_runner(model_file, params_file, *, requantized=()) -> Runner:
+    """The Executor simulation of a saved QDQ model, with the observers on ``requantized`` made real quantizers
+    (:func:`make_observers_real`); ``make_runner("executor", ...)`` when ``requantized`` is empty."""
+    return _executor(Path(model_file), Path(params_file), threads=1, requantized=frozenset(requantized))
 
 
 RUNTIMES: dict[str, Callable[..., Runner]] = {

@@ -32,7 +32,7 @@ from ..common.numerics import qmax
 from ..ptq.feeds import as_feed
 from .cpu import NO_VNNI_NOTE, int8_dot_product
 from .locate import Divergence, check_locatable, locate_divergence
-from .runtimes import make_runner, median_latency_ms
+from .runtimes import make_runner, median_latency_ms, simulation_runner
 
 __all__ = ["OutputDeviation", "VerifyReport", "verify"]
 
@@ -169,7 +169,8 @@ def verify(model_dir, runtime: str = "onednn", inputs=None, *, fp32_model=None, 
         fp32_model: the fp32 model for the latency ratio: a Paddle model folder, or an fp32
             ``.onnx`` file for ``onnxruntime``. None: no ratio.
         runtime_model: the file the runtime loads when it is not ``model_dir``'s Paddle model
-            (the exported ``.onnx`` for ``onnxruntime``).
+            (the exported ``.onnx`` for ``onnxruntime``). The observers the ``.onnx`` requantizes
+            (``export_onnx(observers=...)``) are real quantizers in the simulation too.
         model_filename / params_filename: file names inside ``model_dir`` (found when it holds one model).
         threads: CPU threads of the runtime.
         repeats: timed runs for each latency (median).
@@ -190,7 +191,7 @@ def verify(model_dir, runtime: str = "onednn", inputs=None, *, fp32_model=None, 
     model, params = model_files(folder, model_filename, params_filename)
     if runtime == "onnxruntime" and runtime_model is None:
         raise ConfigError("runtime 'onnxruntime' needs runtime_model= (the .onnx file exported from model_dir)")
-    simulation = make_runner("executor", model, params)
+    simulation = simulation_runner(model, params, requantized=_requantized_in(runtime, runtime_model))
     batches = _batches(items, simulation.input_names)
     target = make_runner(runtime, runtime_model or model, None if runtime_model else params, threads=threads)
     want, got = _collect(simulation, batches), _collect(target, batches)
@@ -205,6 +206,17 @@ def verify(model_dir, runtime: str = "onednn", inputs=None, *, fp32_model=None, 
         divergence = locate_divergence(model, params, runtime, batches, tolerance_steps=locate_steps,
                                        threads=threads, cpu_note=NO_VNNI_NOTE if dot_product is False else None)
     return VerifyReport(runtime, len(batches), outputs, latency, fp32_latency, dot_product, divergence)
+
+
+def _requantized_in(runtime, runtime_model) -> frozenset:
+    """Tensors the ONNX file quantizes at run time (its QuantizeLinear inputs): the observers among them are
+    requantized by onnxruntime, so the simulation must round them too."""
+    if runtime != "onnxruntime":
+        return frozenset()
+    from ..export.onnx import require_onnx
+
+    graph = require_onnx().load(str(runtime_model), load_external_data=False).graph
+    return frozenset(node.input[0] for node in graph.node if node.op_type == "QuantizeLinear")
 
 
 def _fp32_latency(runtime, fp32_model, feed, threads, repeats) -> float | None:
