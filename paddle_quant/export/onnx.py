@@ -328,9 +328,9 @@ def export_onnx(quantized_model_dir, output_path, *, opset: int = DEFAULT_OPSET,
             scale (measured: PP-OCR cls 92.5 % against 95.7 % with ``'none'``, see
             docs/deploy_onnx.md). ``'all'``: everywhere. A list/tuple/set of tensor names: those
             observers only (each must have an observer in the model and be in the exported graph),
-            for requantizing only the outputs whose rounding the model tolerates (see
-            ``bench/onnx_vs_ort.py``); the Executor computes the same when those observer pairs are
-            made real quantizers.
+            for requantizing only the outputs whose rounding the model tolerates (chosen by
+            :func:`paddle_quant.export.onnx_requantize.select_requantized_outputs`); ``verify`` makes
+            the same observers real quantizers in its simulation.
         fold_conv: fold the bias ``elementwise_add`` and ``batch_norm`` that follow a conv2d into
             its weight and bias, as Paddle Inference does before running int8: the int8 weight
             values stay (a negative batch-norm factor flips their sign), the channel scales are
