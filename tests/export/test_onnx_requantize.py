@@ -57,17 +57,21 @@ def test_nothing_is_chosen_when_every_output_costs_too_much_alone():
 
 
 # ---------------------------------------------------------------- end to end on the digits CNN
-@pytest.fixture(scope="module")
-def digits_with_output_scales(digits_model, tmp_path_factory):
-    out = tmp_path_factory.mktemp("requantize") / "int8"
+def _quantize(digits_model, out, output_scales):
+    """The digits CNN through quant_post (avg) into ``out``."""
     with paddle.pir_utils.OldIrGuard():
         paddle.enable_static()
         try:
             quant.quant_post(paddle.static.Executor(paddle.CPUPlace()), str(digits_model.folder), str(out),
-                             data_loader=digits_model.calibration_batches(), algo="avg", output_scales="all")
+                             data_loader=digits_model.calibration_batches(), algo="avg", output_scales=output_scales)
         finally:
             paddle.disable_static()
     return out
+
+
+@pytest.fixture(scope="module")
+def digits_with_output_scales(digits_model, tmp_path_factory):
+    return _quantize(digits_model, tmp_path_factory.mktemp("requantize") / "int8", "all")
 
 
 def _top1(labels):
@@ -114,14 +118,7 @@ def test_bad_arguments_are_named(digits_model, digits_with_output_scales, kwargs
 
 
 def test_a_model_without_output_scales_is_refused_with_the_fix(digits_model, tmp_path):
-    out = tmp_path / "int8"
-    with paddle.pir_utils.OldIrGuard():
-        paddle.enable_static()
-        try:
-            quant.quant_post(paddle.static.Executor(paddle.CPUPlace()), str(digits_model.folder), str(out),
-                             data_loader=digits_model.calibration_batches(), algo="avg", output_scales="none")
-        finally:
-            paddle.disable_static()
+    out = _quantize(digits_model, tmp_path / "int8", "none")
     batches, labels = _eval_batches(digits_model)
     with pytest.raises(ConfigError, match="output_scales='all'"):
         select_requantized_outputs(out, _top1(labels), batches)
