@@ -13,7 +13,8 @@ intra-op threads) runs:
   as QDQ with no requantized outputs: the graph computes what the Executor simulation computes;
 * ours, fused: the same call with ``output_scales="all"``, exported with ``observers="int8_ops"``,
   ``activation_type="uint8"`` and ``weight_type`` uint8 on a CPU without an int8 dot-product
-  instruction (u8u8 kernels, exact) or int8 with one (u8s8), so onnxruntime fuses QLinearConv;
+  instruction (u8u8 kernels, exact) or int8 with one (u8s8), so onnxruntime fuses QLinearConv
+  (``--weight-type`` forces one);
 * ours, fused and selected: the same model, exported requantizing only the outputs
   ``select_requantized_outputs`` keeps within ``--max-drop`` points of the export that requantizes
   none, measured on a separate selection set (``--select-lines`` lines, seed 1, never evaluated);
@@ -27,7 +28,8 @@ other QLinear*/QGemm ops, float Conv and MatMul.
 
     PYTHONPATH=. .venv/bin/python bench/onnx_vs_ort.py [--models cls,rec] [--eval-lines 300] [--batches 10]
         [--repeats 20] [--threads 2] [--ort-settings u8s8-minmax,u8s8-entropy,s8s8-minmax,s8s8-entropy]
-        [--paddle2onnx-site DIR] [--out out/onnx_vs_ort]
+        [--paddle2onnx-site DIR] [--weight-type auto|int8|uint8] [--select-lines 200] [--max-drop 0.5]
+        [--out out/onnx_vs_ort]
 
 Issue 16's acceptance reads this table: rec, ours within 0.5 point of fp32 exact match and no slower
 than onnxruntime's fastest quantize_static setting; cls, ours no slower than its best setting, and our
@@ -78,6 +80,9 @@ def parse_args(argv=None):
                         help="folder holding paddle2onnx 2.1.0 and onnx 1.17 (pip install --target), for its fp32 export")
     parser.add_argument("--select-lines", type=int, default=200,
                         help="rendered lines (seed 1) the requantized outputs are selected on")
+    parser.add_argument("--weight-type", default="auto", choices=("auto", "int8", "uint8"),
+                        help="weight storage of our fused exports (auto: default_weight_type(), int8 with VNNI/AMX, "
+                             "uint8 without; int8 on a CPU without VNNI is faster but saturates)")
     parser.add_argument("--max-drop", type=float, default=0.5,
                         help="points the selection may lose against requantizing nothing (on the selection set)")
     parser.add_argument("--out", default=os.path.join("out", "onnx_vs_ort"), help="output folder")
@@ -149,8 +154,8 @@ def selected_export(kind, fused_dir, weight_type, args):
 
 def our_exports(kind, model_dir, args):
     """{run name: onnx path} of our fp32 export and our int8 exports."""
-    from paddle_quant.deploy.cpu import int8_dot_product
     from paddle_quant.export.onnx import export_float_onnx, export_onnx
+    from paddle_quant.export.onnx_requantize import default_weight_type
 
     paths = {"fp32, ours (export_float_onnx)": export_float_onnx(model_dir, os.path.join(args.out,
                                                                                           f"{kind}_fp32.onnx")).path}
@@ -158,7 +163,7 @@ def our_exports(kind, model_dir, args):
     quantize(kind, model_dir, plain, args)
     paths["int8, ours, observers none"] = export_onnx(plain, os.path.join(args.out, f"{kind}_ours_none.onnx")).path
     quantize(kind, model_dir, fused, args, "all")
-    weight_type = "int8" if int8_dot_product() else "uint8"
+    weight_type = default_weight_type() if args.weight_type == "auto" else args.weight_type
     paths[f"int8, ours, fused (u8 act, {weight_type.replace('uint8', 'u8').replace('int8', 's8')} w)"] = export_onnx(
         fused, os.path.join(args.out, f"{kind}_ours_fused.onnx"), observers="int8_ops", activation_type="uint8",
         weight_type=weight_type).path
