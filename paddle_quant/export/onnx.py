@@ -144,8 +144,7 @@ def _check_observers(observers) -> None:
                           f"(str), got {observers!r}")
 
 
-def _check_observer_names(names, scales) -> None:
-    observed = {s.name for s in scales.values() if s.kind == "observer"}
+def _check_observer_names(names, observed) -> None:
     unknown = sorted(set(names) - observed)
     if unknown:
         raise ConfigError(f"observers names tensors without an output-scale observer in the model: {unknown[:8]}"
@@ -196,10 +195,10 @@ def _int8_op_outputs(g: _Graph, plans) -> set[str]:
 
 
 def _kept_observers(g: _Graph, plans, observers) -> set[str]:
-    if not isinstance(observers, str):
-        _check_observer_names(observers, g.scales)
-        return set(observers)
     names = {s.name for s in g.scales.values() if s.kind == "observer"}
+    if not isinstance(observers, str):
+        _check_observer_names(observers, names)
+        return set(observers)
     if observers == "all":
         return names
     return names & _int8_op_outputs(g, plans) if observers == "int8_ops" else set()

@@ -31,7 +31,7 @@ from ..analysis.metrics import score_metric
 from ..common.errors import ConfigError, ConfigTypeError
 from ..deploy.cpu import int8_dot_product
 from ..deploy.runtimes import make_runner
-from .onnx import STORAGE_TYPES, export_onnx
+from .onnx import export_onnx
 
 __all__ = ["RequantizeSelection", "select_requantized_outputs", "default_weight_type"]
 
@@ -66,7 +66,8 @@ def default_weight_type() -> str:
     return "int8" if int8_dot_product() else "uint8"
 
 
-def _check(metric, eval_batches, max_drop, activation_type, weight_type) -> None:
+def _check(metric, eval_batches, max_drop) -> None:
+    """Typed errors for the arguments the export does not check itself (it checks the storage types)."""
     if not callable(metric):
         raise ConfigTypeError(f"metric must be a callable(outputs_per_batch) -> float, got {metric!r}")
     if not isinstance(eval_batches, (list, tuple)) or not eval_batches:
@@ -77,9 +78,6 @@ def _check(metric, eval_batches, max_drop, activation_type, weight_type) -> None
     if isinstance(max_drop, bool) or not isinstance(max_drop, (int, float)) or not np.isfinite(max_drop) \
             or max_drop < 0:
         raise ConfigError(f"max_drop must be a finite number >= 0 (in the metric's units), got {max_drop!r}")
-    for field, value in (("activation_type", activation_type), ("weight_type", weight_type)):
-        if value not in STORAGE_TYPES:
-            raise ConfigError(f"{field} must be one of {list(STORAGE_TYPES)}, got {value!r}")
 
 
 class _Scorer:
@@ -140,7 +138,7 @@ def select_requantized_outputs(quantized_model_dir, metric: Callable[[list], flo
             do not feed the model, or a metric that does not return a finite float.
     """
     weight_type = default_weight_type() if weight_type is None else weight_type
-    _check(metric, eval_batches, max_drop, activation_type, weight_type)
+    _check(metric, eval_batches, max_drop)
     started = time.perf_counter()
     storage = {"activation_type": activation_type, "weight_type": weight_type}
     with tempfile.TemporaryDirectory(prefix="paddle_quant_requantize_") as scratch:
