@@ -34,7 +34,7 @@ Run from the repository root (the full run is sized for a 16-core machine):
     python bench/onednn_fidelity.py [--models rec,cls,det] [--algos hist,KL,avg,emd,mse,abs_max]
                                     [--eval-lines 300] [--batches 10] [--threads 8] [--jobs 16]
                                     [--repeats 20] [--det-pages 16] [--det-size 640] [--workdir DIR]
-                                    [--json PATH]
+                                    [--onednn-cpu auto|vnni|avx2] [--json PATH]
 
 ``--jobs`` runs the (model, algorithm) pairs in that many spawned processes (calibration and the
 Executor's simulation are mostly single-threaded; each process's oneDNN predictors get ``threads // jobs``
@@ -105,6 +105,8 @@ def parse_args(argv=None):
     parser.add_argument("--repeats", type=int, default=20, help="timed runs per rec latency (median)")
     parser.add_argument("--det-pages", type=int, default=16, help="det evaluation pages")
     parser.add_argument("--det-size", type=int, default=640, help="det page height and width (multiple of 32)")
+    parser.add_argument("--onednn-cpu", default=None, choices=("auto", "vnni", "avx2"),
+                        help="quant_post onednn_cpu (default unset: built for VNNI/AMX); avx2 on a CPU without VNNI")
     parser.add_argument("--workdir", default=None, help="where int8 models are written (default: a temp dir)")
     parser.add_argument("--json", default=None, help="also write every figure to this JSON file")
     args = parser.parse_args(argv)
@@ -151,7 +153,7 @@ def quantize(kind, fp32_dir, out_dir, algo, args):
                      quantize_model_path=str(out_dir), sample_generator=calibration_samples(kind, args),
                      model_filename="inference.pdmodel", params_filename="inference.pdiparams",
                      batch_size=BATCH_SIZE, batch_nums=args.batches, algo=algo, deploy_backend="onednn",
-                     **options)
+                     onednn_cpu=args.onednn_cpu, **options)
     return time.perf_counter() - start
 
 

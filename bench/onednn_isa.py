@@ -13,7 +13,10 @@ ties to even or away from zero), in steps of ``max|y| / 127``.
 Run with ``ONEDNN_VERBOSE=1`` to see the kernel (``jit_uni_int8:avx2`` without VNNI) and the
 weight reorder (``wei:...:sa0.5``). Measured on an AMD EPYC with AVX2 only (seed 0): 2.21 steps from
 the simulation, 2.62 / 4.22 from the two 7-bit models: neither model explains oneDNN's arithmetic
-there (docs/deploy.md, "CPUs without VNNI").
+there. What does (docs/deploy.md, "CPUs without VNNI"; paddle_quant/ptq/onednn_cpu.py): Paddle derives
+the weight scale from each channel's largest weight and oneDNN halves ``q`` with float rounding at the
+ties; the last line quantizes the same conv with ``deploy_backend="onednn", onednn_cpu="avx2"`` (even
+weights, each channel's +-127 kept) and prints oneDNN against that model's simulation: 0.27 steps.
 """
 
 import argparse
@@ -81,6 +84,14 @@ def main(argv=None):
                   "7-bit weights, ties away": integer_conv(q_x, 2 * np.trunc(w / 2 + np.sign(w) * 0.5)) * step}
     for name, reference in candidates.items():
         print(f"oneDNN int8 vs {name}: max {np.abs(deployed - reference).max() / out_step:.2f} output steps")
+    half_scale = quant.quant_post(paddle.static.Executor(paddle.CPUPlace()), os.path.join(folder, "fp32"),
+                                  os.path.join(folder, "int8_avx2"), data_loader=lambda: feeds, algo="abs_max",
+                                  quantizable_op_type=["conv2d"], output_scales="none", deploy_backend="onednn",
+                                  onednn_cpu="avx2")
+    states = make_runner("executor", half_scale.model_file, half_scale.params_file).run({"x": x})[0]
+    runs = make_runner("onednn", half_scale.model_file, half_scale.params_file).run({"x": x})[0]
+    print(f"onednn_cpu='avx2' model (even weights, each channel's +-127 kept): oneDNN int8 vs its simulation: "
+          f"max {np.abs(runs - states).max() / (np.abs(states).max() / 127):.2f} output steps")
 
 
 def quant_scales(result):

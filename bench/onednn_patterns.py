@@ -10,7 +10,8 @@ PaddleSlim's docs show (``quantizable_op_type=["conv2d", "depthwise_conv2d", "mu
 program (int8 in/out, fused activations, scales), read back from Paddle Inference's dump.
 
     python bench/onednn_patterns.py [--algo avg] [--patterns conv,depthwise,...] [--output-scales all|none]
-                                    [--batches 4] [--seed 0] [--show-ops] [--json PATH]
+                                    [--batches 4] [--seed 0] [--show-ops] [--onednn-cpu auto|vnni|avx2]
+                                    [--json PATH]
 
 Meaningful on a CPU with VNNI/AMX only (printed at the top): without one, oneDNN's int8 kernels differ
 from the simulation for every pattern (docs/deploy.md, "CPUs without VNNI").
@@ -114,6 +115,8 @@ def parse_args(argv=None):
     parser.add_argument("--batches", type=int, default=4, help="calibration batches of 8")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--show-ops", action="store_true", help="print the optimized program's ops per pattern")
+    parser.add_argument("--onednn-cpu", default=None, choices=("auto", "vnni", "avx2"),
+                        help="quant_post onednn_cpu (default unset: built for VNNI/AMX)")
     parser.add_argument("--json", default=None, help="write the figures to this JSON file")
     return parser.parse_args(argv)
 
@@ -140,7 +143,8 @@ def measure(name, args, workdir):
     feeds = [{"x": rng.standard_normal((8, *shape)).astype("float32")} for _ in range(args.batches)]
     options = {} if args.output_scales is None else {"output_scales": args.output_scales}
     result = quant.quant_post(paddle.static.Executor(paddle.CPUPlace()), fp32_dir, int8_dir, data_loader=lambda: feeds,
-                              algo=args.algo, quantizable_op_type=OP_TYPES, deploy_backend="onednn", **options)
+                              algo=args.algo, quantizable_op_type=OP_TYPES, deploy_backend="onednn",
+                              onednn_cpu=args.onednn_cpu, **options)
     test = [{"x": rng.standard_normal((8, *shape)).astype("float32")} for _ in range(2)]
     report = quant.verify(int8_dir, runtime="onednn", inputs=test, repeats=1)
     optimized = onednn_int8_program(result.model_file, result.params_file)

@@ -186,6 +186,8 @@ class QuantizationSection(_Section):
     skip_tensor_list: StrList = Field(None, alias="SkipTensorList", description="Tensor names to leave in float.")
     deploy_backend: Optional[Literal["onednn", "tensorrt", "paddle_lite", "onnx"]] = Field(
         None, alias="DeployBackend", description="Target runtime; tensorrt also writes a TensorRT calibration cache.")
+    onednn_cpu: Optional[Literal["auto", "vnni", "avx2"]] = Field(
+        None, alias="OnednnCpu", description="DeployBackend onednn: the CPU the model runs on (auto: this CPU).")
     scale_table: Text = Field(None, alias="ScaleTable",
                               description="A scale_table.json to re-apply instead of calibrating (no data needed).")
 
@@ -239,6 +241,7 @@ _ALLOWED: Mapping[str, str] = {
     "SkipTensors": "a text file (one name per line) or a JSON file with a 'skip_list' array",
     "SkipTensorList": "a list of tensor names",
     "DeployBackend": "'onednn', 'tensorrt', 'paddle_lite' or 'onnx'",
+    "OnednnCpu": "'auto', 'vnni' or 'avx2' (with DeployBackend onednn)",
     "ScaleTable": "a scale_table.json written by an earlier run (next to its model)",
 }
 
@@ -399,7 +402,7 @@ class RunConfig(_Section):
             weight_method="abs_max" if p.weight_method == "channel_wise" else p.weight_method,
             skip_tensor_list=self.skip_tensor_list(), bias_correction=p.bias_correction,
             batch_size=self.dataset.batch_size, batch_nums=self.dataset.batch_num, output_scales=p.output_scales,
-            deploy_backend=p.deploy_backend, round_type=p.round_type, adaround_iterations=p.adaround_iterations,
+            deploy_backend=p.deploy_backend, onednn_cpu=p.onednn_cpu, round_type=p.round_type, adaround_iterations=p.adaround_iterations,
             equalize_layers=p.equalize_layers,
             smooth_activations=p.smooth_activations, smooth_alpha=p.smooth_alpha,
         )

@@ -96,6 +96,11 @@ _QUANT_FLAGS = (
     ("--deploy-backend", "QuantizationParameters", "DeployBackend",
      {"choices": ("onednn", "tensorrt", "paddle_lite", "onnx"),
       "help": "target runtime (DeployBackend); tensorrt also writes a TensorRT calibration cache"}),
+    ("--onednn-cpu", "QuantizationParameters", "OnednnCpu",
+     {"choices": ("auto", "vnni", "avx2"),
+      "help": "with --deploy-backend onednn: the CPU the model runs on; avx2 (no VNNI/AMX) states oneDNN's "
+              "half-scale conv weights and leaves matmuls in float; auto: this CPU (OnednnCpu; default vnni, with a "
+              "warning on a CPU without VNNI)"}),
     ("--smooth-alpha", "QuantizationParameters", "SmoothAlpha",
      {"metavar": "A", "help": "smoothing strength in [0, 1], with --smooth-activations (SmoothAlpha; default: "
                               "searched per layer)"}),

@@ -7,9 +7,9 @@ AVX-512 without VNNI) they fall back to ``vpmaddubsw``, whose 16-bit pair sums c
 (oneDNN's "Nuances of int8 computations"); oneDNN then reorders the weights of convolutions with
 signed inputs at half scale (``ONEDNN_VERBOSE=1`` shows ``jit_uni_int8:avx2`` and
 ``wei:...:sa0.5``), and its outputs stop matching the QDQ program that the Executor simulation,
-``verify`` and ``analyze`` evaluate. The exact arithmetic is not modelled yet: emulating 7-bit
-weights alone does not reproduce it (docs/deploy.md).
-
+``verify`` and ``analyze`` evaluate — unless the program states it: ``quant_post(...,
+deploy_backend="onednn", onednn_cpu="avx2")`` puts conv weights on that half-scale grid and leaves
+the saturating matmuls in float (:mod:`paddle_quant.ptq.onednn_cpu`).
 Measured on an AMD EPYC with AVX2 only (docs/deploy.md, "CPUs without VNNI"): one 3x3 conv
 deviates from the simulation by up to 2.5 output steps, onnxruntime's int8 export by 5 steps,
 and PP-OCRv4 rec (conv2d quantized, ``deploy_backend="onednn"``) reads 62.5 % exact match on
@@ -41,7 +41,8 @@ NO_VNNI_WARNING = (
     "this CPU has no int8 dot-product instruction (AVX512-VNNI, AVX-VNNI or AMX): oneDNN's int8 kernels here "
     "(jit_uni_int8:avx2, weights at half scale for signed inputs) compute differently from the simulation that "
     "verify/analyze evaluate, and lose accuracy (PP-OCRv4 rec: 62.5 % exact match on oneDNN int8 vs 88.5 % "
-    "simulated, AVX2). Deploy int8 on a CPU with VNNI, or measure on the CPU you deploy on; see docs/deploy.md, "
+    "simulated, AVX2), unless the model was built for such a CPU: quant_post(..., deploy_backend='onednn', "
+    "onednn_cpu='avx2'). Deploy int8 on a CPU with VNNI, or build the model for this one; see docs/deploy.md, "
     "'CPUs without VNNI'")
 """Logged once per process when an oneDNN int8 runner is built on such a CPU."""
 

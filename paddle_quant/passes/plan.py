@@ -104,6 +104,16 @@ class QuantPlan:
                 skipped.append(SkippedOp(op.index, op.op_type, "every input is in skip_tensor_list"))
         return QuantPlan(tensors, tuple(ops), self.observers, tuple(skipped))
 
+    def without_op_types(self, op_types, reason: str) -> "QuantPlan":
+        """A plan that leaves every op of ``op_types`` in float (skipped with ``reason``), and the tensors
+        no other quantized op reads."""
+        op_types = set(op_types)
+        kept = tuple(op for op in self.ops if op.op_type not in op_types)
+        skipped = self.skipped + tuple(SkippedOp(op.index, op.op_type, reason) for op in self.ops
+                                       if op.op_type in op_types)
+        read = {var for op in kept for _, var in op.inputs}
+        return QuantPlan(tuple(t for t in self.tensors if t.var in read), kept, self.observers, skipped)
+
     def tensor(self, var: str) -> TensorQuant:
         """The quantizer planned for ``var`` (KeyError if none)."""
         for tensor in self.tensors:

@@ -17,6 +17,7 @@ from ..common.validation import translate_validation_error
 from ..common.backends import backend_profile, check_backend
 from ..common.config import QuantConfig
 from ..common.errors import ConfigError, closest_match
+from .onednn_cpu import resolve_onednn_cpu
 
 __all__ = ["Algorithm", "WeightMethod", "PTQConfig", "ALGORITHMS", "WEIGHT_METHODS", "QUANT_POST_OP_TYPES",
            "QUANT_POST_STATIC_OP_TYPES", "DEFAULT_OP_TYPE_LISTS"]
@@ -63,6 +64,8 @@ _ALLOWED = {
     "show_progress": "True, False, or None (a progress bar when stderr is a terminal)",
     "output_scales": "'all', 'none', or None (the deploy_backend's default)",
     "equalize_layers": "True or False",
+    "onednn_cpu": "None, 'auto' (the CPU quant_post runs on), 'vnni' (AVX512-VNNI, AVX-VNNI or AMX) or 'avx2' (no "
+                  "int8 dot-product instruction); only with deploy_backend='onednn'",
     "smooth_activations": "True or False",
     "smooth_alpha": "a float in [0, 1], or None (searched per layer)",
 }
@@ -119,6 +122,12 @@ class PTQConfig(BaseModel):
     optimize_model: Literal[False] = Field(False, description="Fold batch norms first (not implemented).")
     deploy_backend: Optional[Literal["onednn", "tensorrt", "paddle_lite", "onnx"]] = Field(
         None, description="Target runtime: shapes and checks the emitted model (see paddle_quant.common.backends).")
+    onednn_cpu: Optional[Literal["auto", "vnni", "avx2"]] = Field(
+        None,
+        description="deploy_backend='onednn': the CPU the model will run on. 'avx2' (no VNNI/AMX): conv weights on "
+        "oneDNN's half-scale grid and matmuls left in float, so the program states what oneDNN runs there "
+        "(paddle_quant.ptq.onednn_cpu); 'vnni' (AVX512-VNNI, AVX-VNNI or AMX): exact int8 kernels, nothing "
+        "changes; 'auto': the CPU quant_post runs on. None: 'vnni', with a warning when this CPU has no VNNI.")
     show_progress: Optional[bool] = Field(None, description="Progress bar; None: only on a terminal.")
     output_scales: Optional[Literal["all", "none"]] = Field(
         None,
@@ -160,6 +169,18 @@ class PTQConfig(BaseModel):
             raise ConfigError(f"config key 'smooth_alpha' got {self.smooth_alpha!r} but smooth_activations is False; "
                               "allowed: set smooth_activations=True, or leave smooth_alpha None")
         return self
+
+    @model_validator(mode="after")
+    def _onednn_cpu_needs_onednn(self) -> "PTQConfig":
+        if self.onednn_cpu is not None and self.deploy_backend != "onednn":
+            raise ConfigError(f"config key 'onednn_cpu' got {self.onednn_cpu!r} but deploy_backend is "
+                              f"{self.deploy_backend!r}; allowed: deploy_backend='onednn', or leave onednn_cpu None")
+        return self
+
+    @property
+    def onednn_without_vnni(self) -> bool:
+        """Whether the model is built for oneDNN int8 on a CPU without VNNI/AMX (``onednn_cpu`` resolved)."""
+        return self.deploy_backend == "onednn" and resolve_onednn_cpu(self.onednn_cpu or "vnni") == "avx2"
 
     @property
     def effective_output_scales(self) -> str:

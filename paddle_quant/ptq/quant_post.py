@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+import numpy as np
 import paddle
 
 from ..common.model_files import load_inference_program, model_files, save_inference_atomically
@@ -34,6 +35,8 @@ from ..passes.freeze import freeze_in_place
 from ..passes.plan import QuantPlan
 from ..passes.pool_inputs import quantize_pool_inputs
 from ..passes.rewrite import apply_plan
+from . import onednn_cpu
+from ..common.numerics import scaled_weight, weight_to_int
 from .adaround import AdaRoundOptions, pack_rounding, rounded_weight, unpack_rounding
 from .adaround_layers import learn_roundings
 from .config import QUANT_POST_OP_TYPES, QUANT_POST_STATIC_OP_TYPES, PTQConfig
@@ -138,11 +141,34 @@ def _roundings(exe, program, scope, plan, ptq: PTQConfig, scales: _Scales, table
                            show_progress=ptq.show_progress)
 
 
-def _integers(scope, plan, scales: _Scales, roundings: dict) -> dict:
-    """The int8 weights the roundings give (what freeze stores instead of rounding to nearest)."""
+def _integers(scope, plan, scales: _Scales, roundings: dict, ptq: PTQConfig) -> dict:
+    """The int8 weights freeze stores instead of rounding to nearest: the roundings', and for oneDNN on a CPU
+    without VNNI every conv weight on oneDNN's half-scale grid (:mod:`paddle_quant.ptq.onednn_cpu`)."""
     tensors = {t.var: t for t in plan.tensors if t.role == "weight"}
-    return {n: rounded_weight(read_tensor(scope, n), scales.weights[n], tensors[n].bits, tensors[n].axis, up)
-            for n, up in roundings.items()}
+    integers = {n: rounded_weight(read_tensor(scope, n), scales.weights[n], tensors[n].bits, tensors[n].axis, up)
+                for n, up in roundings.items()}
+    if ptq.onednn_without_vnni:
+        integers.update(_half_scale_weights(scope, plan, tensors, scales, integers))
+    return integers
+
+
+def _half_scale_weights(scope, plan, tensors: dict, scales: _Scales, integers: dict) -> dict:
+    """``{conv weight: integers on oneDNN's half-scale grid}`` (8-bit weights; others are logged and left)."""
+    conv_weights = {var for op in plan.ops if op.op_type in onednn_cpu.HALF_SCALE_OP_TYPES
+                    for _, var in op.inputs if var in tensors}
+    narrow = sorted(n for n in conv_weights if tensors[n].bits != 8)
+    if narrow:
+        _logger.warning("onednn_cpu='avx2': weights of fewer than 8 bits are not put on oneDNN's half-scale grid, "
+                        "so oneDNN runs them differently from the program: %s", narrow[:10])
+    result = {}
+    for name in sorted(conv_weights - set(narrow)):
+        t, w = tensors[name], read_tensor(scope, name)
+        nearest = integers.get(name)
+        if nearest is None:
+            nearest = weight_to_int(w, scales.weights[name], t.bits, t.axis, round_half="even")
+        scaled = scaled_weight(w, scales.weights[name], t.bits, t.axis)
+        result[name] = onednn_cpu.half_scale_integers(nearest, scaled).astype(np.int8)
+    return result
 
 
 # ---------------------------------------------------------------- the run
@@ -154,6 +180,8 @@ def run_post_training(exe, model_dir, quantize_model_path, ptq: PTQConfig, *, so
     if ptq.activation_bits != 8:
         _logger.warning("activation_bits=%d: the model runs in the Paddle Executor, but Paddle Inference's oneDNN "
                         "int8 pass accepts only 8-bit activations", ptq.activation_bits)
+    if ptq.deploy_backend == "onednn" and ptq.onednn_cpu is None:
+        onednn_cpu.warn_unset_without_vnni()
     model, params = model_files(model_dir, model_filename, params_filename)
     target = _check_output(model_dir, quantize_model_path, allow_output_in_model_dir)
     table_in = _table_argument(scale_table, ptq)
@@ -178,7 +206,7 @@ def run_post_training(exe, model_dir, quantize_model_path, ptq: PTQConfig, *, so
         apply_plan(quantized, plan, config, scope, place, mode="test", rewire_backward=False)
         write_scales(scope, place, scales.activations)
         write_scales(scope, place, scales.weights)
-        frozen = freeze_in_place(quantized, config, scope, place, _integers(scope, plan, scales, roundings))
+        frozen = freeze_in_place(quantized, config, scope, place, _integers(scope, plan, scales, roundings, ptq))
         apply_bias_corrections(frozen, corrections, stats.channel_means, scope, place)
         if ptq.effective_fold_affine:
             fold_conv_affine(frozen, scope, place)

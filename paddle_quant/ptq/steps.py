@@ -18,6 +18,7 @@ from ..passes.equalize import equalize_layers
 from ..passes.plan import QuantPlan, plan_quantization
 from ..passes.smooth import CONSUMER_TYPES, apply_smoothing, consumer_weight, plan_smoothing
 from ..passes.pool_inputs import pool_inputs_to_observe
+from . import onednn_cpu
 from .calibration import channel_peaks
 from .config import DEFAULT_OP_TYPE_LISTS, PTQConfig
 from .smoothing import input_channel_peaks, sample_patches, sample_rows, search_alpha, smoothing_scale
@@ -69,6 +70,8 @@ def plan_post_training(program, ptq: PTQConfig) -> QuantPlan:
         level = logging.INFO if ptq.quantizable_op_type in DEFAULT_OP_TYPE_LISTS else logging.WARNING
         _logger.log(level, "quant_post: op types %s are not in the model; nothing of those types is quantized",
                     absent)
+    if ptq.onednn_without_vnni:
+        plan = _float_matmuls_without_vnni(plan)
     if ptq.effective_output_scales == "none":
         plan = dataclasses.replace(plan, observers=())
     if ptq.quantize_pool_inputs:
@@ -80,6 +83,18 @@ def plan_post_training(program, ptq: PTQConfig) -> QuantPlan:
             f"the model's op types are {sorted(present)}"
         )
     return plan
+
+
+def _float_matmuls_without_vnni(plan: QuantPlan) -> QuantPlan:
+    """The plan with oneDNN's saturating int8 matmuls left in float (onednn_cpu 'avx2'), with a warning."""
+    matmuls = sorted({op.op_type for op in plan.ops if op.op_type in onednn_cpu.FLOAT_OP_TYPES})
+    if not matmuls:
+        return plan
+    count = sum(op.op_type in onednn_cpu.FLOAT_OP_TYPES for op in plan.ops)
+    _logger.warning("quant_post: %d ops of types %s left in float for onednn_cpu='avx2': %s", count, matmuls,
+                    onednn_cpu.FLOAT_REASON)
+    return plan.without_op_types(onednn_cpu.FLOAT_OP_TYPES, f"left in float for onednn_cpu='avx2': "
+                                                            f"{onednn_cpu.FLOAT_REASON}")
 
 
 SEARCH_SAMPLES = 512

@@ -273,6 +273,16 @@ def test_round_type_maps_to_ptq_config_and_bad_values_name_the_element():
         _one(params={"AdaRoundIterations": "0"})
 
 
+def test_onednn_cpu_maps_to_ptq_config_and_bad_values_name_the_element():
+    ptq = _one(params={"DeployBackend": "onednn", "OnednnCpu": "avx2"}).ptq_config()
+    assert (ptq.deploy_backend, ptq.onednn_cpu) == ("onednn", "avx2")
+    assert _one(params={}).ptq_config().onednn_cpu is None
+    with pytest.raises(ConfigError, match="OnednnCpu.*'auto', 'vnni' or 'avx2'"):
+        _one(params={"DeployBackend": "onednn", "OnednnCpu": "sse"})
+    with pytest.raises(ConfigError, match="onednn_cpu.*deploy_backend"):
+        _one(params={"OnednnCpu": "vnni"}).ptq_config()
+
+
 def test_skip_list_file_text_or_analyzer_json(tmp_path):
     text = _write(tmp_path / "skip.txt", "conv1.w  # a comment\n\nrelu_3.tmp_0\n")
     assert read_skip_list(text) == ["conv1.w", "relu_3.tmp_0"]

@@ -1,0 +1,161 @@
+"""ptq/onednn_cpu.py: models for oneDNN int8 on a CPU without VNNI/AMX (``onednn_cpu="avx2"``).
+
+Oracles: Paddle Inference oneDNN int8 running the saved model against the Executor's simulation of
+the same model (on this machine; an AVX2-only CPU is where the rule matters, a VNNI CPU runs the
+even grid exactly too), and the integers read back from the saved program.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+import paddle
+import pytest
+
+import paddle_quant as quant
+from paddle_quant.common.errors import ConfigError
+from paddle_quant.common.model_files import load_inference_program
+from paddle_quant.common.program import legacy_ir, read_tensor
+from paddle_quant.ptq.config import PTQConfig
+from paddle_quant.ptq import onednn_cpu
+from paddle_quant.ptq.onednn_cpu import half_scale_integers, resolve_onednn_cpu
+
+from support.inference import predict, predictor, save_built_model
+
+
+# ---------------------------------------------------------------- the grid
+def test_half_scale_integers_are_even_except_each_channels_127():
+    rng = np.random.default_rng(0)
+    scaled = rng.uniform(-127, 127, size=(6, 4, 3, 3))
+    scaled[:, 0, 0, 0] = 127.0 * np.sign(rng.standard_normal(6))  # each channel reaches +-127
+    integers = np.rint(scaled).astype(np.int64)
+    out = half_scale_integers(integers, scaled)
+    kept = np.abs(integers) == 127
+    assert np.all(out[kept] == integers[kept])
+    assert np.all(out[~kept] % 2 == 0)
+    assert np.abs(out[~kept]).max() <= 126
+    # each odd integer moved by one, toward its float value
+    odd = (integers % 2 != 0) & ~kept
+    assert np.all(np.abs(out[odd] - integers[odd]) == 1)
+    assert np.all(np.sign(out[odd] - integers[odd]) == np.sign(scaled[odd] - integers[odd]))
+    assert np.all(out[~odd] == integers[~odd])
+
+
+def test_half_scale_integers_keep_channels_oneDNN_rescales_and_break_ties_toward_zero():
+    integers = np.array([[127, 3, -3, 5], [63, 3, 1, -1]])  # channel 1 never reaches 127
+    scaled = np.array([[127.0, 3.0, -3.0, 4.9], [63.0, 3.2, 1.0, -1.0]])
+    out = half_scale_integers(integers, scaled)
+    assert out.tolist() == [[127, 2, -2, 4], [63, 3, 1, -1]]
+
+
+def test_half_scale_integers_refuse_shapes_that_differ():
+    with pytest.raises(ValueError, match="differ in shape"):
+        half_scale_integers(np.zeros((2, 3)), np.zeros((3, 2)))
+
+
+# ---------------------------------------------------------------- the config
+def test_onednn_cpu_needs_the_onednn_backend_and_a_known_value():
+    with pytest.raises(ConfigError, match="onednn_cpu.*deploy_backend"):
+        PTQConfig(onednn_cpu="avx2")
+    with pytest.raises(ConfigError, match="onednn_cpu.*'auto'.*'vnni'.*'avx2'"):
+        PTQConfig(deploy_backend="onednn", onednn_cpu="sse4")
+    assert PTQConfig(deploy_backend="onednn").onednn_cpu is None
+    assert PTQConfig(deploy_backend="onednn", onednn_cpu="avx2").onednn_without_vnni
+    assert not PTQConfig(deploy_backend="onednn", onednn_cpu="vnni").onednn_without_vnni
+    assert not PTQConfig().onednn_without_vnni
+    assert resolve_onednn_cpu("auto") in ("vnni", "avx2")
+
+
+# ---------------------------------------------------------------- on oneDNN
+def _conv_model(folder):
+    def build():
+        x = paddle.static.data("x", [-1, 16, 8, 8], "float32")
+        return [x], [paddle.static.nn.conv2d(x, 32, 3, bias_attr=False)]
+    paddle.seed(0)
+    return save_built_model(folder, build)
+
+
+def _quantize(tmp_path, onednn_cpu, feeds):
+    model = _conv_model(tmp_path / "fp32")
+    return quant.quant_post(paddle.static.Executor(paddle.CPUPlace()), str(model), str(tmp_path / onednn_cpu),
+                            data_loader=lambda: feeds, algo="abs_max", quantizable_op_type=["conv2d"],
+                            output_scales="none", deploy_backend="onednn", onednn_cpu=onednn_cpu)
+
+
+def _deviation_in_steps(result, feed):
+    """max |oneDNN int8 - Executor| of the model's output, in steps of its largest value / 127."""
+    with legacy_ir():
+        exe, scope = paddle.static.Executor(paddle.CPUPlace()), paddle.static.Scope()
+        program, _, fetches = load_inference_program(exe, scope, result.model_file, result.params_file)
+        with paddle.static.scope_guard(scope):
+            simulated = exe.run(program, feed=feed, fetch_list=fetches)[0]
+    deployed = predict(predictor(str(result.model_file), str(result.params_file), int8=True), feed)[0]
+    return float(np.abs(deployed - simulated).max() / (np.abs(simulated).max() / 127))
+
+
+def test_oneDNN_int8_runs_what_the_avx2_program_states(tmp_path):
+    rng = np.random.default_rng(0)
+    feeds = [{"x": rng.standard_normal((4, 16, 8, 8)).astype("float32")} for _ in range(4)]
+    result = _quantize(tmp_path, "avx2", feeds)
+    # one integer per channel (its +-127) may be off by one in oneDNN (0.28 steps measured on AVX2);
+    # odd weights round either way there: 2.2 steps with onednn_cpu="vnni" on an AVX2-only CPU
+    assert _deviation_in_steps(result, feeds[0]) <= 0.5
+
+
+def test_avx2_program_holds_even_conv_weights(tmp_path):
+    rng = np.random.default_rng(1)
+    feeds = [{"x": rng.standard_normal((4, 16, 8, 8)).astype("float32")} for _ in range(2)]
+    result = _quantize(tmp_path, "avx2", feeds)
+    with legacy_ir():
+        exe, scope = paddle.static.Executor(paddle.CPUPlace()), paddle.static.Scope()
+        program, _, _ = load_inference_program(exe, scope, result.model_file, result.params_file)
+        weights = [read_tensor(scope, op.input("X")[0]) for op in program.global_block().ops
+                   if op.type == "dequantize_linear" and program.global_block().var(op.input("X")[0]).persistable]
+    assert len(weights) == 1
+    q = weights[0].astype(np.int64)
+    assert np.all((q % 2 == 0) | (np.abs(q) == 127))
+    assert np.all(np.abs(q).reshape(32, -1).max(axis=1) == 127)
+
+
+def _linear_conv_model(folder):
+    def build():
+        x = paddle.static.data("x", [-1, 16, 8, 8], "float32")
+        y = paddle.static.nn.conv2d(x, 8, 3, padding=1)
+        z = paddle.nn.Linear(8, 4)(paddle.transpose(y, [0, 2, 3, 1]))
+        return [x], [z]
+    paddle.seed(0)
+    return save_built_model(folder, build)
+
+
+def test_avx2_leaves_matmuls_in_float_with_a_warning(tmp_path, caplog):
+    model = _linear_conv_model(tmp_path / "fp32")
+    rng = np.random.default_rng(2)
+    feeds = [{"x": rng.standard_normal((4, 16, 8, 8)).astype("float32")} for _ in range(2)]
+    exe = paddle.static.Executor(paddle.CPUPlace())
+    options = dict(data_loader=lambda: feeds, algo="abs_max", quantizable_op_type=["conv2d", "matmul_v2"],
+                   deploy_backend="onednn")
+    with caplog.at_level(logging.WARNING, logger="paddle_quant"):
+        avx2 = quant.quant_post(exe, str(model), str(tmp_path / "avx2"), onednn_cpu="avx2", **options)
+    assert any("matmul_v2" in s and "left in float for onednn_cpu='avx2'" in s for s in avx2.skipped_ops)
+    assert "left in float for onednn_cpu='avx2'" in caplog.text
+    vnni = quant.quant_post(exe, str(model), str(tmp_path / "vnni"), onednn_cpu="vnni", **options)
+    assert not any("matmul_v2" in s for s in vnni.skipped_ops)
+    assert len(vnni.quantized_tensors) > len(avx2.quantized_tensors)
+
+
+def test_unset_onednn_cpu_warns_once_on_a_cpu_without_vnni(monkeypatch, caplog):
+    onednn_cpu.warn_unset_without_vnni.cache_clear()
+    monkeypatch.setattr(onednn_cpu, "int8_dot_product", lambda: False)
+    with caplog.at_level(logging.WARNING, logger="paddle_quant"):
+        onednn_cpu.warn_unset_without_vnni()
+        onednn_cpu.warn_unset_without_vnni()
+    assert [r.getMessage() for r in caplog.records] == [onednn_cpu.UNSET_WITHOUT_VNNI_WARNING]
+    assert "onednn_cpu='avx2'" in caplog.text
+    onednn_cpu.warn_unset_without_vnni.cache_clear()
+    caplog.clear()
+    monkeypatch.setattr(onednn_cpu, "int8_dot_product", lambda: True)
+    with caplog.at_level(logging.WARNING, logger="paddle_quant"):
+        onednn_cpu.warn_unset_without_vnni()
+    assert not caplog.records
+    onednn_cpu.warn_unset_without_vnni.cache_clear()
