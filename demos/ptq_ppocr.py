@@ -73,8 +73,9 @@ BATCH_SIZE = 8
 REC_OPS_NOTE = ("rec quantizes conv2d only: on oneDNN int8, also quantizing its depthwise_conv2d costs "
                 "~15 points of exact match and matmul_v2 ~18 points; conv2d alone stays within a few points")
 NO_VNNI_NOTE = ("NOTE: this CPU has no VNNI/AMX, so oneDNN's int8 kernels here compute differently from the "
-                "simulation and lose accuracy (docs/deploy.md, 'CPUs without VNNI'); the check below uses the "
-                "simulated accuracy instead")
+                "simulation of these models (built for a VNNI/AMX CPU) and lose accuracy; the check below uses the "
+                "simulated accuracy instead. quant_post(..., onednn_cpu='avx2') builds models this CPU runs as "
+                "simulated, at 7-bit conv weights (docs/deploy.md, 'CPUs without VNNI')")
 SCALES_NOTE = ("output_scales: cls 'all' (faster; 'none' reads about the same with deploy_backend='onednn', ~55% "
                "without it), rec 'none' (with 'all' exact match falls to ~59%)")
 
@@ -126,7 +127,8 @@ def quantize(exe, kind, model_dir, out_dir, args, ops, output_scales, algo):
         exe, str(model_dir), str(out_dir),
         data_loader=lambda: ppocr.calibration_feeds(kind, args.batches, BATCH_SIZE, args.seed),
         algo=algo, batch_nums=args.batches, quantizable_op_type=ops,
-        output_scales=output_scales, deploy_backend="onednn")  # onednn: also folds conv/affine chains
+        output_scales=output_scales, deploy_backend="onednn",  # onednn: also folds conv/affine chains
+        onednn_cpu="vnni")  # 8-bit weights for a VNNI/AMX CPU; on one without, NO_VNNI_NOTE says what changes
     seconds = time.perf_counter() - start
     print(f"  [{kind}] algo={algo}, {len(result.quantized_tensors)} tensors quantized ({','.join(ops)}), "
           f"output_scales={output_scales}, {result.batches} batches, {seconds:.1f} s -> {out_dir}")

@@ -41,6 +41,10 @@ class BackendProfile:
     note: str
     fold_affine: bool = False
     quantize_pool_inputs: bool = False
+    float_readers_bypass_observers: tuple[str, ...] = ()
+    """Op types that, left in float, read an observed tensor itself rather than its observer pair: the
+    runtime would otherwise run them in int8 (oneDNN's quant_dequant_onednn_pass keeps a conv/matmul in
+    float only when one of its inputs does not come from a quantize/dequantize op)."""
 
 
 _ANY_WEIGHT_TYPE = ("channel_wise_abs_max", "abs_max", "range_abs_max", "moving_average_abs_max")
@@ -51,7 +55,8 @@ BACKENDS: dict[str, BackendProfile] = {
     "onednn": BackendProfile(
         "onednn", "onednn", (8,), _WEIGHT_BITS, _ANY_WEIGHT_TYPE, (True,), "all", (),
         "Paddle Inference on CPU, enable_onednn() + enable_onednn_int8()", fold_affine=True,
-        quantize_pool_inputs=True),
+        quantize_pool_inputs=True,
+        float_readers_bypass_observers=("conv2d", "depthwise_conv2d", "fused_conv2d", "mul", "matmul", "matmul_v2")),
     "tensorrt": BackendProfile(
         "tensorrt", "tensorrt", (8,), _WEIGHT_BITS, ("channel_wise_abs_max",), (True, False), "all", ("tensorrt_cache",),
         "Paddle Inference with enable_tensorrt_engine(precision_mode=Int8, use_calib_mode=False)"),

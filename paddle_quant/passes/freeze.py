@@ -26,6 +26,7 @@ import numpy as np
 from paddle.base import core
 
 from ..common import naming
+from ..common.backends import backend_profile
 from ..common.program import insert_ops, is_persistable, read_tensor, write_tensor
 from ..common.errors import ProgramStateError
 from ..common.numerics import abs_max_scale, qmax, weight_to_int
@@ -143,7 +144,9 @@ def _as_int8_convention(block, scope, place, dequant, weight, scale, bits) -> No
             dequant._set_attr(attr, value)
 
 
-def _replace_observers_qdq(block, scope, place, bits) -> None:
+def _replace_observers_qdq(block, scope, place, bits, float_readers=()) -> None:
+    """Observers -> only_observer QDQ pairs whose output the tensor's readers read, except readers of the
+    types ``float_readers`` that stay in float (the deploy backend's ``float_readers_bypass_observers``)."""
     quantized = {op.input("X")[0] for op in block.ops if op.type == "quantize_linear"}
     for op in [op for op in block.ops if op.type == "moving_average_abs_max_scale"]:
         var = op.input("X")[0]
@@ -153,7 +156,8 @@ def _replace_observers_qdq(block, scope, place, bits) -> None:
             continue
         quantized.add(var)
         for consumer in _consumers(block, var, index):
-            consumer._rename_input(var, naming.dequantized(var))
+            if consumer.type not in float_readers or consumer.has_attr(QUANTIZED_OP_ATTR):
+                consumer._rename_input(var, naming.dequantized(var))
         _insert_observer_pair(block, scope, place, index, var, bits)
 
 
@@ -306,7 +310,9 @@ def freeze_in_place(program, config, scope, place, integers=None):
     block = program.global_block()
     if config.onnx_format:
         _fold_qdq_weights(block, scope, place, integers)
-        _replace_observers_qdq(block, scope, place, config.activation_bits)
+        profile = backend_profile(config.deploy_backend)
+        _replace_observers_qdq(block, scope, place, config.activation_bits,
+                               profile.float_readers_bypass_observers if profile else ())
     else:
         _freeze_fake(block, scope, place)
     program._sync_with_cpp()

@@ -184,9 +184,12 @@ class PTQConfig(BaseModel):
 
     @property
     def effective_output_scales(self) -> str:
-        """``output_scales``, or the deploy_backend's default when it is None ('all' without a backend)."""
+        """``output_scales``, or the deploy_backend's default when it is None ('all' without a backend; 'none'
+        for oneDNN on a CPU without VNNI, :mod:`paddle_quant.ptq.onednn_cpu`)."""
         if self.output_scales is not None:
             return self.output_scales
+        if self.onednn_without_vnni:
+            return "none"  # with output scales oneDNN runs matmuls in int8 that the program leaves in float
         profile = backend_profile(self.deploy_backend)
         return profile.output_scales if profile else "all"
 

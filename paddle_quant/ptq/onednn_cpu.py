@@ -1,7 +1,7 @@
 """What a model for oneDNN int8 on a CPU without an int8 dot-product instruction must state.
 
 Paddle Inference's oneDNN int8 pipeline, on a CPU without AVX512-VNNI, AVX-VNNI or AMX (AVX2, or
-AVX-512 without VNNI; :func:`paddle_quant.deploy.cpu.int8_dot_product`), runs two things the QDQ
+AVX-512 without VNNI; :func:`paddle_quant.deploy.cpu.int8_dot_product`), computes what the QDQ
 program does not say (measured on an AMD EPYC with AVX2, Paddle 3.3.1; docs/deploy.md, "CPUs
 without VNNI"):
 
@@ -19,12 +19,28 @@ without VNNI"):
   one integer per channel off by one (0.28 output steps on the same conv, mean 0.05).
   :func:`half_scale_integers` puts the weights there, each odd integer moved to the even
   neighbour nearer its float value: 7 bits of resolution, as oneDNN runs anyway.
-  Convolutions with unsigned inputs (relu outputs) are not halved by oneDNN; the rule is applied
-  to every quantized convolution alike (exact there too, one bit coarser).
+  Convolutions with unsigned inputs (relu/relu6 outputs, :func:`reads_unsigned`) are not halved
+  by oneDNN and keep their 8-bit weights; their 16-bit pair sums can saturate instead (7-10 output
+  steps on ``conv_relu_conv`` of ``bench/onednn_patterns.py``), which no weight grid avoids: not
+  handled.
 
 * **int8 matmuls saturate.** ``mul``/``matmul``/``matmul_v2`` run oneDNN's ``gemm_s8s8s32`` there,
   which deviates up to 41 output steps on one Linear layer (``bench/onednn_patterns.py``): no
-  weight grid the program can hold avoids it, so those ops are left in float, with a warning.
+  weight grid the program can hold avoids it, so those ops are left in float, with a warning, and
+  ``output_scales`` defaults to ``"none"``: with output scales Paddle propagates a scale through
+  transpose/reshape onto the matmul's input and oneDNN runs it in int8 all the same (PP-OCRv4 rec,
+  PaddleSlim's four op types, hist, 300 lines: 18.3 % deployed against 66.0 % simulated with
+  ``"all"``; 68.7 / 69.0 with ``"none"``; ``bench/onednn_cpu_rec.py``). An explicit
+  ``output_scales="all"`` is kept, with a warning.
+
+* **each channel's ±127 is a tie.** ``127 / 2 = 63.5``: float rounding sends it to 63 or 64, so
+  that one weight per channel runs as 126 or 128 where the program says 127, which no program
+  states (the channel's largest weight has to be 127 for oneDNN's derived scale to be the
+  program's). Small on a conv2d (0.27 output steps on a 3x3 conv); on a depthwise 3x3, whose few
+  weights and large scale multiply the one-unit error, 0.66 steps alone and up to 16 steps where
+  PP-OCRv4 rec's first depthwise output is requantized at a small scale, moving rec's deployed
+  exact match 6-10 points from the simulation: depthwise convolutions are left in float, with a
+  warning.
 
 ``PTQConfig.onednn_cpu`` says which CPU the model is for: ``"vnni"`` (exact int8 kernels; nothing
 above applies), ``"avx2"`` (the rules above) or ``"auto"`` (the CPU quant_post runs on). Unset, it
@@ -42,30 +58,44 @@ import numpy as np
 
 from ..deploy.cpu import int8_dot_product
 
-__all__ = ["ONEDNN_CPUS", "HALF_SCALE_OP_TYPES", "FLOAT_OP_TYPES", "FLOAT_REASON", "UNSET_WITHOUT_VNNI_WARNING",
-           "resolve_onednn_cpu", "warn_unset_without_vnni", "half_scale_integers"]
+__all__ = ["ONEDNN_CPUS", "HALF_SCALE_OP_TYPES", "FLOAT_REASONS", "OUTPUT_SCALES_WARNING",
+           "UNSET_WITHOUT_VNNI_WARNING",
+           "UNSIGNED_PRODUCERS", "reads_unsigned", "resolve_onednn_cpu", "warn_unset_without_vnni", "half_scale_integers"]
 
 _logger = logging.getLogger(__name__)
 
 ONEDNN_CPUS = ("auto", "vnni", "avx2")
 """``PTQConfig.onednn_cpu`` values."""
 
-HALF_SCALE_OP_TYPES = ("conv2d", "depthwise_conv2d")
-"""Op types whose int8 weights oneDNN reorders at half scale without VNNI."""
+HALF_SCALE_OP_TYPES = ("conv2d",)
+"""Op types quantized for a CPU without VNNI whose int8 weights oneDNN reorders at half scale there."""
 
-FLOAT_OP_TYPES = ("mul", "matmul", "matmul_v2")
-"""Op types left in float for a CPU without VNNI."""
+OUTPUT_SCALES_WARNING = (
+    "output_scales='all' with onednn_cpu='avx2': Paddle propagates the output scales onto the inputs of the matmuls "
+    "the program leaves in float, and oneDNN then runs them in int8 with saturating kernels (PP-OCRv4 rec: 18.3 % "
+    "deployed vs 66.0 % simulated); leave output_scales unset ('none' for this CPU) unless the model has no matmul")
+"""Logged when an explicit output_scales='all' meets onednn_cpu='avx2'."""
 
-FLOAT_REASON = ("oneDNN's int8 matmul on a CPU without VNNI/AMX (gemm_s8s8s32) saturates: up to 41 output steps "
-                "from the program on one Linear layer (bench/onednn_patterns.py, docs/deploy.md 'CPUs without VNNI')")
+_MATMUL_REASON = ("oneDNN's int8 matmul on a CPU without VNNI/AMX (gemm_s8s8s32) saturates: up to 41 output steps "
+                  "from the program on one Linear layer (bench/onednn_patterns.py)")
+FLOAT_REASONS = {
+    "mul": _MATMUL_REASON, "matmul": _MATMUL_REASON, "matmul_v2": _MATMUL_REASON,
+    "depthwise_conv2d": ("oneDNN on a CPU without VNNI/AMX runs each channel's +-127 weight as 126 or 128 (a tie of "
+                         "its half-scale weights that no program states); on a depthwise conv's few weights that moves "
+                         "PP-OCRv4 rec's deployed exact match 6-10 points from the simulation"),
+}
+"""Op types left in float for a CPU without VNNI, and why (docs/deploy.md, 'CPUs without VNNI')."""
 
 UNSET_WITHOUT_VNNI_WARNING = (
     "quant_post(deploy_backend='onednn'): onednn_cpu is not set, so the model is built for a CPU with VNNI/AMX; "
     "this CPU has neither, and oneDNN int8 here runs such a model differently from the simulation (PP-OCRv4 rec, "
-    "PaddleSlim's four op types, hist: 71.0 % exact match deployed = simulated with onednn_cpu='avx2', against "
-    "~20-30 % deployed without it). To deploy on a CPU like this one pass onednn_cpu='avx2' (or 'auto'); for a "
+    "conv2d, avg: 65.7 % exact match deployed vs 89.0 % simulated; built with onednn_cpu='avx2': 71.3 % deployed, "
+    "71.7 % simulated). To deploy on a CPU like this one pass onednn_cpu='avx2' (or 'auto'); for a "
     "VNNI/AMX server pass onednn_cpu='vnni' to silence this (docs/deploy.md, 'CPUs without VNNI')")
 """Logged once per process by :func:`warn_unset_without_vnni`."""
+
+UNSIGNED_PRODUCERS = ("relu", "relu6")
+"""Op types whose outputs Paddle's oneDNN int8 passes store unsigned (compute_propagate_scales_onednn_pass)."""
 
 _CHANNEL_MAX = 127
 """The largest weight integer of a channel: oneDNN derives its weight scale from it."""
@@ -82,6 +112,13 @@ def _this_cpu() -> str:
     _logger.info("onednn_cpu='auto': this CPU %s an int8 dot-product instruction (VNNI/AMX), so oneDNN int8 models "
                  "are built for onednn_cpu=%r", "has" if resolved == "vnni" else "has no", resolved)
     return resolved
+
+
+def reads_unsigned(conv_op, writers: dict) -> bool:
+    """Whether oneDNN feeds ``conv_op`` an unsigned int8 input: its ``Input`` is a relu/relu6 output
+    (``writers``: var name -> the op writing it, ``common.program.writer_by_var``)."""
+    writer = writers.get(conv_op.input("Input")[0])
+    return writer is not None and writer.type in UNSIGNED_PRODUCERS
 
 
 @functools.lru_cache(maxsize=1)

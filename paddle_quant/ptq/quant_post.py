@@ -22,7 +22,7 @@ import numpy as np
 import paddle
 
 from ..common.model_files import load_inference_program, model_files, save_inference_atomically
-from ..common.program import legacy_ir, read_tensor
+from ..common.program import legacy_ir, read_tensor, writer_by_var
 from .calibration import CalibrationStats, calibrate
 from ..common.errors import ConfigError, ConfigTypeError
 from ..export.scale_table import (SCALE_TABLE_FILENAME, ScaleTable, make_entry, observer_statistics, read_scale_table,
@@ -141,20 +141,23 @@ def _roundings(exe, program, scope, plan, ptq: PTQConfig, scales: _Scales, table
                            show_progress=ptq.show_progress)
 
 
-def _integers(scope, plan, scales: _Scales, roundings: dict, ptq: PTQConfig) -> dict:
+def _integers(scope, plan, scales: _Scales, roundings: dict, ptq: PTQConfig, block) -> dict:
     """The int8 weights freeze stores instead of rounding to nearest: the roundings', and for oneDNN on a CPU
     without VNNI every conv weight on oneDNN's half-scale grid (:mod:`paddle_quant.ptq.onednn_cpu`)."""
     tensors = {t.var: t for t in plan.tensors if t.role == "weight"}
     integers = {n: rounded_weight(read_tensor(scope, n), scales.weights[n], tensors[n].bits, tensors[n].axis, up)
                 for n, up in roundings.items()}
     if ptq.onednn_without_vnni:
-        integers.update(_half_scale_weights(scope, plan, tensors, scales, integers))
+        integers.update(_half_scale_weights(scope, plan, tensors, scales, integers, block))
     return integers
 
 
-def _half_scale_weights(scope, plan, tensors: dict, scales: _Scales, integers: dict) -> dict:
-    """``{conv weight: integers on oneDNN's half-scale grid}`` (8-bit weights; others are logged and left)."""
+def _half_scale_weights(scope, plan, tensors: dict, scales: _Scales, integers: dict, block) -> dict:
+    """``{conv weight: integers on oneDNN's half-scale grid}`` for the convs oneDNN feeds signed inputs (8-bit
+    weights; others are logged and left)."""
+    writers = writer_by_var(block)
     conv_weights = {var for op in plan.ops if op.op_type in onednn_cpu.HALF_SCALE_OP_TYPES
+                    and not onednn_cpu.reads_unsigned(block.ops[op.index], writers)
                     for _, var in op.inputs if var in tensors}
     narrow = sorted(n for n in conv_weights if tensors[n].bits != 8)
     if narrow:
@@ -182,6 +185,8 @@ def run_post_training(exe, model_dir, quantize_model_path, ptq: PTQConfig, *, so
                         "int8 pass accepts only 8-bit activations", ptq.activation_bits)
     if ptq.deploy_backend == "onednn" and ptq.onednn_cpu is None:
         onednn_cpu.warn_unset_without_vnni()
+    if ptq.onednn_without_vnni and ptq.output_scales == "all":
+        _logger.warning(onednn_cpu.OUTPUT_SCALES_WARNING)
     model, params = model_files(model_dir, model_filename, params_filename)
     target = _check_output(model_dir, quantize_model_path, allow_output_in_model_dir)
     table_in = _table_argument(scale_table, ptq)
@@ -202,11 +207,12 @@ def run_post_training(exe, model_dir, quantize_model_path, ptq: PTQConfig, *, so
         else:
             scales, stats = _table_scales(plan, table_in), CalibrationStats()
         roundings = _roundings(exe, program, scope, plan, ptq, scales, table_in, feed_names, sources, stats.batches)
+        integers = _integers(scope, plan, scales, roundings, ptq, program.global_block())  # plan indices: before
         config, quantized = ptq.to_quant_config(), program  # loaded for inference: no copy needed
         apply_plan(quantized, plan, config, scope, place, mode="test", rewire_backward=False)
         write_scales(scope, place, scales.activations)
         write_scales(scope, place, scales.weights)
-        frozen = freeze_in_place(quantized, config, scope, place, _integers(scope, plan, scales, roundings, ptq))
+        frozen = freeze_in_place(quantized, config, scope, place, integers)
         apply_bias_corrections(frozen, corrections, stats.channel_means, scope, place)
         if ptq.effective_fold_affine:
             fold_conv_affine(frozen, scope, place)

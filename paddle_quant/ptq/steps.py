@@ -71,7 +71,7 @@ def plan_post_training(program, ptq: PTQConfig) -> QuantPlan:
         _logger.log(level, "quant_post: op types %s are not in the model; nothing of those types is quantized",
                     absent)
     if ptq.onednn_without_vnni:
-        plan = _float_matmuls_without_vnni(plan)
+        plan = _float_ops_without_vnni(plan)
     if ptq.effective_output_scales == "none":
         plan = dataclasses.replace(plan, observers=())
     if ptq.quantize_pool_inputs:
@@ -85,16 +85,15 @@ def plan_post_training(program, ptq: PTQConfig) -> QuantPlan:
     return plan
 
 
-def _float_matmuls_without_vnni(plan: QuantPlan) -> QuantPlan:
-    """The plan with oneDNN's saturating int8 matmuls left in float (onednn_cpu 'avx2'), with a warning."""
-    matmuls = sorted({op.op_type for op in plan.ops if op.op_type in onednn_cpu.FLOAT_OP_TYPES})
-    if not matmuls:
-        return plan
-    count = sum(op.op_type in onednn_cpu.FLOAT_OP_TYPES for op in plan.ops)
-    _logger.warning("quant_post: %d ops of types %s left in float for onednn_cpu='avx2': %s", count, matmuls,
-                    onednn_cpu.FLOAT_REASON)
-    return plan.without_op_types(onednn_cpu.FLOAT_OP_TYPES, f"left in float for onednn_cpu='avx2': "
-                                                            f"{onednn_cpu.FLOAT_REASON}")
+def _float_ops_without_vnni(plan: QuantPlan) -> QuantPlan:
+    """The plan with the ops oneDNN runs differently on a CPU without VNNI left in float (onednn_cpu 'avx2'),
+    with a warning per op type."""
+    for op_type, reason in onednn_cpu.FLOAT_REASONS.items():
+        count = sum(op.op_type == op_type for op in plan.ops)
+        if count:
+            _logger.warning("quant_post: %d %s ops left in float for onednn_cpu='avx2': %s", count, op_type, reason)
+            plan = plan.without_op_types((op_type,), f"left in float for onednn_cpu='avx2': {reason}")
+    return plan
 
 
 SEARCH_SAMPLES = 512

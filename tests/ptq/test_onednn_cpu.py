@@ -64,6 +64,10 @@ def test_onednn_cpu_needs_the_onednn_backend_and_a_known_value():
     assert PTQConfig(deploy_backend="onednn", onednn_cpu="avx2").onednn_without_vnni
     assert not PTQConfig(deploy_backend="onednn", onednn_cpu="vnni").onednn_without_vnni
     assert not PTQConfig().onednn_without_vnni
+    # without VNNI output scales would let oneDNN run the float matmuls in int8: off unless asked for
+    assert PTQConfig(deploy_backend="onednn", onednn_cpu="avx2").effective_output_scales == "none"
+    assert PTQConfig(deploy_backend="onednn", onednn_cpu="avx2", output_scales="all").effective_output_scales == "all"
+    assert PTQConfig(deploy_backend="onednn", onednn_cpu="vnni").effective_output_scales == "all"
     assert resolve_onednn_cpu("auto") in ("vnni", "avx2")
 
 
@@ -122,25 +126,32 @@ def _linear_conv_model(folder):
     def build():
         x = paddle.static.data("x", [-1, 16, 8, 8], "float32")
         y = paddle.static.nn.conv2d(x, 8, 3, padding=1)
+        y = paddle.static.nn.conv2d(y, 8, 3, padding=1, groups=8, use_cudnn=False)
         z = paddle.nn.Linear(8, 4)(paddle.transpose(y, [0, 2, 3, 1]))
         return [x], [z]
     paddle.seed(0)
     return save_built_model(folder, build)
 
 
-def test_avx2_leaves_matmuls_in_float_with_a_warning(tmp_path, caplog):
+def test_avx2_leaves_matmuls_and_depthwise_convs_in_float_with_a_warning(tmp_path, caplog):
     model = _linear_conv_model(tmp_path / "fp32")
     rng = np.random.default_rng(2)
     feeds = [{"x": rng.standard_normal((4, 16, 8, 8)).astype("float32")} for _ in range(2)]
     exe = paddle.static.Executor(paddle.CPUPlace())
-    options = dict(data_loader=lambda: feeds, algo="abs_max", quantizable_op_type=["conv2d", "matmul_v2"],
-                   deploy_backend="onednn")
+    options = dict(data_loader=lambda: feeds, algo="abs_max",
+                   quantizable_op_type=["conv2d", "depthwise_conv2d", "matmul_v2"], deploy_backend="onednn")
     with caplog.at_level(logging.WARNING, logger="paddle_quant"):
         avx2 = quant.quant_post(exe, str(model), str(tmp_path / "avx2"), onednn_cpu="avx2", **options)
-    assert any("matmul_v2" in s and "left in float for onednn_cpu='avx2'" in s for s in avx2.skipped_ops)
-    assert "left in float for onednn_cpu='avx2'" in caplog.text
+    for op_type in ("matmul_v2", "depthwise_conv2d"):
+        assert any(s.startswith(op_type) and "left in float for onednn_cpu='avx2'" in s for s in avx2.skipped_ops)
+        assert f"{op_type} ops left in float for onednn_cpu='avx2'" in caplog.text
+    assert onednn_cpu.OUTPUT_SCALES_WARNING not in caplog.text
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="paddle_quant"):
+        quant.quant_post(exe, str(model), str(tmp_path / "avx2_all"), onednn_cpu="avx2", output_scales="all", **options)
+    assert onednn_cpu.OUTPUT_SCALES_WARNING in caplog.text
     vnni = quant.quant_post(exe, str(model), str(tmp_path / "vnni"), onednn_cpu="vnni", **options)
-    assert not any("matmul_v2" in s for s in vnni.skipped_ops)
+    assert not any(s.startswith(("matmul_v2", "depthwise_conv2d")) for s in vnni.skipped_ops)
     assert len(vnni.quantized_tensors) > len(avx2.quantized_tensors)
 
 
@@ -159,3 +170,27 @@ def test_unset_onednn_cpu_warns_once_on_a_cpu_without_vnni(monkeypatch, caplog):
         onednn_cpu.warn_unset_without_vnni()
     assert not caplog.records
     onednn_cpu.warn_unset_without_vnni.cache_clear()
+
+
+def test_avx2_keeps_8_bit_weights_for_convs_reading_relu_outputs(tmp_path):
+    """oneDNN feeds those unsigned inputs and does not halve their weights."""
+    def build():
+        x = paddle.static.data("x", [-1, 16, 8, 8], "float32")
+        y = paddle.nn.functional.relu(paddle.static.nn.conv2d(x, 16, 3, padding=1))
+        return [x], [paddle.static.nn.conv2d(y, 16, 3, padding=1)]
+    paddle.seed(0)
+    model = save_built_model(tmp_path / "fp32", build)
+    rng = np.random.default_rng(3)
+    feeds = [{"x": rng.standard_normal((4, 16, 8, 8)).astype("float32")} for _ in range(2)]
+    result = quant.quant_post(paddle.static.Executor(paddle.CPUPlace()), str(model), str(tmp_path / "int8"),
+                              data_loader=lambda: feeds, algo="abs_max", quantizable_op_type=["conv2d"],
+                              deploy_backend="onednn", onednn_cpu="avx2")
+    with legacy_ir():
+        exe, scope = paddle.static.Executor(paddle.CPUPlace()), paddle.static.Scope()
+        program, _, _ = load_inference_program(exe, scope, result.model_file, result.params_file)
+        block = program.global_block()
+        weights = {op.input("X")[0]: read_tensor(scope, op.input("X")[0]).astype(np.int64) for op in block.ops
+                   if op.type == "dequantize_linear" and block.var(op.input("X")[0]).persistable}
+    first, second = (weights[n] for n in sorted(weights))
+    assert np.all((first % 2 == 0) | (np.abs(first) == 127))  # signed input: half-scale grid
+    assert np.any((second % 2 != 0) & (np.abs(second) != 127))  # relu input: 8-bit weights
