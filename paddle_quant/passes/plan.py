@@ -104,13 +104,13 @@ class QuantPlan:
                 skipped.append(SkippedOp(op.index, op.op_type, "every input is in skip_tensor_list"))
         return QuantPlan(tensors, tuple(ops), self.observers, tuple(skipped))
 
-    def without_op_types(self, op_types, reason: str) -> "QuantPlan":
-        """A plan that leaves every op of ``op_types`` in float (skipped with ``reason``), and the tensors
-        no other quantized op reads."""
-        op_types = set(op_types)
-        kept = tuple(op for op in self.ops if op.op_type not in op_types)
+    def without_ops(self, indices, reason: str) -> "QuantPlan":
+        """A plan that leaves the ops at ``indices`` in float (skipped with ``reason``), and the tensors no
+        other quantized op reads."""
+        indices = set(indices)
+        kept = tuple(op for op in self.ops if op.index not in indices)
         skipped = self.skipped + tuple(SkippedOp(op.index, op.op_type, reason) for op in self.ops
-                                       if op.op_type in op_types)
+                                       if op.index in indices)
         read = {var for op in kept for _, var in op.inputs}
         return QuantPlan(tuple(t for t in self.tensors if t.var in read), kept, self.observers, skipped)
 

@@ -39,8 +39,8 @@ without VNNI"):
   program's). Small on a conv2d (0.27 output steps on a 3x3 conv); on a depthwise 3x3, whose few
   weights and large scale multiply the one-unit error, 0.66 steps alone and up to 16 steps where
   PP-OCRv4 rec's first depthwise output is requantized at a small scale, moving rec's deployed
-  exact match 6-10 points from the simulation: depthwise convolutions are left in float, with a
-  warning.
+  exact match 6-10 points from the simulation: depthwise convolutions with signed inputs are left
+  in float, with a warning (those reading relu outputs are not halved and stay int8).
 
 ``PTQConfig.onednn_cpu`` says which CPU the model is for: ``"vnni"`` (exact int8 kernels; nothing
 above applies), ``"avx2"`` (the rules above) or ``"auto"`` (the CPU quant_post runs on). Unset, it
@@ -82,7 +82,8 @@ FLOAT_REASONS = {
     "mul": _MATMUL_REASON, "matmul": _MATMUL_REASON, "matmul_v2": _MATMUL_REASON,
     "depthwise_conv2d": ("oneDNN on a CPU without VNNI/AMX runs each channel's +-127 weight as 126 or 128 (a tie of "
                          "its half-scale weights that no program states); on a depthwise conv's few weights that moves "
-                         "PP-OCRv4 rec's deployed exact match 6-10 points from the simulation"),
+                         "PP-OCRv4 rec's deployed exact match 6-10 points from the simulation (depthwise convs reading "
+                         "relu outputs are not halved and stay int8)"),
 }
 """Op types left in float for a CPU without VNNI, and why (docs/deploy.md, 'CPUs without VNNI')."""
 

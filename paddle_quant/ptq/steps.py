@@ -11,7 +11,7 @@ import logging
 import numpy as np
 
 from ..common import naming
-from ..common.program import read_tensor, write_tensor
+from ..common.program import read_tensor, write_tensor, writer_by_var
 from ..common.errors import ProgramStateError
 from ..observers import make_observer
 from ..passes.equalize import equalize_layers
@@ -71,7 +71,7 @@ def plan_post_training(program, ptq: PTQConfig) -> QuantPlan:
         _logger.log(level, "quant_post: op types %s are not in the model; nothing of those types is quantized",
                     absent)
     if ptq.onednn_without_vnni:
-        plan = _float_ops_without_vnni(plan)
+        plan = _float_ops_without_vnni(plan, program.global_block())
     if ptq.effective_output_scales == "none":
         plan = dataclasses.replace(plan, observers=())
     if ptq.quantize_pool_inputs:
@@ -85,14 +85,17 @@ def plan_post_training(program, ptq: PTQConfig) -> QuantPlan:
     return plan
 
 
-def _float_ops_without_vnni(plan: QuantPlan) -> QuantPlan:
+def _float_ops_without_vnni(plan: QuantPlan, block) -> QuantPlan:
     """The plan with the ops oneDNN runs differently on a CPU without VNNI left in float (onednn_cpu 'avx2'),
-    with a warning per op type."""
+    with a warning per op type: matmuls, and depthwise convs that oneDNN feeds signed inputs."""
+    writers = writer_by_var(block)
     for op_type, reason in onednn_cpu.FLOAT_REASONS.items():
-        count = sum(op.op_type == op_type for op in plan.ops)
-        if count:
-            _logger.warning("quant_post: %d %s ops left in float for onednn_cpu='avx2': %s", count, op_type, reason)
-            plan = plan.without_op_types((op_type,), f"left in float for onednn_cpu='avx2': {reason}")
+        indices = [op.index for op in plan.ops if op.op_type == op_type and
+                   (op_type != "depthwise_conv2d" or not onednn_cpu.reads_unsigned(block.ops[op.index], writers))]
+        if indices:
+            _logger.warning("quant_post: %d %s ops left in float for onednn_cpu='avx2': %s", len(indices), op_type,
+                            reason)
+            plan = plan.without_ops(indices, f"left in float for onednn_cpu='avx2': {reason}")
     return plan
 
 

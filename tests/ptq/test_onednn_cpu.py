@@ -173,24 +173,28 @@ def test_unset_onednn_cpu_warns_once_on_a_cpu_without_vnni(monkeypatch, caplog):
 
 
 def test_avx2_keeps_8_bit_weights_for_convs_reading_relu_outputs(tmp_path):
-    """oneDNN feeds those unsigned inputs and does not halve their weights."""
+    """oneDNN feeds those unsigned inputs and does not halve their weights; a depthwise conv there stays int8."""
     def build():
         x = paddle.static.data("x", [-1, 16, 8, 8], "float32")
         y = paddle.nn.functional.relu(paddle.static.nn.conv2d(x, 16, 3, padding=1))
-        return [x], [paddle.static.nn.conv2d(y, 16, 3, padding=1)]
+        z = paddle.static.nn.conv2d(y, 16, 3, padding=1, groups=16, use_cudnn=False)  # depthwise on relu: int8
+        return [x], [paddle.static.nn.conv2d(y, 16, 3, padding=1) + z]
     paddle.seed(0)
     model = save_built_model(tmp_path / "fp32", build)
     rng = np.random.default_rng(3)
     feeds = [{"x": rng.standard_normal((4, 16, 8, 8)).astype("float32")} for _ in range(2)]
     result = quant.quant_post(paddle.static.Executor(paddle.CPUPlace()), str(model), str(tmp_path / "int8"),
-                              data_loader=lambda: feeds, algo="abs_max", quantizable_op_type=["conv2d"],
-                              deploy_backend="onednn", onednn_cpu="avx2")
+                              data_loader=lambda: feeds, algo="abs_max",
+                              quantizable_op_type=["conv2d", "depthwise_conv2d"], deploy_backend="onednn",
+                              onednn_cpu="avx2")
+    assert not any(s.startswith("depthwise_conv2d") for s in result.skipped_ops)
     with legacy_ir():
         exe, scope = paddle.static.Executor(paddle.CPUPlace()), paddle.static.Scope()
         program, _, _ = load_inference_program(exe, scope, result.model_file, result.params_file)
         block = program.global_block()
         weights = {op.input("X")[0]: read_tensor(scope, op.input("X")[0]).astype(np.int64) for op in block.ops
                    if op.type == "dequantize_linear" and block.var(op.input("X")[0]).persistable}
-    first, second = (weights[n] for n in sorted(weights))
+    depthwise = next(w for w in weights.values() if w.shape[1] == 1)
+    first, second = (weights[n] for n in sorted(weights) if weights[n].shape[1] != 1)
     assert np.all((first % 2 == 0) | (np.abs(first) == 127))  # signed input: half-scale grid
     assert np.any((second % 2 != 0) & (np.abs(second) != 127))  # relu input: 8-bit weights
