@@ -124,8 +124,9 @@ class PTQConfig(BaseModel):
         None, description="Target runtime: shapes and checks the emitted model (see paddle_quant.common.backends).")
     onednn_cpu: Optional[Literal["auto", "vnni", "avx2"]] = Field(
         None,
-        description="deploy_backend='onednn': the CPU the model will run on. 'avx2' (no VNNI/AMX): conv weights on "
-        "oneDNN's half-scale grid and matmuls left in float, so the program states what oneDNN runs there "
+        description="deploy_backend='onednn': the CPU the model will run on. 'avx2' (no VNNI/AMX): conv weights with "
+        "signed inputs on oneDNN's half-scale grid, matmuls and depthwise convs with signed inputs left in float, "
+        "output_scales 'none' by default, so the program states what oneDNN runs there "
         "(paddle_quant.ptq.onednn_cpu); 'vnni' (AVX512-VNNI, AVX-VNNI or AMX): exact int8 kernels, nothing "
         "changes; 'auto': the CPU quant_post runs on. None: 'vnni', with a warning when this CPU has no VNNI.")
     show_progress: Optional[bool] = Field(None, description="Progress bar; None: only on a terminal.")

@@ -29,8 +29,8 @@ without VNNI"):
   weight grid the program can hold avoids it, so those ops are left in float, with a warning, and
   ``output_scales`` defaults to ``"none"``: with output scales Paddle propagates a scale through
   transpose/reshape onto the matmul's input and oneDNN runs it in int8 all the same (PP-OCRv4 rec,
-  PaddleSlim's four op types, hist, 300 lines: 18.3 % deployed against 66.0 % simulated with
-  ``"all"``; 68.7 / 69.0 with ``"none"``; ``bench/onednn_cpu_rec.py``). An explicit
+  PaddleSlim's four op types, hist, 300 lines: 16.3 % deployed against 68.3 % simulated with
+  ``"all"``; 69.7 / 70.7 with ``"none"``; ``bench/onednn_cpu_rec.py``). An explicit
   ``output_scales="all"`` is kept, with a warning.
 
 * **each channel's ±127 is a tie.** ``127 / 2 = 63.5``: float rounding sends it to 63 or 64, so
@@ -58,22 +58,19 @@ import numpy as np
 
 from ..deploy.cpu import int8_dot_product
 
-__all__ = ["ONEDNN_CPUS", "HALF_SCALE_OP_TYPES", "FLOAT_REASONS", "OUTPUT_SCALES_WARNING",
+__all__ = ["HALF_SCALE_OP_TYPES", "FLOAT_REASONS", "OUTPUT_SCALES_WARNING",
            "UNSET_WITHOUT_VNNI_WARNING",
            "UNSIGNED_PRODUCERS", "reads_unsigned", "resolve_onednn_cpu", "warn_unset_without_vnni", "half_scale_integers"]
 
 _logger = logging.getLogger(__name__)
-
-ONEDNN_CPUS = ("auto", "vnni", "avx2")
-"""``PTQConfig.onednn_cpu`` values."""
 
 HALF_SCALE_OP_TYPES = ("conv2d",)
 """Op types quantized for a CPU without VNNI whose int8 weights oneDNN reorders at half scale there."""
 
 OUTPUT_SCALES_WARNING = (
     "output_scales='all' with onednn_cpu='avx2': Paddle propagates the output scales onto the inputs of the matmuls "
-    "the program leaves in float, and oneDNN then runs them in int8 with saturating kernels (PP-OCRv4 rec: 18.3 % "
-    "deployed vs 66.0 % simulated); leave output_scales unset ('none' for this CPU) unless the model has no matmul")
+    "the program leaves in float, and oneDNN then runs them in int8 with saturating kernels (PP-OCRv4 rec: 16.3 % "
+    "deployed vs 68.3 % simulated); leave output_scales unset ('none' for this CPU) unless the model has no matmul")
 """Logged when an explicit output_scales='all' meets onednn_cpu='avx2'."""
 
 _MATMUL_REASON = ("oneDNN's int8 matmul on a CPU without VNNI/AMX (gemm_s8s8s32) saturates: up to 41 output steps "
@@ -90,8 +87,8 @@ FLOAT_REASONS = {
 UNSET_WITHOUT_VNNI_WARNING = (
     "quant_post(deploy_backend='onednn'): onednn_cpu is not set, so the model is built for a CPU with VNNI/AMX; "
     "this CPU has neither, and oneDNN int8 here runs such a model differently from the simulation (PP-OCRv4 rec, "
-    "conv2d, avg: 65.7 % exact match deployed vs 89.0 % simulated; built with onednn_cpu='avx2': 71.3 % deployed, "
-    "71.7 % simulated). To deploy on a CPU like this one pass onednn_cpu='avx2' (or 'auto'); for a "
+    "conv2d, avg: 65.7 % exact match deployed vs 89.0 % simulated; built with onednn_cpu='avx2': 71.7 % deployed, "
+    "72.3 % simulated). To deploy on a CPU like this one pass onednn_cpu='avx2' (or 'auto'); for a "
     "VNNI/AMX server pass onednn_cpu='vnni' to silence this (docs/deploy.md, 'CPUs without VNNI')")
 """Logged once per process by :func:`warn_unset_without_vnni`."""
 
