@@ -9,7 +9,7 @@ metric of the written model, ``target_met``, the search time and the int8 / fp32
 
     python bench/accuracy_control_ppocr.py [--models rec,cls] [--max-drop 0.5] [--eval-lines 300]
                                            [--runtime onednn|executor] [--algos hist,avg,emd,mse] [--workdir DIR]
-                                           [--skip-search-batches 8]
+                                           [--skip-search-batches 8] [--onednn-cpu auto|vnni|avx2]
 
 On a CPU without VNNI/AMX oneDNN's int8 differs from the simulation (docs/deploy.md), so ``--runtime onednn``
 searches on numbers that do not transfer to other CPUs; the bench says which CPU it ran on.
@@ -49,6 +49,8 @@ def parse_args(argv=None):
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--skip-search-batches", type=int, default=8,
                         help="eval batches of 8 the skip-list search measures on (the chosen model: all)")
+    parser.add_argument("--onednn-cpu", default=None, choices=("auto", "vnni", "avx2"),
+                        help="quant_post onednn_cpu (default unset: built for VNNI/AMX); avx2 on a CPU without VNNI")
     parser.add_argument("--workdir", default=None, help="where the int8 models go (default: a temporary folder)")
     return parser.parse_args(argv)
 
@@ -92,7 +94,7 @@ def run_model(kind, args, workdir):
     started = time.perf_counter()
     result = quant.quant_post(paddle.static.Executor(paddle.CPUPlace()), str(models[kind]), os.path.join(workdir, kind),
                               data_loader=lambda: iter(feeds), batch_nums=10, deploy_backend="onednn",
-                              accuracy_control=control, **options)
+                              onednn_cpu=args.onednn_cpu, accuracy_control=control, **options)
     seconds = time.perf_counter() - started
     found = result.accuracy_control
     print(f"\n{kind}: fp32 {found.fp32_metric:.2f} on {found.runtime}; target drop <= {found.max_drop}")
