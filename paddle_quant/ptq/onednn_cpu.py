@@ -144,11 +144,9 @@ def half_scale_integers(integers: np.ndarray, scaled: np.ndarray, channel_axis: 
     v = np.asarray(scaled, dtype=np.float64)
     if q.shape != v.shape:
         raise ValueError(f"integers {q.shape} and scaled values {v.shape} differ in shape")
-    moved = np.moveaxis(q, channel_axis, 0).reshape(q.shape[channel_axis], -1)
-    exact_channels = np.abs(moved).max(axis=1, initial=0) == _CHANNEL_MAX
-    eligible = np.moveaxis(np.broadcast_to(exact_channels.reshape(-1, *([1] * (q.ndim - 1))),
-                                           np.moveaxis(q, channel_axis, 0).shape), 0, channel_axis)
-    odd = (q % 2 != 0) & (np.abs(q) != _CHANNEL_MAX) & eligible
+    other_axes = tuple(a for a in range(q.ndim) if a != channel_axis % q.ndim)
+    exact_channel = np.abs(q).max(axis=other_axes, keepdims=True, initial=0) == _CHANNEL_MAX
+    odd = (q % 2 != 0) & (np.abs(q) != _CHANNEL_MAX) & exact_channel
     up = (v > q) | ((v == q) & (q < 0))
     even = np.clip(np.where(up, q + 1, q - 1), -_CHANNEL_MAX + 1, _CHANNEL_MAX - 1)
     return np.where(odd, even, q)
