@@ -11,7 +11,7 @@ import ctypes.util
 import itertools
 import sys
 from dataclasses import dataclass, field
-from typing import Callable, Iterator, Mapping, Sequence
+from typing import Callable, Iterator, Mapping, NamedTuple, Sequence
 
 import numpy as np
 from paddle.base import core
@@ -20,7 +20,8 @@ from tqdm import tqdm
 from ..common.errors import ConfigError
 from ..common.program import ops_in_program_order
 from ..observers import DEFAULT_MAX_SAMPLES, AbsMaxObserver, AvgObserver, MinMaxObserver, sample_stride
-from ..passes.statistics import channel_peak_program, sample_start, shape_program, statistics_program
+from ..passes.statistics import (channel_peak_program, sample_start, shape_program, statistic_buffers,
+                                 statistics_program)
 
 __all__ = ["CalibrationStats", "check_feed", "calibrate", "channel_peaks", "tensor_sizes", "WHOLE_TENSOR_BUDGET",
            "release_free_heap"]
@@ -129,6 +130,17 @@ def tensor_sizes(exe, program, scope, names, feed) -> dict[str, int]:
     return sizes
 
 
+class _Runner(NamedTuple):
+    """How calibration runs a batch: the program, what it fetches, what reads the fetched values, what is set
+    before each run, and the persistable variables the program leaves in the scope (erased at the end)."""
+
+    program: object
+    fetch_list: list
+    update: Callable
+    before_run: Callable
+    buffers: list
+
+
 def _whole_tensor_runner(program, observers):
     names = list(observers)
 
@@ -137,7 +149,7 @@ def _whole_tensor_runner(program, observers):
             _check_finite(name, value, batch)
             observers[name].update(value)
 
-    return program, names, update, lambda batch: None
+    return _Runner(program, names, update, lambda batch: None, [])
 
 
 def _statistics_runner(scope, program, observers, sizes: Mapping[str, int]):
@@ -151,7 +163,8 @@ def _statistics_runner(scope, program, observers, sizes: Mapping[str, int]):
         _update(observers, fetches, values, batch)
         release_free_heap()  # large models only: about 8 ms against a second or so per batch
 
-    return runner, [var for _, _, var in fetches], update, lambda batch: _set_sample_starts(scope, strides, batch)
+    return _Runner(runner, [var for _, _, var in fetches], update,
+                   lambda batch: _set_sample_starts(scope, strides, batch), statistic_buffers(tensor_stats))
 
 
 def _malloc_trim():
@@ -210,20 +223,24 @@ def calibrate(exe, program, scope, batches: Iterator[Mapping[str, np.ndarray]], 
     sums: dict[str, np.ndarray] = {}
     limited = itertools.islice(batches, batch_nums) if batch_nums is not None else batches
     runner = None
-    with ops_in_program_order():  # each statistic runs right after its tensor, which is then freed
-        for index, feed in enumerate(_progress(limited, batch_nums, show_progress)):
-            check_feed(block, feed_names, feed, index)
-            if runner is None:
-                runner, fetch_list, update, before_run = _make_runner(exe, program, scope, feed, observers)
-            before_run(index)
-            values = exe.run(runner, feed=dict(feed), fetch_list=fetch_list + list(mean_of), scope=scope,
-                             return_numpy=True)
-            update(values[:len(fetch_list)], index)
-            for name, value in zip(mean_of, values[len(fetch_list):]):
-                _check_finite(name, value, index)
-                sums[name] = sums.get(name, 0) + mean_of[name](value).astype(np.float64)
-            stats.batches += 1
-    release_free_heap()  # what this call freed goes back before the caller's next step
+    try:
+        with ops_in_program_order():  # each statistic runs right after its tensor, which is then freed
+            for index, feed in enumerate(_progress(limited, batch_nums, show_progress)):
+                check_feed(block, feed_names, feed, index)
+                if runner is None:
+                    runner = _make_runner(exe, program, scope, feed, observers)
+                runner.before_run(index)
+                values = exe.run(runner.program, feed=dict(feed), fetch_list=runner.fetch_list + list(mean_of),
+                                 scope=scope, return_numpy=True)
+                runner.update(values[:len(runner.fetch_list)], index)
+                for name, value in zip(mean_of, values[len(runner.fetch_list):]):
+                    _check_finite(name, value, index)
+                    sums[name] = sums.get(name, 0) + mean_of[name](value).astype(np.float64)
+                stats.batches += 1
+    finally:
+        if runner is not None and runner.buffers:
+            scope.erase(runner.buffers)  # the caller's scope gets back only what it had
+        release_free_heap()  # what this call freed goes back before the caller's next step
     _check_count(stats.batches, batch_nums)
     stats.channel_means = {name: (total / stats.batches).astype(np.float32) for name, total in sums.items()}
     return stats
