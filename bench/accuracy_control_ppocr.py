@@ -48,7 +48,7 @@ def parse_args(argv=None):
     parser.add_argument("--algos", default="hist,avg,emd,mse")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--skip-search-batches", type=int, default=8,
-                        help="eval batches of 8 the skip-list search measures on (the chosen model: all)")
+                        help="eval batches of 8 the skip-list search ranks layers on (each count of layers in float: all)")
     parser.add_argument("--onednn-cpu", default=None, choices=("auto", "vnni", "avx2"),
                         help="quant_post onednn_cpu (default unset: built for VNNI/AMX); avx2 on a CPU without VNNI")
     parser.add_argument("--workdir", default=None, help="where the int8 models go (default: a temporary folder)")
@@ -70,7 +70,7 @@ def _eval_set(kind, lines):
 def _metric(kind, labels):
     charset = ppocr.load_charset(ppocr.fetch_models()["rec_dict"]) if kind == "rec" else None
 
-    # Both score any first batches of the eval set (the skip-list search measures on --skip-search-batches).
+    # Both score any first batches of the eval set (the skip-list search ranks on --skip-search-batches).
     def exact_match(outputs):
         probs = np.concatenate([out[0] for out in outputs])
         return ppocr.rec_metrics(ppocr.ctc_decode(probs, charset), labels[:len(probs)])["exact"]

@@ -88,9 +88,9 @@ class AccuracyControl(BaseModel):
     search_skip_list: bool = Field(True, description="Leave the most sensitive layers in float if no candidate "
                                    "meets the target.")
     skip_search_batches: Optional[int] = Field(
-        None, ge=1, description="How many of eval_batches the skip-list search ranks layers and takes its greedy "
-        "steps on (one model per layer, so this bounds its cost; None: all); the model it yields is measured on "
-        "all of them. With a number, the metric must score the outputs of any first batches of eval_batches.")
+        None, ge=1, description="How many of eval_batches the skip-list search ranks layers on (one model per "
+        "layer, so this bounds its cost; None: all); each count of layers in float is then measured on all of "
+        "them. With a number, the metric must score the outputs of any first batches of eval_batches.")
     threads: int = Field(2, ge=1, description="CPU threads of the runtime.")
 
     def __init__(self, **data: Any) -> None:
