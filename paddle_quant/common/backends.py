@@ -23,7 +23,7 @@ from typing import Optional
 
 from .errors import ConfigError
 
-__all__ = ["BackendProfile", "BACKENDS", "backend_profile", "check_backend"]
+__all__ = ["BackendProfile", "BACKENDS", "ONEDNN_FC_REASON", "backend_profile", "check_backend"]
 
 
 @dataclass(frozen=True)
@@ -45,7 +45,22 @@ class BackendProfile:
     """Op types that, left in float, read an observed tensor itself rather than its observer pair: the
     runtime would otherwise run them in int8 (oneDNN's quant_dequant_onednn_pass keeps a conv/matmul in
     float only when one of its inputs does not come from a quantize/dequantize op)."""
+    float_op_types: tuple[str, ...] = ()
+    """Op types the plan leaves in float for this runtime whatever ``quantizable_op_type`` says, because
+    the runtime computes them in int8 differently from any program the plan could write
+    (:attr:`float_reason`)."""
+    float_reason: str = ""
+    """Why :attr:`float_op_types` stay in float (logged, and kept in the plan's skipped ops)."""
 
+
+ONEDNN_FC_REASON = (
+    "Paddle Inference's oneDNN int8 fc (what mul/matmul/matmul_v2 with a weight become) takes each output column's "
+    "weight scale from compute_propagate_scales_onednn_pass, which reads the maximum of a contiguous run of the "
+    "(in, out) weight instead of the column (Paddle 3.3.1; tests/deploy/test_onednn_fc.py reproduces oneDNN's "
+    "output from that rule exactly): oneDNN re-rounds and clips every weight on a grid no per-column program "
+    "states (on PP-OCRv4 rec's linears 1.3-3.5 % mean weight error against the program's 0.6-1.0 %; 4.6-7.2 "
+    "output steps from the simulation on a CPU with VNNI, docs/deploy.md)")
+"""Why a oneDNN model leaves its weight matmuls in float."""
 
 _ANY_WEIGHT_TYPE = ("channel_wise_abs_max", "abs_max", "range_abs_max", "moving_average_abs_max")
 _WEIGHT_BITS = tuple(range(2, 9))
@@ -56,7 +71,8 @@ BACKENDS: dict[str, BackendProfile] = {
         "onednn", "onednn", (8,), _WEIGHT_BITS, _ANY_WEIGHT_TYPE, (True,), "all", (),
         "Paddle Inference on CPU, enable_onednn() + enable_onednn_int8()", fold_affine=True,
         quantize_pool_inputs=True,
-        float_readers_bypass_observers=("conv2d", "depthwise_conv2d", "fused_conv2d", "mul", "matmul", "matmul_v2")),
+        float_readers_bypass_observers=("conv2d", "depthwise_conv2d", "fused_conv2d", "mul", "matmul", "matmul_v2"),
+        float_op_types=("mul", "matmul", "matmul_v2"), float_reason=ONEDNN_FC_REASON),
     "tensorrt": BackendProfile(
         "tensorrt", "tensorrt", (8,), _WEIGHT_BITS, ("channel_wise_abs_max",), (True, False), "all", ("tensorrt_cache",),
         "Paddle Inference with enable_tensorrt_engine(precision_mode=Int8, use_calib_mode=False)"),

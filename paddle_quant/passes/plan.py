@@ -13,18 +13,27 @@ Rules (the same as PaddleSlim's passes, minus their duplicates):
 - A tensor is quantized once, however many quantized ops read it.
 - Ops whose ``op_namescope`` contains a ``not_quant_pattern`` are skipped.
 - Every float output of a supported op gets an output-scale observer.
+- A deploy backend's ``float_op_types`` stay in float (the runtime computes them differently in int8;
+  ``BackendProfile.float_reason``), and no observer hands them a scale through the ops the runtime
+  propagates scales across (:mod:`.scale_propagation`).
 """
 
 from __future__ import annotations
 
+import dataclasses
+import logging
 from dataclasses import dataclass
 from typing import Literal
 
 from ..common import registry
+from ..common.backends import backend_profile
 from ..common.program import is_float_var, is_forward_op
 from ..common.config import QuantConfig
+from .scale_propagation import observers_reaching
 
 __all__ = ["TensorQuant", "OpQuant", "SkippedOp", "ObservedOutput", "QuantPlan", "plan_quantization"]
+
+_logger = logging.getLogger(__name__)
 
 Role = Literal["weight", "activation"]
 
@@ -210,4 +219,31 @@ def plan_quantization(block, config: QuantConfig) -> QuantPlan:
             skipped.append(SkippedOp(index, op.type, outcome))
         else:
             ops.append(outcome)
-    return QuantPlan(tuple(tensors.values()), tuple(ops), tuple(observers), tuple(skipped))
+    plan = QuantPlan(tuple(tensors.values()), tuple(ops), tuple(observers), tuple(skipped))
+    return _backend_float_ops(plan, block, config.deploy_backend)
+
+
+def _backend_float_ops(plan: QuantPlan, block, backend) -> QuantPlan:
+    """The plan with the backend's ``float_op_types`` left in float and the observers dropped whose scale
+    the runtime would hand to the inputs of any op of those types (which would put it back in int8: the
+    ones the plan skips, and those it never quantizes, such as a matmul of two activations)."""
+    profile = backend_profile(backend)
+    indices = [op.index for op in plan.ops if profile is not None and op.op_type in profile.float_op_types]
+    if not indices:
+        return plan
+    types = sorted({block.ops[i].type for i in indices})
+    _logger.warning("%d %s op(s) left in float for deploy_backend=%r: %s", len(indices), "/".join(types),
+                    backend, profile.float_reason)
+    plan = plan.without_ops(indices, f"left in float for deploy_backend={backend!r}: {profile.float_reason}")
+    float_inputs = [name for op in block.ops if op.type in profile.float_op_types and is_forward_op(op)
+                    for _, name in _activation_inputs(block, op, ("X", "Y"))]
+    activations = [t.var for t in plan.tensors if t.role == "activation"]
+    dropped, tied = observers_reaching(block, [o.var for o in plan.observers], activations, float_inputs)
+    if dropped:
+        _logger.info("no output scale on %s: oneDNN would pass it on to the input of an op left in float and run "
+                     "that op in int8", dropped)
+        plan = dataclasses.replace(plan, observers=tuple(o for o in plan.observers if o.var not in set(dropped)))
+    if tied:
+        _logger.warning("inputs %s of ops left in float share a scale with a quantized tensor through "
+                        "transpose/reshape/pool/slice ops: the runtime may run those ops in int8 anyway", tied)
+    return plan

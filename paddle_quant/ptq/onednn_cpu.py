@@ -25,13 +25,13 @@ without VNNI"):
   handled.
 
 * **int8 matmuls saturate.** ``mul``/``matmul``/``matmul_v2`` run oneDNN's ``gemm_s8s8s32`` there,
-  which deviates up to 41 output steps on one Linear layer (``bench/onednn_patterns.py``): no
-  weight grid the program can hold avoids it, so those ops are left in float, with a warning, and
-  ``output_scales`` defaults to ``"none"``: with output scales Paddle propagates a scale through
-  transpose/reshape onto the matmul's input and oneDNN runs it in int8 all the same (PP-OCRv4 rec,
-  PaddleSlim's four op types, hist, 300 lines: 16.3 % deployed against 68.3 % simulated with
-  ``"all"``; 69.7 / 70.7 with ``"none"``; ``bench/onednn_cpu_rec.py``). An explicit
-  ``output_scales="all"`` is kept, with a warning.
+  which adds pairs of products in 16 bits (up to 41 output steps on one Linear layer,
+  ``bench/onednn_patterns.py``). Weight matmuls are left in float for every oneDNN CPU anyway (their
+  int8 weight scales are not the program's: ``common.backends.ONEDNN_FC_REASON``), and ``output_scales``
+  defaults to ``"none"`` here: with output scales Paddle propagates a scale through transpose/reshape
+  onto a float matmul's input and oneDNN runs it in int8 all the same (PP-OCRv4 rec, PaddleSlim's four op
+  types, hist, 300 lines: 16.3 % deployed against 68.3 % simulated with ``"all"``; 69.7 / 70.7 with
+  ``"none"``; ``bench/onednn_cpu_rec.py``). An explicit ``output_scales="all"`` is kept, with a warning.
 
 * **each channel's ±127 is a tie.** ``127 / 2 = 63.5``: float rounding sends it to 63 or 64, so
   that one weight per channel runs as 126 or 128 where the program says 127, which no program
@@ -73,16 +73,14 @@ OUTPUT_SCALES_WARNING = (
     "deployed vs 68.3 % simulated); leave output_scales unset ('none' for this CPU) unless the model has no matmul")
 """Logged when an explicit output_scales='all' meets onednn_cpu='avx2'."""
 
-_MATMUL_REASON = ("oneDNN's int8 matmul on a CPU without VNNI/AMX (gemm_s8s8s32) saturates: up to 41 output steps "
-                  "from the program on one Linear layer (bench/onednn_patterns.py)")
 FLOAT_REASONS = {
-    "mul": _MATMUL_REASON, "matmul": _MATMUL_REASON, "matmul_v2": _MATMUL_REASON,
     "depthwise_conv2d": ("oneDNN on a CPU without VNNI/AMX runs each channel's +-127 weight as 126 or 128 (a tie of "
                          "its half-scale weights that no program states); on a depthwise conv's few weights that moves "
                          "PP-OCRv4 rec's deployed exact match 6-10 points from the simulation (depthwise convs reading "
                          "relu outputs are not halved and stay int8)"),
 }
-"""Op types left in float for a CPU without VNNI, and why (docs/deploy.md, 'CPUs without VNNI')."""
+"""Op types left in float for a CPU without VNNI, and why (docs/deploy.md, 'CPUs without VNNI'); weight
+matmuls are left in float for every oneDNN CPU (``BackendProfile.float_op_types``)."""
 
 UNSET_WITHOUT_VNNI_WARNING = (
     "quant_post(deploy_backend='onednn'): onednn_cpu is not set, so the model is built for a CPU with VNNI/AMX; "

@@ -87,7 +87,8 @@ def plan_post_training(program, ptq: PTQConfig) -> QuantPlan:
 
 def _float_ops_without_vnni(plan: QuantPlan, block) -> QuantPlan:
     """The plan with the ops oneDNN runs differently on a CPU without VNNI left in float (onednn_cpu 'avx2'),
-    with a warning per op type: matmuls, and depthwise convs that oneDNN feeds signed inputs."""
+    with a warning per op type: depthwise convs that oneDNN feeds signed inputs (weight matmuls are already
+    left in float for every oneDNN CPU by the plan)."""
     writers = writer_by_var(block)
     for op_type, reason in onednn_cpu.FLOAT_REASONS.items():
         indices = [op.index for op in plan.ops if op.op_type == op_type and
