@@ -47,7 +47,10 @@ ONEDNN_RULES: dict[str, str] = {
     "conv2d": "cpu_quantize_pass: int8 convolution",
     "depthwise_conv2d": "cpu_quantize_pass: int8 depthwise convolution",
     "conv2d_transpose": "cpu_quantize_pass: int8 conv2d_transpose",
-    "fc": "cpu_quantize_pass: int8 fc (mul + elementwise_add fused by fc_fuse_pass)",
+    "fc": "cpu_quantize_pass: int8 fc (mul + elementwise_add fused by fc_fuse_pass) whose weight scales "
+          "compute_propagate_scales_onednn_pass takes from runs of the (in, out) weight, not its columns: "
+          "oneDNN re-rounds the weights (docs/deploy.md, oneDNN's int8 fc; quantize with "
+          "deploy_backend='onednn' to keep weight matmuls float)",
     "fused_matmul": "cpu_quantize_pass: int8 matmul (output requantized or dequantized)",
     "matmul": "cpu_quantize_pass: int8 matmul",
     "matmul_v2": "cpu_quantize_pass: int8 matmul_v2",

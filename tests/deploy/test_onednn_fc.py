@@ -115,3 +115,32 @@ def test_onednn_models_keep_weight_matmuls_in_float_and_their_inputs_unscaled(tm
                 if op.int8_input or op.int8_output]
     assert "fused_conv2d" in int8_ops
     assert "fc" not in int8_ops and "fused_matmul" not in int8_ops, int8_ops
+
+
+def _two_linear_model(folder):
+    """Linear -> relu -> Linear whose first weight has one contiguous run of tiny values (row 0): Paddle's rule
+    gives that run's column a tiny weight scale, so oneDNN clips the column's other weights."""
+    first = np.random.default_rng(2).standard_normal((IC, OC)).astype("float32") * 0.2
+    first[0, :IC] = 1e-3
+
+    def build():
+        x = paddle.static.data("x", [-1, IC], "float32")
+        hidden = paddle.nn.functional.relu(paddle.nn.Linear(
+            IC, OC, weight_attr=paddle.ParamAttr(initializer=paddle.nn.initializer.Assign(first)))(x))
+        return [x], [paddle.nn.Linear(OC, 8)(hidden)]
+    paddle.seed(0)
+    return save_built_model(folder, build)
+
+
+def test_locate_names_the_int8_fc_and_its_weight_scale_rule(tmp_path):
+    rng = np.random.default_rng(3)
+    feeds = [{"x": rng.standard_normal((8, IC)).astype("float32")} for _ in range(2)]
+    result = quant.quant_post(paddle.static.Executor(paddle.CPUPlace()), str(_two_linear_model(tmp_path / "fp32")),
+                              str(tmp_path / "int8"), data_loader=lambda: feeds, algo="abs_max",
+                              quantizable_op_type=["matmul_v2"], output_scales="all")
+    report = quant.verify(result.model_file.parent, "onednn", feeds[:1], repeats=1, locate=True)
+    found = report.divergence
+    assert found is not None and found.first is not None, report.table()
+    assert found.first.candidate.producer in ("elementwise_add", "relu")   # the first Linear's output
+    assert found.first.max_steps > 5, report.table()
+    assert "runs of the (in, out) weight" in found.rule, found.rule
