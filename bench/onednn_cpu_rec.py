@@ -33,6 +33,12 @@ FOUR_TYPES = ["conv2d", "depthwise_conv2d", "mul", "matmul_v2"]
 ROWS = {
     "conv2d_vnni": {"algo": "avg", "quantizable_op_type": ["conv2d"], "output_scales": "none"},
     "conv2d_avx2": {"algo": "avg", "quantizable_op_type": ["conv2d"], "output_scales": "none", "onednn_cpu": "avx2"},
+    "conv2d_avx2_bc": {"algo": "avg", "quantizable_op_type": ["conv2d"], "output_scales": "none",
+                       "onednn_cpu": "avx2", "bias_correction": True},
+    "conv2d_avx2_adaround": {"algo": "avg", "quantizable_op_type": ["conv2d"], "output_scales": "none",
+                             "onednn_cpu": "avx2", "round_type": "adaround"},
+    "conv2d_avx2_adaround_bc": {"algo": "avg", "quantizable_op_type": ["conv2d"], "output_scales": "none",
+                                "onednn_cpu": "avx2", "round_type": "adaround", "bias_correction": True},
     "four_hist_avx2": {"algo": "hist", "quantizable_op_type": FOUR_TYPES, "onednn_cpu": "avx2"},
     "four_avg_avx2": {"algo": "avg", "quantizable_op_type": FOUR_TYPES, "onednn_cpu": "avx2"},
     "four_hist_avx2_all": {"algo": "hist", "quantizable_op_type": FOUR_TYPES, "onednn_cpu": "avx2",

@@ -15,12 +15,16 @@ per tensor name::
      "axis": 0 | null,           # channel axis of per-channel scales, null per tensor
      "algorithm": "hist",        # activation algorithm or weight method
      "statistics": {...},        # what calibration saw (abs_max, elements, batches, ...)
-     "rounding": "..."}          # weights of a round_type="adaround" run only: the learned rounding
+     "rounding": "...",          # weights of a round_type="adaround" run only: the learned rounding
+     "rounding_grid": "onednn_half"}  # only where the rounding is on oneDNN's half grid (below)
 
 ``rounding`` is one bit per weight value (C order, ``numpy.packbits``, base64): the integer is
 ``clip(floor(v) + bit, -qmax-1, qmax)`` with ``v`` the value Paddle's kernel rounds
 (:func:`paddle_quant.ptq.adaround.rounded_weight`), so re-applying the table gives AdaRound's
-integers without the calibration data. Tables without it are read as before.
+integers without the calibration data. Tables without it are read as before. With
+``rounding_grid = "onednn_half"`` (``onednn_cpu="avx2"`` convs with signed inputs) the bit is on the
+7-bit grid of the even integers instead (:mod:`paddle_quant.ptq.onednn_cpu`, :func:`half_grid_scale`);
+a run re-applies such a rounding only to a weight it puts on that grid, and the other way round.
 
 Scales are float32 values stored as the exact decimal of their float64
 widening, so reading gives back the same float32 bits.
@@ -76,11 +80,16 @@ class TensorScaleEntry(BaseModel):
     statistics: dict[str, float] = Field(default_factory=dict, description="What calibration observed.")
     rounding: Optional[str] = Field(
         None, description="Weights of an AdaRound run: base64 of one packed bit per value (round up from floor).")
+    rounding_grid: Optional[Literal["onednn_half"]] = Field(
+        None, description="The grid the rounding is on when not the entry's: 'onednn_half', the even integers of "
+                          "onednn_cpu='avx2' convs (7 bits at scale * 126/127).")
 
     @model_validator(mode="after")
     def _consistent(self) -> "TensorScaleEntry":
         if self.rounding is not None and self.kind != "weight":
             raise ValueError(f"rounding is only for weights, this entry is kind {self.kind!r}")
+        if self.rounding_grid is not None and self.rounding is None:
+            raise ValueError(f"rounding_grid {self.rounding_grid!r} needs a rounding")
         if len(self.zero_point) != len(self.scale):
             raise ValueError(f"zero_point has {len(self.zero_point)} values but scale has {len(self.scale)}")
         if len(self.scale) > 1 and self.axis is None:
@@ -117,14 +126,24 @@ class ScaleTable(BaseModel):
                               f"{sorted({self.tensors[n].kind for n in wrong})}, expected one of {list(kinds)}")
         return {n: self.tensors[n].scale_array() for n in names}
 
-    def roundings(self, names) -> dict[str, str]:
-        """The packed AdaRound roundings of the weights ``names``; ConfigError naming those without one."""
+    def roundings(self, names, half_grid=frozenset()) -> dict[str, str]:
+        """The packed AdaRound roundings of the weights ``names``; ConfigError naming those without one, and
+        those whose rounding is on another grid than this run puts them on (``half_grid``: the weights on
+        oneDNN's half grid, ``rounding_grid="onednn_half"``)."""
         missing = [n for n in names if self.tensors[n].rounding is None]
         if missing:
             raise ConfigError(
                 f"round_type='adaround' re-applies the rounding a table records, but its entries {missing[:10]}"
                 f"{' ...' if len(missing) > 10 else ''} have none (the table was written by a run with "
                 "round_type='round'); allowed: a table written with round_type='adaround', or round_type='round'")
+        other = [n for n in names if (self.tensors[n].rounding_grid == "onednn_half") != (n in half_grid)]
+        if other:
+            first = other[0]
+            raise ConfigError(
+                f"scale_table's rounding of {other[:10]} is on grid {self.tensors[first].rounding_grid or '8-bit'!r} "
+                f"but this run puts {first!r} on grid {'onednn_half' if first in half_grid else '8-bit'!r}; "
+                "re-apply a table with the onednn_cpu it was written with (the 'onednn_half' grid is "
+                "onednn_cpu='avx2''s, for convs with signed inputs)")
         return {n: self.tensors[n].rounding for n in names}
 
     @property
@@ -152,20 +171,22 @@ def observer_statistics(observer) -> dict[str, float]:
 
 
 def make_entry(kind: str, scale, *, bits: int, axis: int | None, algorithm: str,
-               statistics: Mapping[str, float] | None = None, rounding: str | None = None) -> TensorScaleEntry:
+               statistics: Mapping[str, float] | None = None, rounding: str | None = None,
+               rounding_grid: str | None = None) -> TensorScaleEntry:
     """One table entry from a numpy scale (symmetric: zero points are 0)."""
     values = _float_list(scale)
     return TensorScaleEntry(kind=kind, scale=tuple(values), zero_point=(0,) * len(values), bits=bits,
                             axis=None if axis is None or axis < 0 else axis, algorithm=algorithm,
-                            statistics=dict(statistics or {}), rounding=rounding)
+                            statistics=dict(statistics or {}), rounding=rounding, rounding_grid=rounding_grid)
 
 
 def table_json(table: ScaleTable) -> str:
     """The table as JSON text (stable key order, one entry per tensor; ``rounding`` only where recorded)."""
     data = table.model_dump(mode="json")
     for entry in data["tensors"].values():
-        if entry["rounding"] is None:
-            del entry["rounding"]
+        for optional in ("rounding", "rounding_grid"):
+            if entry[optional] is None:
+                del entry[optional]
     return json.dumps(data, indent=1, sort_keys=False) + "\n"
 
 

@@ -172,7 +172,8 @@ def _collect(exe, program, scope, layers, batches: Iterable, feed_names, setting
 def learn_roundings(exe, program, scope, plan: QuantPlan, batches: Iterable, *, feed_names,
                     weight_scales: Mapping[str, np.ndarray], activation_scales: Mapping[str, np.ndarray],
                     activation_bits: int, max_rows: int, memory_mb: int, options: AdaRoundOptions,
-                    show_progress: bool | None = None) -> dict[str, np.ndarray]:
+                    show_progress: bool | None = None,
+                    grids: Mapping[str, tuple[np.ndarray, int]] | None = None) -> dict[str, np.ndarray]:
     """AdaRound every weight of ``plan``: ``{weight: up bits}`` (nearest's bits for the layers it skips).
 
     Args:
@@ -184,8 +185,13 @@ def learn_roundings(exe, program, scope, plan: QuantPlan, batches: Iterable, *, 
         max_rows: input rows (conv output pixels, matmul rows) sampled per batch and layer.
         memory_mb: fetched inputs per run at most (one run per group of layers and batch).
         options: optimiser settings.
+        grids: ``{weight: (scale, bits)}`` of the grid to learn a weight's rounding on when it is not the
+            weight's calibrated scale and bits (oneDNN's half grid, :mod:`.onednn_cpu`); its bits are then
+            on that grid.
     """
     tensors = {t.var: t for t in plan.tensors if t.role == "weight"}
+    grids = grids or {}
+    grid = {name: grids.get(name, (weight_scales[name], tensor.bits)) for name, tensor in tensors.items()}
     layers, skipped = plan_adaround(program, plan)
     for weight, reason in skipped.items():
         _logger.warning("AdaRound: %s keeps rounding to nearest: %s", weight, reason)
@@ -201,13 +207,13 @@ def learn_roundings(exe, program, scope, plan: QuantPlan, batches: Iterable, *, 
     roundings, learned = {}, 0
     for name, tensor in tensors.items():
         if name not in grams:
-            roundings[name] = nearest_rounding(read_tensor(scope, name), weight_scales[name], tensor.bits, tensor.axis)
+            roundings[name] = nearest_rounding(read_tensor(scope, name), *grid[name], tensor.axis)
     enabled = sys.stderr.isatty() if show_progress is None else show_progress
     for layer in tqdm(layers, desc="adaround", unit="layer", disable=not enabled, leave=False):
         tensor = tensors[layer.weight]
-        result = learn_rounding(read_tensor(scope, layer.weight), weight_scales[layer.weight], bits=tensor.bits,
-                                axis=tensor.axis, layout=layer.layout, gram=grams.pop(layer.weight),
-                                options=options)
+        scale, bits = grid[layer.weight]
+        result = learn_rounding(read_tensor(scope, layer.weight), scale, bits=bits, axis=tensor.axis,
+                                layout=layer.layout, gram=grams.pop(layer.weight), options=options)
         roundings[layer.weight] = result.up
         learned += result.learned
     _logger.info("AdaRound: %d of %d layers use the learned rounding (the others: nearest was better or the "

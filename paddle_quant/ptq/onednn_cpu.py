@@ -18,7 +18,10 @@ without VNNI"):
   exact integer and oneDNN computes what the program says; only the ``±127`` land on ``±63.5``,
   one integer per channel off by one (0.28 output steps on the same conv, mean 0.05).
   :func:`half_scale_integers` puts the weights there, each odd integer moved to the even
-  neighbour nearer its float value: 7 bits of resolution, as oneDNN runs anyway.
+  neighbour nearer its float value: 7 bits of resolution, as oneDNN runs anyway. With
+  ``round_type="adaround"`` the rounding is learned on that grid itself (:func:`half_grid_scale`,
+  :func:`from_half_grid`): the even integers are ``2k`` with ``k`` on the 7-bit grid whose step is two
+  8-bit steps, so AdaRound chooses between the two even neighbours instead of the odd ones.
   Convolutions with unsigned inputs (relu/relu6 outputs, :func:`reads_unsigned`) are not halved
   by oneDNN and keep their 8-bit weights; their 16-bit pair sums can saturate instead (7-10 output
   steps on ``conv_relu_conv`` of ``bench/onednn_patterns.py``), which no weight grid avoids: not
@@ -58,9 +61,9 @@ import numpy as np
 
 from ..deploy.cpu import int8_dot_product
 
-__all__ = ["HALF_SCALE_OP_TYPES", "FLOAT_REASONS", "OUTPUT_SCALES_WARNING",
-           "UNSET_WITHOUT_VNNI_WARNING",
-           "UNSIGNED_PRODUCERS", "reads_unsigned", "resolve_onednn_cpu", "warn_unset_without_vnni", "half_scale_integers"]
+__all__ = ["HALF_SCALE_OP_TYPES", "FLOAT_REASONS", "OUTPUT_SCALES_WARNING", "HALF_GRID_BITS",
+           "UNSET_WITHOUT_VNNI_WARNING", "UNSIGNED_PRODUCERS", "reads_unsigned", "resolve_onednn_cpu",
+           "warn_unset_without_vnni", "half_scale_integers", "half_grid_scale", "from_half_grid"]
 
 _logger = logging.getLogger(__name__)
 
@@ -148,3 +151,37 @@ def half_scale_integers(integers: np.ndarray, scaled: np.ndarray, channel_axis: 
     up = (v > q) | ((v == q) & (q < 0))
     even = np.clip(np.where(up, q + 1, q - 1), -_CHANNEL_MAX + 1, _CHANNEL_MAX - 1)
     return np.where(odd, even, q)
+
+
+HALF_GRID_BITS = 7
+"""The grid of the even integers ``2k`` (``|k| <= 63``) as AdaRound learns it: 7 bits at :func:`half_grid_scale`."""
+
+
+def half_grid_scale(scale) -> np.ndarray:
+    """The scale at which the 7-bit grid's ``k`` means the 8-bit integer ``2k`` at ``scale``: ``scale·126/127``
+    (``k·s₇/63 = 2k·s/127``), float32."""
+    return (np.asarray(scale, dtype=np.float64) * (2 * 63) / _CHANNEL_MAX).astype(np.float32)
+
+
+def from_half_grid(half: np.ndarray, nearest: np.ndarray, channel_axis: int = 0) -> np.ndarray:
+    """8-bit weight integers from integers ``half`` on the 7-bit half grid (AdaRound's, at :func:`half_grid_scale`).
+
+    Args:
+        half: the 7-bit integers ``k``.
+        nearest: the 8-bit integers rounded to nearest at the weight's own scale (same shape).
+        channel_axis: the output-channel axis (oneDNN derives a conv's weight scale per output channel, whatever
+            the program's scale is).
+
+    Returns:
+        int8: ``2k`` within ``±126``, each channel's ``±127`` of ``nearest`` kept (they keep oneDNN's derived
+        scale the program's, as :func:`half_scale_integers` does); a channel whose largest ``|nearest|`` is not
+        127 is ``nearest`` unchanged (no grid states what oneDNN runs there).
+    """
+    k, q = np.asarray(half).astype(np.int64), np.asarray(nearest).astype(np.int64)
+    if k.shape != q.shape:
+        raise ValueError(f"half-grid integers {k.shape} and nearest integers {q.shape} differ in shape")
+    other_axes = tuple(a for a in range(q.ndim) if a != channel_axis % q.ndim)
+    exact_channel = np.abs(q).max(axis=other_axes, keepdims=True, initial=0) == _CHANNEL_MAX
+    even = np.clip(2 * k, -_CHANNEL_MAX + 1, _CHANNEL_MAX - 1)
+    on_grid = np.where(np.abs(q) == _CHANNEL_MAX, q, even)
+    return np.where(exact_channel, on_grid, q).astype(np.int8)

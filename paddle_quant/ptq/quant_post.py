@@ -77,13 +77,15 @@ def _check_output(model_dir, output, allow_inside: bool) -> Path:
 
 
 # ---------------------------------------------------------------- scales
-def _scale_table(plan: QuantPlan, ptq: PTQConfig, scales: "_Scales", model_name: str, roundings: dict) -> ScaleTable:
+def _scale_table(plan: QuantPlan, ptq: PTQConfig, scales: "_Scales", model_name: str, roundings: dict,
+                 half_grid: frozenset) -> ScaleTable:
     """The table of every scale this run writes (see :mod:`paddle_quant.export.scale_table`), with
-    AdaRound's rounding of each weight when it ran."""
+    AdaRound's rounding of each weight when it ran (and its grid for the weights on oneDNN's half grid)."""
     quantized = {t.var for t in plan.tensors if t.role == "activation"}
     entries = {t.var: make_entry("weight", scales.weights[t.var], bits=t.bits, axis=t.axis,
                                  algorithm=ptq.weight_method,
-                                 rounding=pack_rounding(roundings[t.var]) if t.var in roundings else None)
+                                 rounding=pack_rounding(roundings[t.var]) if t.var in roundings else None,
+                                 rounding_grid="onednn_half" if t.var in roundings and t.var in half_grid else None)
                for t in plan.tensors if t.role == "weight"}
     for name, value in scales.activations.items():
         entries[name] = make_entry("activation" if name in quantized else "output", value, bits=ptq.activation_bits,
@@ -121,9 +123,10 @@ def _table_scales(plan, table: ScaleTable) -> _Scales:
 
 
 def _roundings(exe, program, scope, plan, ptq: PTQConfig, scales: _Scales, table_in, feed_names, sources,
-               batches: int) -> dict:
+               batches: int, half_grid: frozenset) -> dict:
     """``{weight: up bits}`` for round_type="adaround": read from the table, or learned in a second pass over
-    the first ``batches`` calibration batches; ``{}`` when rounding to nearest."""
+    the first ``batches`` calibration batches; ``{}`` when rounding to nearest. The weights in ``half_grid``
+    are learned on oneDNN's half grid (:func:`.onednn_cpu.half_grid_scale`)."""
     weights = [t.var for t in plan.tensors if t.role == "weight"]
     if ptq.round_type == "round":
         if table_in is not None and table_in.has_roundings:
@@ -131,30 +134,44 @@ def _roundings(exe, program, scope, plan, ptq: PTQConfig, scales: _Scales, table
                             "to nearest (pass round_type='adaround' to re-apply them)")
         return {}
     if table_in is not None:
-        packed = table_in.roundings(weights)
+        packed = table_in.roundings(weights, half_grid)
         return {n: unpack_rounding(packed[n], read_tensor(scope, n).shape, name=n) for n in weights}
     data = itertools.islice(feed_batches(feed_names, batch_size=ptq.batch_size, **sources), batches)
     return learn_roundings(exe, program, scope, plan, data, feed_names=feed_names, weight_scales=scales.weights,
                            activation_scales=scales.activations, activation_bits=ptq.activation_bits,
                            max_rows=ptq.adaround_rows, memory_mb=ptq.adaround_memory_mb,
                            options=AdaRoundOptions(iterations=ptq.adaround_iterations),
-                           show_progress=ptq.show_progress)
+                           show_progress=ptq.show_progress,
+                           grids={n: (onednn_cpu.half_grid_scale(scales.weights[n]), onednn_cpu.HALF_GRID_BITS)
+                                  for n in half_grid})
 
 
-def _integers(scope, plan, scales: _Scales, roundings: dict, ptq: PTQConfig, block) -> dict:
+def _integers(scope, plan, scales: _Scales, roundings: dict, ptq: PTQConfig, half_grid: frozenset) -> dict:
     """The int8 weights freeze stores instead of rounding to nearest: the roundings', and for oneDNN on a CPU
-    without VNNI every conv weight on oneDNN's half-scale grid (:mod:`paddle_quant.ptq.onednn_cpu`)."""
+    without VNNI every conv weight in ``half_grid`` on oneDNN's half-scale grid (:mod:`paddle_quant.ptq.onednn_cpu`;
+    AdaRound's roundings of those weights are on that grid already)."""
     tensors = {t.var: t for t in plan.tensors if t.role == "weight"}
-    integers = {n: rounded_weight(read_tensor(scope, n), scales.weights[n], tensors[n].bits, tensors[n].axis, up)
-                for n, up in roundings.items()}
-    if ptq.onednn_without_vnni:
-        integers.update(_half_scale_weights(scope, plan, tensors, scales, integers, block))
+    integers = {}
+    for name, up in roundings.items():
+        t, w = tensors[name], read_tensor(scope, name)
+        if name in half_grid:
+            half = rounded_weight(w, onednn_cpu.half_grid_scale(scales.weights[name]), onednn_cpu.HALF_GRID_BITS,
+                                  t.axis, up)
+            nearest = weight_to_int(w, scales.weights[name], t.bits, t.axis, round_half="even")
+            integers[name] = onednn_cpu.from_half_grid(half, nearest)
+        else:
+            integers[name] = rounded_weight(w, scales.weights[name], t.bits, t.axis, up)
+    if half_grid:
+        integers.update(_half_scale_weights(scope, tensors, scales, integers, half_grid))
     return integers
 
 
-def _half_scale_weights(scope, plan, tensors: dict, scales: _Scales, integers: dict, block) -> dict:
-    """``{conv weight: integers on oneDNN's half-scale grid}`` for the convs oneDNN feeds signed inputs (8-bit
-    weights; others are logged and left)."""
+def _half_grid_weights(plan, ptq: PTQConfig, block) -> frozenset:
+    """The conv weights oneDNN reorders at half scale (``onednn_cpu="avx2"``, signed inputs, 8 bits; narrower
+    ones are logged and left); empty for other targets."""
+    if not ptq.onednn_without_vnni:
+        return frozenset()
+    tensors = {t.var: t for t in plan.tensors if t.role == "weight"}
     writers = writer_by_var(block)
     conv_weights = {var for op in plan.ops if op.op_type in onednn_cpu.HALF_SCALE_OP_TYPES
                     and not onednn_cpu.reads_unsigned(block.ops[op.index], writers)
@@ -163,8 +180,13 @@ def _half_scale_weights(scope, plan, tensors: dict, scales: _Scales, integers: d
     if narrow:
         _logger.warning("onednn_cpu='avx2': weights of fewer than 8 bits are not put on oneDNN's half-scale grid, "
                         "so oneDNN runs them differently from the program: %s", narrow[:10])
+    return frozenset(conv_weights - set(narrow))
+
+
+def _half_scale_weights(scope, tensors: dict, scales: _Scales, integers: dict, half_grid: frozenset) -> dict:
+    """``{conv weight: integers on oneDNN's half-scale grid}`` for the weights in ``half_grid``."""
     result = {}
-    for name in sorted(conv_weights - set(narrow)):
+    for name in sorted(half_grid):
         t, w = tensors[name], read_tensor(scope, name)
         nearest = integers.get(name)
         if nearest is None:
@@ -206,8 +228,10 @@ def run_post_training(exe, model_dir, quantize_model_path, ptq: PTQConfig, *, so
             scales, stats = _calibrated_scales(exe, program, scope, plan, ptq, feed_names, sources, corrections)
         else:
             scales, stats = _table_scales(plan, table_in), CalibrationStats()
-        roundings = _roundings(exe, program, scope, plan, ptq, scales, table_in, feed_names, sources, stats.batches)
-        integers = _integers(scope, plan, scales, roundings, ptq, program.global_block())  # plan indices: before
+        half_grid = _half_grid_weights(plan, ptq, program.global_block())  # plan indices: before apply_plan
+        roundings = _roundings(exe, program, scope, plan, ptq, scales, table_in, feed_names, sources, stats.batches,
+                               half_grid)
+        integers = _integers(scope, plan, scales, roundings, ptq, half_grid)
         config, quantized = ptq.to_quant_config(), program  # loaded for inference: no copy needed
         apply_plan(quantized, plan, config, scope, place, mode="test", rewire_backward=False)
         write_scales(scope, place, scales.activations)
@@ -218,7 +242,7 @@ def run_post_training(exe, model_dir, quantize_model_path, ptq: PTQConfig, *, so
             fold_conv_affine(frozen, scope, place)
         if ptq.quantize_pool_inputs:
             quantize_pool_inputs(frozen, scope, place)
-        table = _scale_table(plan, ptq, scales, model.name, roundings)
+        table = _scale_table(plan, ptq, scales, model.name, roundings, half_grid)
         files = save_inference_atomically(exe, scope, frozen, feed_names, fetch_names, target, save_model_filename,
                                           save_params_filename, _extra_files(table, ptq))
     skipped = tuple(f"{s.op_type}#{s.index}: {s.reason}" for s in plan.skipped)

@@ -19,7 +19,11 @@ from paddle_quant.common.model_files import load_inference_program
 from paddle_quant.common.program import legacy_ir, read_tensor
 from paddle_quant.ptq.config import PTQConfig
 from paddle_quant.ptq import onednn_cpu
-from paddle_quant.ptq.onednn_cpu import half_scale_integers, resolve_onednn_cpu
+from paddle_quant.common.numerics import scaled_weight, weight_to_int
+from paddle_quant.common.program import write_tensor
+from paddle_quant.export.scale_table import read_scale_table
+from paddle_quant.ptq.adaround import nearest_rounding, rounded_weight
+from paddle_quant.ptq.onednn_cpu import from_half_grid, half_grid_scale, half_scale_integers, resolve_onednn_cpu
 
 from support.inference import predict, predictor, save_built_model
 
@@ -52,6 +56,32 @@ def test_half_scale_integers_keep_channels_oneDNN_rescales_and_break_ties_toward
 def test_half_scale_integers_refuse_shapes_that_differ():
     with pytest.raises(ValueError, match="differ in shape"):
         half_scale_integers(np.zeros((2, 3)), np.zeros((3, 2)))
+
+
+def test_the_half_grid_at_half_grid_scale_is_the_even_integers():
+    rng = np.random.default_rng(4)
+    w = rng.standard_normal((8, 4, 3, 3)).astype(np.float32)
+    scale = np.abs(w).reshape(8, -1).max(axis=1)
+    v = scaled_weight(w, scale, 8, 0)
+    half_scale = half_grid_scale(scale)
+    for up in (nearest_rounding(w, half_scale, 7, 0), rng.random(w.shape) < 0.5):
+        half = rounded_weight(w, half_scale, 7, 0, up)
+        q = from_half_grid(half, weight_to_int(w, scale, 8, 0)).astype(np.int64)
+        kept = np.abs(q) == 127
+        assert kept.reshape(8, -1).sum(axis=1).min() >= 1                  # each channel's max stays 127
+        assert np.all(q[~kept] % 2 == 0) and np.abs(q[~kept]).max() <= 126
+        assert np.all(np.abs(q[~kept] - v[~kept]) <= 2 + 1e-4)              # an even neighbour of the value
+    nearest = from_half_grid(rounded_weight(w, half_scale, 7, 0, nearest_rounding(w, half_scale, 7, 0)),
+                             weight_to_int(w, scale, 8, 0)).astype(np.int64)
+    assert np.all(np.abs(nearest - v)[np.abs(nearest) != 127] <= 1 + 1e-4)   # the nearer even neighbour
+
+
+def test_from_half_grid_keeps_each_channels_127_and_channels_oneDNN_rescales():
+    half = np.array([[63, 1, -1, -64], [10, 1, 0, -1]])
+    nearest = np.array([[127, 3, -1, -126], [21, 3, 1, -1]])  # channel 1 never reaches 127: oneDNN rescales it
+    assert from_half_grid(half, nearest).tolist() == [[127, 2, -2, -126], [21, 3, 1, -1]]
+    with pytest.raises(ValueError, match="differ in shape"):
+        from_half_grid(np.zeros((2, 3)), np.zeros((3, 2)))
 
 
 # ---------------------------------------------------------------- the config
@@ -201,3 +231,64 @@ def test_avx2_keeps_8_bit_weights_for_convs_reading_relu_outputs(tmp_path):
     first, second = (weights[n] for n in sorted(weights) if weights[n].shape[1] != 1)
     assert np.all((first % 2 == 0) | (np.abs(first) == 127))  # signed input: half-scale grid
     assert np.any((second % 2 != 0) & (np.abs(second) != 127))  # relu input: 8-bit weights
+
+
+def _adaround(tmp_path, onednn_cpu, feeds, name, **options):
+    model = _conv_model(tmp_path / "fp32")
+    return quant.quant_post(paddle.static.Executor(paddle.CPUPlace()), str(model), str(tmp_path / name),
+                            data_loader=lambda: feeds, algo="abs_max", quantizable_op_type=["conv2d"],
+                            output_scales="none", deploy_backend="onednn", onednn_cpu=onednn_cpu,
+                            round_type="adaround", adaround_iterations=200, **options)
+
+
+def _output_error(result, feeds, weights=None):
+    """Mean squared difference of the saved model's simulated output from the fp32 conv's on ``feeds``, with the
+    conv weight's integers replaced by ``weights`` when given."""
+    with legacy_ir():
+        exe, scope = paddle.static.Executor(paddle.CPUPlace()), paddle.static.Scope()
+        program, _, fetches = load_inference_program(exe, scope, result.model_file, result.params_file)
+        fp32 = paddle.static.Scope()
+        fp32_program, _, fp32_fetches = load_inference_program(exe, fp32, *(result.model_file.parent.parent / "fp32" / f
+                                                                            for f in ("model.pdmodel", "model.pdiparams")))
+        name = next(op.input("X")[0] for op in program.global_block().ops
+                    if op.type == "dequantize_linear" and program.global_block().var(op.input("X")[0]).persistable)
+        if weights is not None:
+            write_tensor(scope, paddle.CPUPlace(), name, weights)
+        errors = [np.mean((exe.run(program, feed=f, fetch_list=fetches, scope=scope)[0]
+                           - exe.run(fp32_program, feed=f, fetch_list=fp32_fetches, scope=fp32)[0]) ** 2)
+                  for f in feeds]
+        return float(np.mean(errors)), read_tensor(scope, name), read_tensor(fp32, name.split("@")[0])
+
+
+def test_avx2_adaround_learns_on_the_even_grid_and_reapplies_it(tmp_path):
+    """AdaRound for onednn_cpu="avx2" chooses between the two even neighbours (oneDNN's half-scale grid), not
+    between 8-bit integers later moved to even; the table records the grid and re-applies it byte for byte."""
+    rng = np.random.default_rng(5)
+    feeds = [{"x": rng.standard_normal((4, 16, 8, 8)).astype("float32")} for _ in range(3)]
+    learned = _adaround(tmp_path, "avx2", feeds, "avx2")
+    error, q, w = _output_error(learned, feeds)
+    q = q.astype(np.int64)
+    assert np.all((q % 2 == 0) | (np.abs(q) == 127)) and np.all(np.abs(q).reshape(32, -1).max(axis=1) == 127)
+    assert _deviation_in_steps(learned, feeds[0]) <= 0.5            # oneDNN runs what the program states
+    entry = next(e for e in read_scale_table(learned.scale_table).tensors.values() if e.kind == "weight")
+    assert entry.rounding_grid == "onednn_half"
+    # the alternative: AdaRound's 8-bit integers moved to the even grid afterwards
+    eight_bit = _adaround(tmp_path, "vnni", feeds, "vnni")
+    scale = entry.scale_array()
+    _, q8, _ = _output_error(eight_bit, feeds)
+    moved = half_scale_integers(q8, scaled_weight(w, scale, 8, 0)).astype(np.int8)
+    nearest_even = half_scale_integers(weight_to_int(w, scale, 8, 0), scaled_weight(w, scale, 8, 0)).astype(np.int8)
+    assert error < _output_error(eight_bit, feeds, moved)[0]
+    assert error < _output_error(eight_bit, feeds, nearest_even)[0]
+    again = quant.quant_post(paddle.static.Executor(paddle.CPUPlace()), str(tmp_path / "fp32"), str(tmp_path / "again"),
+                             algo="abs_max", quantizable_op_type=["conv2d"], output_scales="none",
+                             deploy_backend="onednn", onednn_cpu="avx2", round_type="adaround",
+                             scale_table=learned.scale_table)
+    assert again.model_file.read_bytes() == learned.model_file.read_bytes()
+    assert again.params_file.read_bytes() == learned.params_file.read_bytes()
+    with pytest.raises(ConfigError, match="grid 'onednn_half' but this run puts .* on grid '8-bit'"):
+        quant.quant_post(paddle.static.Executor(paddle.CPUPlace()), str(tmp_path / "fp32"), str(tmp_path / "vnni2"),
+                         algo="abs_max", quantizable_op_type=["conv2d"], output_scales="none",
+                         deploy_backend="onednn", onednn_cpu="vnni", round_type="adaround",
+                         scale_table=learned.scale_table)
+    assert not (tmp_path / "vnni2").exists()
