@@ -22,6 +22,9 @@ __all__ = [
     "corrected_bias",
     "int8_scale",
     "pool_input",
+    "anchor_slice",
+    "anchor_zero",
+    "anchored",
     "equalized",
     "smoothed",
     "is_derived",
@@ -39,7 +42,7 @@ __all__ = [
 ]
 
 _SUFFIXES = (".quantized", ".dequantized", "@scale", "@zero_point", "@state", "@accum", "@int8", "@frozen", "@window", ".range_out", "@corrected", "@int8_scale",
-             "@pool_input", "@equalized", "@smoothed")
+             "@pool_input", "@equalized", "@smoothed", "@anchor_slice", "@anchor_zero", "@anchored")
 
 
 def quantized(name: str) -> str:
@@ -115,6 +118,21 @@ def int8_scale(name: str) -> str:
 def pool_input(name: str) -> str:
     """``name`` as an average pool reads it through its own quantizer (oneDNN's int8 pool input)."""
     return f"{name}@pool_input"
+
+
+def anchor_slice(name: str) -> str:
+    """The first channel of ``name``, sliced to make the zero channel of an anchored conv (passes/anchor_channel.py)."""
+    return f"{name}@anchor_slice"
+
+
+def anchor_zero(name: str) -> str:
+    """A channel of zeros shaped like one channel of ``name`` (passes/anchor_channel.py)."""
+    return f"{name}@anchor_zero"
+
+
+def anchored(name: str) -> str:
+    """``name`` with the zero channel appended, as an anchored conv reads it (passes/anchor_channel.py)."""
+    return f"{name}@anchored"
 
 
 def equalized(name: str) -> str:

@@ -16,7 +16,11 @@ without VNNI"):
   The program can state it: with every weight of a channel an **even integer**, except the
   channel's ``±127`` (which keep oneDNN's derived scale equal to the program's), ``q / 2`` is an
   exact integer and oneDNN computes what the program says; only the ``±127`` land on ``±63.5``,
-  one integer per channel off by one (0.28 output steps on the same conv, mean 0.05).
+  one integer per channel off by one (0.28 output steps on the same conv, mean 0.05). A ``conv2d``
+  with one group does not need its own ``±127``: :mod:`paddle_quant.passes.anchor_channel` gives it
+  one more input channel, of zeros, whose weight holds each output channel's ``127``, and every real
+  weight is even within ``±126`` (:func:`anchored_even_integers`): oneDNN then runs the program
+  exactly (4e-5 output steps, float rounding).
   :func:`half_scale_integers` puts the weights there, each odd integer moved to the even
   neighbour nearer its float value: 7 bits of resolution, as oneDNN runs anyway. With
   ``round_type="adaround"`` the rounding is learned on that grid itself (:func:`half_grid_scale`,
@@ -39,7 +43,9 @@ without VNNI"):
 * **each channel's ±127 is a tie.** ``127 / 2 = 63.5``: float rounding sends it to 63 or 64, so
   that one weight per channel runs as 126 or 128 where the program says 127, which no program
   states (the channel's largest weight has to be 127 for oneDNN's derived scale to be the
-  program's). Small on a conv2d (0.27 output steps on a 3x3 conv); on a depthwise 3x3, whose few
+  program's) unless the 127 multiplies zeros: the anchor above, for every ``conv2d`` with one
+  group. Without it, small on a conv2d (0.27 output steps on a 3x3 conv) but up to 15 points of
+  PP-OCRv4 rec's exact match through its first 1x1 conv (docs/deploy.md); on a depthwise 3x3, whose few
   weights and large scale multiply the one-unit error, 0.66 steps alone and up to 16 steps where
   PP-OCRv4 rec's first depthwise output is requantized at a small scale, moving rec's deployed
   exact match 6-10 points from the simulation: depthwise convolutions with signed inputs are left
@@ -63,7 +69,8 @@ from ..deploy.cpu import int8_dot_product
 
 __all__ = ["HALF_SCALE_OP_TYPES", "FLOAT_REASONS", "OUTPUT_SCALES_WARNING", "HALF_GRID_BITS",
            "UNSET_WITHOUT_VNNI_WARNING", "UNSIGNED_PRODUCERS", "reads_unsigned", "resolve_onednn_cpu",
-           "warn_unset_without_vnni", "half_scale_integers", "half_grid_scale", "from_half_grid"]
+           "warn_unset_without_vnni", "half_scale_integers", "half_grid_scale", "from_half_grid",
+           "anchored_even_integers", "anchored_scale"]
 
 _logger = logging.getLogger(__name__)
 
@@ -185,3 +192,16 @@ def from_half_grid(half: np.ndarray, nearest: np.ndarray, channel_axis: int = 0)
     even = np.clip(2 * k, -_CHANNEL_MAX + 1, _CHANNEL_MAX - 1)
     on_grid = np.where(np.abs(q) == _CHANNEL_MAX, q, even)
     return np.where(exact_channel, on_grid, q).astype(np.int8)
+
+
+def anchored_even_integers(half: np.ndarray) -> np.ndarray:
+    """8-bit weight integers ``2k`` within ``±126`` from the half-grid integers ``k``, for a conv whose channels'
+    ``127`` is the anchor's (:mod:`paddle_quant.passes.anchor_channel`): every weight halves exactly."""
+    return np.clip(2 * np.asarray(half).astype(np.int64), -_CHANNEL_MAX + 1, _CHANNEL_MAX - 1).astype(np.int8)
+
+
+def anchored_scale(scale) -> np.ndarray:
+    """The weight scale an anchored conv's program states for the calibrated ``scale``: ``scale·127/126``, float32.
+    The anchor's 127 is that scale and the largest real weight the even 126 (``126·(scale·127/126)/127 =
+    scale``), so no real weight is clipped; the half grid's step is ``2·scale/126``."""
+    return (np.asarray(scale, dtype=np.float64) * _CHANNEL_MAX / (_CHANNEL_MAX - 1)).astype(np.float32)

@@ -33,11 +33,12 @@ from ..passes.bias import bias_corrections, apply_bias_corrections
 from ..passes.fold_affine import fold_conv_affine
 from ..passes.freeze import freeze_in_place
 from ..passes.plan import QuantPlan
+from ..passes.anchor_channel import anchor_convs, anchorable
 from ..passes.pool_inputs import quantize_pool_inputs
 from ..passes.rewrite import apply_plan
 from . import onednn_cpu
 from ..common.numerics import scaled_weight, weight_to_int
-from .adaround import AdaRoundOptions, pack_rounding, rounded_weight, unpack_rounding
+from .adaround import AdaRoundOptions, nearest_rounding, pack_rounding, rounded_weight, unpack_rounding
 from .adaround_layers import learn_roundings
 from .config import QUANT_POST_OP_TYPES, QUANT_POST_STATIC_OP_TYPES, PTQConfig
 from .steps import make_observers, observed_names, plan_post_training, prepare_fp32, weight_scales, write_scales
@@ -146,24 +147,49 @@ def _roundings(exe, program, scope, plan, ptq: PTQConfig, scales: _Scales, table
                                   for n in half_grid})
 
 
-def _integers(scope, plan, scales: _Scales, roundings: dict, ptq: PTQConfig, half_grid: frozenset) -> dict:
+def _integers(scope, plan, scales: _Scales, roundings: dict, half_grid: frozenset, anchored: frozenset) -> dict:
     """The int8 weights freeze stores instead of rounding to nearest: the roundings', and for oneDNN on a CPU
     without VNNI every conv weight in ``half_grid`` on oneDNN's half-scale grid (:mod:`paddle_quant.ptq.onednn_cpu`;
-    AdaRound's roundings of those weights are on that grid already)."""
+    AdaRound's roundings of those weights are on that grid already): even integers, each channel's ``±127`` kept,
+    or for the ``anchored`` convs (their ``127`` is the anchor's, :mod:`paddle_quant.passes.anchor_channel`) even
+    integers within ``±126``."""
     tensors = {t.var: t for t in plan.tensors if t.role == "weight"}
     integers = {}
     for name, up in roundings.items():
         t, w = tensors[name], read_tensor(scope, name)
         if name in half_grid:
-            half = rounded_weight(w, onednn_cpu.half_grid_scale(scales.weights[name]), onednn_cpu.HALF_GRID_BITS,
-                                  t.axis, up)
-            nearest = weight_to_int(w, scales.weights[name], t.bits, t.axis, round_half="even")
-            integers[name] = onednn_cpu.from_half_grid(half, nearest)
+            integers[name] = _from_half_grid(w, t, scales.weights[name], up, anchored=name in anchored)
         else:
             integers[name] = rounded_weight(w, scales.weights[name], t.bits, t.axis, up)
-    if half_grid:
-        integers.update(_half_scale_weights(scope, tensors, scales, integers, half_grid))
+    for name in sorted(anchored - set(roundings)):
+        t, w = tensors[name], read_tensor(scope, name)
+        up = nearest_rounding(w, onednn_cpu.half_grid_scale(scales.weights[name]), onednn_cpu.HALF_GRID_BITS, t.axis)
+        integers[name] = _from_half_grid(w, t, scales.weights[name], up, anchored=True)
+    integers.update(_half_scale_weights(scope, tensors, scales, integers, half_grid - anchored))
     return integers
+
+
+def _from_half_grid(w, tensor, scale, up, *, anchored: bool) -> np.ndarray:
+    """The 8-bit integers of the half-grid rounding ``up`` of weight ``w``."""
+    half = rounded_weight(w, onednn_cpu.half_grid_scale(scale), onednn_cpu.HALF_GRID_BITS, tensor.axis, up)
+    if anchored:
+        return onednn_cpu.anchored_even_integers(half)
+    return onednn_cpu.from_half_grid(half, weight_to_int(w, scale, tensor.bits, tensor.axis, round_half="even"))
+
+
+def _with_anchored_scales(scales: "_Scales", anchored: frozenset) -> "_Scales":
+    """``scales`` with each anchored weight's scale widened by 127/126 (:func:`.onednn_cpu.anchored_scale`): its
+    largest weight is then the even 126, not clipped to it."""
+    if not anchored:
+        return scales
+    weights = {n: onednn_cpu.anchored_scale(s) if n in anchored else s for n, s in scales.weights.items()}
+    return dataclasses.replace(scales, weights=weights)
+
+
+def _anchored_weights(plan, block, half_grid: frozenset) -> frozenset:
+    """The weights of ``half_grid`` whose convs :mod:`paddle_quant.passes.anchor_channel` anchors (one group)."""
+    return frozenset(var for op in plan.ops if anchorable(block.ops[op.index])
+                     for _, var in op.inputs if var in half_grid)
 
 
 def _half_grid_weights(plan, ptq: PTQConfig, block) -> frozenset:
@@ -229,19 +255,23 @@ def run_post_training(exe, model_dir, quantize_model_path, ptq: PTQConfig, *, so
         else:
             scales, stats = _table_scales(plan, table_in), CalibrationStats()
         half_grid = _half_grid_weights(plan, ptq, program.global_block())  # plan indices: before apply_plan
-        roundings = _roundings(exe, program, scope, plan, ptq, scales, table_in, feed_names, sources, stats.batches,
-                               half_grid)
-        integers = _integers(scope, plan, scales, roundings, ptq, half_grid)
+        anchored = _anchored_weights(plan, program.global_block(), half_grid)
+        program_scales = _with_anchored_scales(scales, anchored)  # the table keeps the calibrated ones
+        roundings = _roundings(exe, program, scope, plan, ptq, program_scales, table_in, feed_names, sources,
+                               stats.batches, half_grid)
+        integers = _integers(scope, plan, program_scales, roundings, half_grid, anchored)
         config, quantized = ptq.to_quant_config(), program  # loaded for inference: no copy needed
         apply_plan(quantized, plan, config, scope, place, mode="test", rewire_backward=False)
-        write_scales(scope, place, scales.activations)
-        write_scales(scope, place, scales.weights)
+        write_scales(scope, place, program_scales.activations)
+        write_scales(scope, place, program_scales.weights)
         frozen = freeze_in_place(quantized, config, scope, place, integers)
         apply_bias_corrections(frozen, corrections, stats.channel_means, scope, place)
         if ptq.effective_fold_affine:
             fold_conv_affine(frozen, scope, place)
         if ptq.quantize_pool_inputs:
             quantize_pool_inputs(frozen, scope, place)
+        if anchored:
+            anchor_convs(frozen, scope, place, anchored)
         table = _scale_table(plan, ptq, scales, model.name, roundings, half_grid)
         files = save_inference_atomically(exe, scope, frozen, feed_names, fetch_names, target, save_model_filename,
                                           save_params_filename, _extra_files(table, ptq))
