@@ -110,8 +110,8 @@ def anchor_convs(program, scope, place, weights: Collection[str]) -> list[Anchor
     """
     block = program.global_block()
     wanted, done, inputs, former = set(weights), [], {}, []
+    writers = writer_by_var(block)  # the names looked up below are the frozen program's, never rewritten here
     for conv in [op for op in block.ops if op.type == "conv2d"]:
-        writers = writer_by_var(block)
         filter_dq = writers.get(conv.input("Filter")[0])
         if filter_dq is None or filter_dq.type != "dequantize_linear" or \
                 _weight_name(filter_dq.input("X")[0]) not in wanted:

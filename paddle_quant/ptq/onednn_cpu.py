@@ -96,8 +96,9 @@ UNSET_WITHOUT_VNNI_WARNING = (
     "quant_post(deploy_backend='onednn'): onednn_cpu is not set, so the model is built for a CPU with VNNI/AMX; "
     "this CPU has neither, and oneDNN int8 here runs such a model differently from the simulation (PP-OCRv4 rec, "
     "conv2d, avg: 65.7 % exact match deployed vs 89.0 % simulated; built with onednn_cpu='avx2': 75.7 % deployed, "
-    "72.3 % simulated, and with bias_correction=True too 86.0 / 87.0). To deploy on a CPU like this one pass onednn_cpu='avx2' (or 'auto'); for a "
-    "VNNI/AMX server pass onednn_cpu='vnni' to silence this (docs/deploy.md, 'CPUs without VNNI')")
+    "72.3 % simulated, and with bias_correction=True too 86.0 / 87.0). To deploy on a CPU like this one pass "
+    "onednn_cpu='avx2' (or 'auto'); for a VNNI/AMX server pass onednn_cpu='vnni' to silence this "
+    "(docs/deploy.md, 'CPUs without VNNI')")
 """Logged once per process by :func:`warn_unset_without_vnni`."""
 
 UNSIGNED_PRODUCERS = ("relu", "relu6")
