@@ -135,6 +135,13 @@ def warn_unset_without_vnni() -> None:
         _logger.warning(UNSET_WITHOUT_VNNI_WARNING)
 
 
+def _reaches_channel_max(integers: np.ndarray, channel_axis: int) -> np.ndarray:
+    """Per output channel (kept as a size-1 axis elsewhere): whether its largest ``|integer|`` is 127, the
+    channels whose derived oneDNN scale is the program's."""
+    other_axes = tuple(a for a in range(integers.ndim) if a != channel_axis % integers.ndim)
+    return np.abs(integers).max(axis=other_axes, keepdims=True, initial=0) == _CHANNEL_MAX
+
+
 def half_scale_integers(integers: np.ndarray, scaled: np.ndarray, channel_axis: int = 0) -> np.ndarray:
     """The conv weight ``integers`` on oneDNN's half-scale grid: even integers, each channel's ``±127`` kept.
 
@@ -153,8 +160,7 @@ def half_scale_integers(integers: np.ndarray, scaled: np.ndarray, channel_axis: 
     v = np.asarray(scaled, dtype=np.float64)
     if q.shape != v.shape:
         raise ValueError(f"integers {q.shape} and scaled values {v.shape} differ in shape")
-    other_axes = tuple(a for a in range(q.ndim) if a != channel_axis % q.ndim)
-    exact_channel = np.abs(q).max(axis=other_axes, keepdims=True, initial=0) == _CHANNEL_MAX
+    exact_channel = _reaches_channel_max(q, channel_axis)
     odd = (q % 2 != 0) & (np.abs(q) != _CHANNEL_MAX) & exact_channel
     up = (v > q) | ((v == q) & (q < 0))
     even = np.clip(np.where(up, q + 1, q - 1), -_CHANNEL_MAX + 1, _CHANNEL_MAX - 1)
@@ -188,8 +194,7 @@ def from_half_grid(half: np.ndarray, nearest: np.ndarray, channel_axis: int = 0)
     k, q = np.asarray(half).astype(np.int64), np.asarray(nearest).astype(np.int64)
     if k.shape != q.shape:
         raise ValueError(f"half-grid integers {k.shape} and nearest integers {q.shape} differ in shape")
-    other_axes = tuple(a for a in range(q.ndim) if a != channel_axis % q.ndim)
-    exact_channel = np.abs(q).max(axis=other_axes, keepdims=True, initial=0) == _CHANNEL_MAX
+    exact_channel = _reaches_channel_max(q, channel_axis)
     even = np.clip(2 * k, -_CHANNEL_MAX + 1, _CHANNEL_MAX - 1)
     on_grid = np.where(np.abs(q) == _CHANNEL_MAX, q, even)
     return np.where(exact_channel, on_grid, q).astype(np.int8)

@@ -165,7 +165,7 @@ def _integers(scope, plan, scales: _Scales, roundings: dict, half_grid: frozense
         t, w = tensors[name], read_tensor(scope, name)
         up = nearest_rounding(w, onednn_cpu.half_grid_scale(scales.weights[name]), onednn_cpu.HALF_GRID_BITS, t.axis)
         integers[name] = _from_half_grid(w, t, scales.weights[name], up, anchored=True)
-    integers.update(_half_scale_weights(scope, tensors, scales, integers, half_grid - anchored))
+    integers.update(_half_scale_weights(scope, tensors, scales, half_grid - anchored - set(roundings)))
     return integers
 
 
@@ -209,14 +209,13 @@ def _half_grid_weights(plan, ptq: PTQConfig, block) -> frozenset:
     return frozenset(conv_weights - set(narrow))
 
 
-def _half_scale_weights(scope, tensors: dict, scales: _Scales, integers: dict, half_grid: frozenset) -> dict:
-    """``{conv weight: integers on oneDNN's half-scale grid}`` for the weights in ``half_grid``."""
+def _half_scale_weights(scope, tensors: dict, scales: _Scales, names) -> dict:
+    """``{conv weight: nearest integers moved to oneDNN's half-scale grid}`` for the weights ``names`` (those
+    rounded to nearest; AdaRound's are learned on that grid)."""
     result = {}
-    for name in sorted(half_grid):
+    for name in sorted(names):
         t, w = tensors[name], read_tensor(scope, name)
-        nearest = integers.get(name)
-        if nearest is None:
-            nearest = weight_to_int(w, scales.weights[name], t.bits, t.axis, round_half="even")
+        nearest = weight_to_int(w, scales.weights[name], t.bits, t.axis, round_half="even")
         scaled = scaled_weight(w, scales.weights[name], t.bits, t.axis)
         result[name] = onednn_cpu.half_scale_integers(nearest, scaled).astype(np.int8)
     return result
