@@ -4,7 +4,8 @@
 the options it allows (bits, weight granularity, format), whether output-scale
 observers are emitted by default, whether ``quant_post`` folds conv/affine chains
 (``fold_affine``; measured on oneDNN only), whether the program states a runtime's own
-requantization of average-pool inputs (``quantize_pool_inputs``, oneDNN), and which side files a post-training
+requantization of average-pool inputs (``quantize_pool_inputs``, oneDNN) and its unsigned grid for relu outputs
+(``unsigned_grid``, oneDNN), and which side files a post-training
 run writes next to the model. A config a runtime cannot run is refused when it is
 made, naming the backend, the option, the value and what is allowed — instead of
 a model that loads and then fails or silently runs in float.
@@ -41,6 +42,9 @@ class BackendProfile:
     note: str
     fold_affine: bool = False
     quantize_pool_inputs: bool = False
+    unsigned_grid: bool = False
+    """Whether the runtime stores relu outputs as u8 at ``255 / scale`` (:mod:`paddle_quant.passes.unsigned_grid`),
+    which ``quant_post``'s program then states."""
     float_readers_bypass_observers: tuple[str, ...] = ()
     """Op types that, left in float, read an observed tensor itself rather than its observer pair: the
     runtime would otherwise run them in int8 (oneDNN's quant_dequant_onednn_pass keeps a conv/matmul in
@@ -70,7 +74,7 @@ BACKENDS: dict[str, BackendProfile] = {
     "onednn": BackendProfile(
         "onednn", "onednn", (8,), _WEIGHT_BITS, _ANY_WEIGHT_TYPE, (True,), "all", (),
         "Paddle Inference on CPU, enable_onednn() + enable_onednn_int8()", fold_affine=True,
-        quantize_pool_inputs=True,
+        quantize_pool_inputs=True, unsigned_grid=True,
         float_readers_bypass_observers=("conv2d", "depthwise_conv2d", "fused_conv2d", "mul", "matmul", "matmul_v2"),
         float_op_types=("mul", "matmul", "matmul_v2"), float_reason=ONEDNN_FC_REASON),
     "tensorrt": BackendProfile(

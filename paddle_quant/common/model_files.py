@@ -70,7 +70,10 @@ def load_inference_program(exe, scope, model: Path, params: Path | None):
 def save_inference_atomically(exe, scope, program, feed_names, fetch_names, target: Path,
                               model_filename: str = "model.pdmodel", params_filename: str = "model.pdiparams",
                               extra_files: dict[str, str] | None = None):
-    """Save the model and ``extra_files`` (name -> text) into a temporary folder and rename it to ``target``."""
+    """Save the model and ``extra_files`` (name -> text) into a temporary folder and rename it to ``target``.
+
+    Returns the model file and the parameters file, or None for the latter when the program has no
+    persistable variable (a model cut at a tensor computed from the inputs alone): Paddle writes none then."""
     target.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
     try:
@@ -81,13 +84,15 @@ def save_inference_atomically(exe, scope, program, feed_names, fetch_names, targ
                 exe, program=program)
         _strip_callstacks(staging / "model.pdmodel")
         os.replace(staging / "model.pdmodel", staging / model_filename)
-        os.replace(staging / "model.pdiparams", staging / params_filename)
+        has_params = (staging / "model.pdiparams").exists()
+        if has_params:
+            os.replace(staging / "model.pdiparams", staging / params_filename)
         for name, text in (extra_files or {}).items():
             (staging / name).write_text(text, encoding="utf-8")
         swap_into_place(staging, target)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
-    return target / model_filename, target / params_filename
+    return target / model_filename, (target / params_filename) if has_params else None
 
 
 def _strip_callstacks(model_file: Path) -> None:

@@ -28,6 +28,7 @@ import paddle
 from ..common.errors import ConfigError
 from ..common.model_files import load_inference_program, save_inference_atomically
 from ..common.numerics import qmax
+from ..passes.unsigned_grid import UNSIGNED_QMAX, is_unsigned_grid
 from ..common.program import legacy_ir, read_tensor, readers_by_var, writer_by_var
 from .optimized import OptimizedOp, describe_ops, onednn_int8_program, ops_between
 from .runtimes import make_runner
@@ -146,7 +147,8 @@ def quantized_tensors(program, scope) -> list[Candidate]:
         if name in seen or name not in fed or writers[name].type == "feed":
             continue
         scale = float(np.max(read_tensor(scope, op.input("Scale")[0])))
-        step = scale / qmax(int(op.attr("bit_length"))) if scale > 0 else 1.0
+        levels = UNSIGNED_QMAX if is_unsigned_grid(op) else qmax(int(op.attr("bit_length")))
+        step = scale / levels if scale > 0 else 1.0
         seen[name] = Candidate(name, step, writers[name].type, _quantized_readers(op, readers))
     return list(seen.values())
 

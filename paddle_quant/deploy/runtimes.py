@@ -56,8 +56,13 @@ def onednn_config(model_file, params_file, *, threads: int, int8: bool):
     VNNI that logs :data:`~paddle_quant.deploy.cpu.NO_VNNI_WARNING` once)."""
     import paddle.inference as paddle_infer
 
-    config = (paddle_infer.Config(str(model_file), str(params_file)) if params_file is not None
-              else paddle_infer.Config(str(model_file)))
+    if params_file is not None:
+        config = paddle_infer.Config(str(model_file), str(params_file))
+    elif Path(model_file).is_file():  # a program without parameters: Config(path) would read a folder
+        config = paddle_infer.Config()
+        config.set_prog_file(str(model_file))
+    else:
+        config = paddle_infer.Config(str(model_file))
     config.disable_gpu()
     config.enable_onednn()
     if int8:
@@ -107,7 +112,7 @@ def _require_gpu() -> None:
                           "(use runtime='onednn' on CPU)")
 
 
-def _executor(model_file: Path, params_file: Path, *, threads: int, requantized: frozenset = frozenset()):
+def _executor(model_file: Path, params_file: Path | None, *, threads: int, requantized: frozenset = frozenset()):
     import paddle
 
     from ..common.program import legacy_ir
@@ -119,7 +124,8 @@ def _executor(model_file: Path, params_file: Path, *, threads: int, requantized:
             program, feeds, fetches = paddle.static.load_inference_model(str(prefix), exe)
         else:
             program, feeds, fetches = paddle.static.load_inference_model(
-                str(model_file.parent), exe, model_filename=model_file.name, params_filename=params_file.name)
+                str(model_file.parent), exe, model_filename=model_file.name,
+                params_filename=None if params_file is None else params_file.name)
     make_observers_real(program, requantized)
 
     def run(feed):
@@ -161,7 +167,8 @@ def make_observers_real(program, tensors) -> None:
 def simulation_runner(model_file, params_file, *, requantized=()) -> Runner:
     """The Executor simulation of a saved QDQ model, with the observers on ``requantized`` made real quantizers
     (:func:`make_observers_real`); ``make_runner("executor", ...)`` when ``requantized`` is empty."""
-    return _executor(Path(model_file), Path(params_file), threads=1, requantized=frozenset(requantized))
+    return _executor(Path(model_file), None if params_file is None else Path(params_file), threads=1,
+                     requantized=frozenset(requantized))
 
 
 RUNTIMES: dict[str, Callable[..., Runner]] = {

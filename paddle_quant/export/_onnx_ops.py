@@ -124,6 +124,8 @@ def zero_point_const(g: _Graph, storage: str, shape=()) -> str:
 
 def _onnx_zero_point(g: _Graph, scale) -> str:
     shape = scale.zero_point.shape if scale.axis is not None else ()
+    if scale.unsigned:  # oneDNN's u8 grid: 0..255 at scale / 255, zero point 0 whatever activation_type says
+        return g.const(np.zeros(shape, np.uint8), "zero_point")
     return zero_point_const(g, storage_type(g, scale.kind), shape)
 
 

@@ -341,7 +341,9 @@ def export_onnx(quantized_model_dir, output_path, *, opset: int = DEFAULT_OPSET,
             it is) or ``'uint8'`` (zero point 128: the same 256 levels shifted by 128, so every value and
             every rounding is the same). onnxruntime on x86 fuses int8-weight ops into QLinearConv /
             QLinearMatMul more often with uint8 activations (PP-OCRv4 rec with conv outputs quantized:
-            24 QLinearConv against 19), its fastest x86 path (u8s8).
+            24 QLinearConv against 19), its fastest x86 path (u8s8). Tensors a ``deploy_backend='onednn'``
+            program rounds on oneDNN's u8 grid (relu outputs, :mod:`paddle_quant.passes.unsigned_grid`) are
+            stored uint8 with zero point 0 at ``scale / 255`` either way: the grid the program states.
         weight_type: how int8 weights are stored: ``'int8'`` (zero point 0) or ``'uint8'`` (zero point
             128, the same grid). With uint8 activations and int8 weights onnxruntime's x86 kernels
             multiply u8 by s8 and add pairs of products in 16 bits (``vpmaddubsw``) on CPUs without

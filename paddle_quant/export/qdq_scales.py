@@ -29,6 +29,7 @@ from ..common.program import check_program, is_observer, is_persistable, legacy_
 from ..common.errors import ConfigError, ProgramStateError
 from ..common.model_files import model_files
 from ..common.model_files import load_inference_program as _load  # the loader quant_post uses
+from ..passes.unsigned_grid import UNSIGNED_QMAX, is_unsigned_grid
 
 __all__ = ["TensorScale", "QuantizedModel", "read_qdq_scales", "load_quantized_model"]
 
@@ -55,6 +56,8 @@ class TensorScale:
         dequantized_var: the variable the consumers read (``{X}.quantized.dequantized``).
         source_var: the variable the dequantize op reads (``{W}@int8`` for a frozen weight,
             ``{X}.quantized`` for an activation).
+        unsigned: the pair rounds on oneDNN's u8 grid (``qmin=0, qmax=255``,
+            :mod:`paddle_quant.passes.unsigned_grid`): ``real = q * scale / 255``, ``q`` in 0..255.
     """
 
     name: str
@@ -67,11 +70,12 @@ class TensorScale:
     scale_var: str = ""
     dequantized_var: str = ""
     source_var: str = ""
+    unsigned: bool = False
 
     @property
     def qmax(self) -> int:
-        """Largest integer of the grid, ``2**(bits-1) - 1``."""
-        return 2 ** (self.bits - 1) - 1
+        """Largest integer of the grid: ``2**(bits-1) - 1``, or 255 on the u8 grid."""
+        return UNSIGNED_QMAX if self.unsigned else 2 ** (self.bits - 1) - 1
 
 
 @dataclass(frozen=True)
@@ -107,7 +111,8 @@ def _from_dequant(block, scope, op, kind, name, int_values) -> TensorScale:
     return TensorScale(
         name=name, kind=kind, scale=scale, zero_point=_zero_point(op, scope, scale),
         bits=int(op.attr("bit_length")), axis=_axis(op), int_values=int_values,
-        scale_var=op.input("Scale")[0], dequantized_var=op.output("Y")[0], source_var=op.input("X")[0])
+        scale_var=op.input("Scale")[0], dequantized_var=op.output("Y")[0], source_var=op.input("X")[0],
+        unsigned=is_unsigned_grid(op))
 
 
 def _read_one(block, scope, op, producers) -> TensorScale:

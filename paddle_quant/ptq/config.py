@@ -210,6 +210,13 @@ class PTQConfig(BaseModel):
         return profile.quantize_pool_inputs if profile else False
 
     @property
+    def unsigned_grid(self) -> bool:
+        """Whether the deploy_backend's runtime stores relu outputs unsigned on a 255-level grid (oneDNN), which
+        the emitted program then states (:mod:`paddle_quant.passes.unsigned_grid`)."""
+        profile = backend_profile(self.deploy_backend)
+        return profile.unsigned_grid if profile else False
+
+    @property
     def activation_algorithm(self) -> str:
         """The algorithm name with ``direct`` resolved to ``abs_max``."""
         return "abs_max" if self.algo == "direct" else self.algo

@@ -26,10 +26,17 @@ without VNNI"):
   ``round_type="adaround"`` the rounding is learned on that grid itself (:func:`half_grid_scale`,
   :func:`from_half_grid`): the even integers are ``2k`` with ``k`` on the 7-bit grid whose step is two
   8-bit steps, so AdaRound chooses between the two even neighbours instead of the odd ones.
-  Convolutions with unsigned inputs (relu/relu6 outputs, :func:`reads_unsigned`) are not halved
-  by oneDNN and keep their 8-bit weights; their 16-bit pair sums can saturate instead (7-10 output
-  steps on ``conv_relu_conv`` of ``bench/onednn_patterns.py``), which no weight grid avoids: not
-  handled.
+  Convolutions with unsigned inputs (relu outputs, :mod:`paddle_quant.passes.unsigned_grid`) are not
+  halved by oneDNN and keep their 8-bit weights; their 16-bit pair sums can saturate instead.
+
+* **pairs of u8 products saturate.** Without VNNI, oneDNN's int8 convolution multiplies u8 inputs by
+  s8 weights with ``vpmaddubsw``, which adds the products of input channels ``2j`` and ``2j + 1``
+  (same output channel, same tap) in 16 bits with saturation: up to 7.6 output steps on
+  ``conv_relu_conv`` of ``bench/onednn_patterns.py`` where both weights of a pair are large and of one
+  sign. With ``255 · (|w₂ⱼ| + |w₂ⱼ₊₁|) <= 32767`` for the pairs of one sign no sum can saturate:
+  :func:`pair_limited_integers` keeps each such pair within ``128`` (the channel's ``±127`` kept, its
+  partner cut to ``±1``), and oneDNN then runs the program exactly (1.5e-5 output steps on that
+  pattern, emulated and measured).
 
 * **int8 matmuls saturate.** ``mul``/``matmul``/``matmul_v2`` run oneDNN's ``gemm_s8s8s32`` there,
   which adds pairs of products in 16 bits (up to 41 output steps on one Linear layer,
@@ -62,15 +69,16 @@ from __future__ import annotations
 
 import functools
 import logging
+from typing import Collection
 
 import numpy as np
 
 from ..deploy.cpu import int8_dot_product
 
 __all__ = ["HALF_SCALE_OP_TYPES", "FLOAT_REASONS", "OUTPUT_SCALES_WARNING", "HALF_GRID_BITS",
-           "UNSET_WITHOUT_VNNI_WARNING", "UNSIGNED_PRODUCERS", "reads_unsigned", "resolve_onednn_cpu",
+           "UNSET_WITHOUT_VNNI_WARNING", "PAIR_LIMIT", "planned_unsigned", "reads_unsigned", "resolve_onednn_cpu",
            "warn_unset_without_vnni", "half_scale_integers", "half_grid_scale", "from_half_grid",
-           "anchored_even_integers", "anchored_scale"]
+           "anchored_even_integers", "anchored_scale", "pair_limited_integers"]
 
 _logger = logging.getLogger(__name__)
 
@@ -101,8 +109,8 @@ UNSET_WITHOUT_VNNI_WARNING = (
     "(docs/deploy.md, 'CPUs without VNNI')")
 """Logged once per process by :func:`warn_unset_without_vnni`."""
 
-UNSIGNED_PRODUCERS = ("relu", "relu6")
-"""Op types whose outputs Paddle's oneDNN int8 passes store unsigned (compute_propagate_scales_onednn_pass)."""
+PAIR_LIMIT = 128
+"""The most ``|w₂ⱼ| + |w₂ⱼ₊₁|`` of one sign may reach for ``255 ·`` it to fit a saturating 16-bit sum."""
 
 _CHANNEL_MAX = 127
 """The largest weight integer of a channel: oneDNN derives its weight scale from it."""
@@ -121,11 +129,19 @@ def _this_cpu() -> str:
     return resolved
 
 
-def reads_unsigned(conv_op, writers: dict) -> bool:
-    """Whether oneDNN feeds ``conv_op`` an unsigned int8 input: its ``Input`` is a relu/relu6 output
-    (``writers``: var name -> the op writing it, ``common.program.writer_by_var``)."""
-    writer = writers.get(conv_op.input("Input")[0])
-    return writer is not None and writer.type in UNSIGNED_PRODUCERS
+def planned_unsigned(plan, block) -> frozenset:
+    """The tensors of the fp32 ``block`` oneDNN will store unsigned once ``plan`` quantizes or observes them
+    (:func:`paddle_quant.passes.unsigned_grid.unsigned_tensors` with the plan's activations and observers)."""
+    from ..passes.unsigned_grid import unsigned_tensors  # the passes import paddle; configs are checked without it
+
+    scaled = {t.var for t in plan.tensors if t.role == "activation"} | {o.var for o in plan.observers}
+    return frozenset(unsigned_tensors(block, scaled))
+
+
+def reads_unsigned(conv_op, unsigned: Collection[str]) -> bool:
+    """Whether oneDNN feeds ``conv_op`` an unsigned int8 input: its ``Input`` is among ``unsigned``
+    (:func:`paddle_quant.passes.unsigned_grid.unsigned_tensors`)."""
+    return conv_op.input("Input")[0] in unsigned
 
 
 @functools.lru_cache(maxsize=1)
@@ -211,3 +227,34 @@ def anchored_scale(scale) -> np.ndarray:
     The anchor's 127 is that scale and the largest real weight the even 126 (``126·(scale·127/126)/127 =
     scale``), so no real weight is clipped; the half grid's step is ``2·scale/126``."""
     return (np.asarray(scale, dtype=np.float64) * _CHANNEL_MAX / (_CHANNEL_MAX - 1)).astype(np.float32)
+
+
+def pair_limited_integers(integers: np.ndarray, scaled: np.ndarray) -> np.ndarray:
+    """Conv weight ``integers`` (``[out, in, kh, kw]``) whose products with u8 inputs no 16-bit pair sum saturates.
+
+    For each output channel and tap, input channels ``2j`` and ``2j + 1`` form a pair (oneDNN's ``vpmaddubsw``);
+    where the magnitudes of one sign add up to more than :data:`PAIR_LIMIT` they are cut to it: a channel's
+    ``±127`` stays (its partner becomes ``±1``, keeping oneDNN's derived scale the program's), otherwise the
+    pair becomes the two integers summing to the limit nearest to the float values ``scaled`` (same shape).
+
+    Returns:
+        int8 integers; pairs within the limit unchanged.
+    """
+    q = np.asarray(integers).astype(np.int64).copy()
+    v = np.asarray(scaled, dtype=np.float64)
+    if q.shape != v.shape or q.ndim != 4:
+        raise ValueError(f"integers {q.shape} and scaled values {v.shape} must be one [out, in, kh, kw] shape")
+    pairs = q.shape[1] // 2
+    a, b = q[:, 0:2 * pairs:2], q[:, 1:2 * pairs:2]  # views into q
+    va, vb = v[:, 0:2 * pairs:2], v[:, 1:2 * pairs:2]
+    over = (np.sign(a) == np.sign(b)) & (np.abs(a) + np.abs(b) > PAIR_LIMIT)
+    sign = np.sign(a)
+    ma, mb = np.abs(va), np.abs(vb)
+    share = np.clip(np.round((ma - mb + PAIR_LIMIT) / 2), 1, PAIR_LIMIT - 1)
+    share = np.where(np.abs(a) == _CHANNEL_MAX, _CHANNEL_MAX, np.where(np.abs(b) == _CHANNEL_MAX,
+                                                                       PAIR_LIMIT - _CHANNEL_MAX, share))
+    share = np.minimum(share, _CHANNEL_MAX)
+    new_a, new_b = sign * share, sign * (PAIR_LIMIT - share)
+    a[...] = np.where(over, new_a, a)
+    b[...] = np.where(over, new_b, b)
+    return q.astype(np.int8)

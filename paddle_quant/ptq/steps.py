@@ -11,7 +11,7 @@ import logging
 import numpy as np
 
 from ..common import naming
-from ..common.program import read_tensor, write_tensor, writer_by_var
+from ..common.program import read_tensor, write_tensor
 from ..common.errors import ProgramStateError
 from ..observers import make_observer
 from ..passes.equalize import equalize_layers
@@ -89,10 +89,10 @@ def _float_ops_without_vnni(plan: QuantPlan, block) -> QuantPlan:
     """The plan with the ops oneDNN runs differently on a CPU without VNNI left in float (onednn_cpu 'avx2'),
     with a warning per op type: depthwise convs that oneDNN feeds signed inputs (weight matmuls are already
     left in float for every oneDNN CPU by the plan)."""
-    writers = writer_by_var(block)
+    unsigned = onednn_cpu.planned_unsigned(plan, block)
     for op_type, reason in onednn_cpu.FLOAT_REASONS.items():
         indices = [op.index for op in plan.ops if op.op_type == op_type and
-                   (op_type != "depthwise_conv2d" or not onednn_cpu.reads_unsigned(block.ops[op.index], writers))]
+                   (op_type != "depthwise_conv2d" or not onednn_cpu.reads_unsigned(block.ops[op.index], unsigned))]
         if indices:
             _logger.warning("quant_post: %d %s ops left in float for onednn_cpu='avx2': %s", len(indices), op_type,
                             reason)
