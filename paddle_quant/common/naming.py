@@ -24,6 +24,7 @@ __all__ = [
     "pool_input",
     "anchor_slice",
     "anchor_zero",
+    "anchor_bridge",
     "anchored",
     "equalized",
     "smoothed",
@@ -128,6 +129,11 @@ def anchor_slice(name: str) -> str:
 def anchor_zero(name: str) -> str:
     """A channel of zeros shaped like one channel of ``name`` (passes/anchor_channel.py)."""
     return f"{name}@anchor_zero"
+
+
+def anchor_bridge(name: str) -> str:
+    """``name + 0``: a float copy an anchored conv's concat reads instead of an int8 one (passes/anchor_channel.py)."""
+    return f"{name}@anchor_bridge"
 
 
 def anchored(name: str) -> str:

@@ -5,8 +5,10 @@ the output alone does not say which op the runtime computes differently. The can
 tensors the program quantizes (the ``X`` of each activation ``quantize_linear``, observers
 included), in program order. For a candidate ``t`` the model is cut at ``t`` (the same program,
 pruned to fetch ``t``: everything upstream of ``t`` exactly as shipped), run on the runtime, and
-compared with the simulation's ``t`` in quantization steps of ``t`` (its quantizer's
-``scale / qmax``). A bisection over the candidates finds the first one beyond ``tolerance_steps``
+compared with the simulation's ``t`` on ``t``'s grid: both rounded to integers of its quantizer's step
+``scale / qmax``, since a runtime may hand ``t`` over already quantized (oneDNN's int8 pool) where the
+simulation holds the value its quantizer rounds next (compared unrounded, that read 0.5 steps max and
+0.25 mean on an exact pool). A deviation is then a whole number of steps; one rounding flip is 1. A bisection over the candidates finds the first one beyond ``tolerance_steps``
 whose predecessor is within it.
 
 Assumptions (docs/deploy.md says them too): a divergence, once there, stays downstream (bisection checks
@@ -267,5 +269,5 @@ def _cut_deviation(candidate: Candidate, got, want) -> CutDeviation:
     if r.shape != s.shape:
         raise ConfigError(f"locate: tensor {candidate.tensor!r}: the runtime gave {r.size} values, the simulation "
                           f"{s.size}")
-    diff = np.abs(r - s) / candidate.step
+    diff = np.abs(np.round(r / candidate.step) - np.round(s / candidate.step))
     return CutDeviation(candidate, float(diff.max()), float(diff.mean()))

@@ -21,7 +21,9 @@ It applies to ``conv2d`` with ``groups == 1`` whose input is read through a quan
 (a depthwise or grouped convolution has no input channel shared by all its filters); its weight
 integers must already be on the even grid without ``±127`` (``quant_post`` computes them so). Cost:
 a slice, a scale and a concat before each such convolution and one more input channel (PP-OCRv4 rec:
-docs/deploy.md).
+docs/deploy.md). Where oneDNN would write the input in int8 (a pool, concat, reshape... that takes the
+concat's scale back: their int8 output and the float-quantized zero channel make oneDNN fail to build the
+concat), the concat reads ``x + 0`` instead, a float op that takes no scale.
 """
 
 from __future__ import annotations
@@ -68,16 +70,33 @@ def _anchored_input(block, scope, place, index: int, source: str, scale: str, bi
     one = shape[:1] + [1] + shape[2:]
     widened = shape[:1] + [shape[1] + 1 if shape[1] >= 0 else -1] + shape[2:]
     sliced, zero, joined = (naming.anchor_slice(source), naming.anchor_zero(source), naming.anchored(source))
-    for name, var_shape in ((sliced, one), (zero, one), (joined, widened)):
+    bridged = naming.anchor_bridge(source) if _written_in_int8(block, source) else source
+    for name, var_shape in ((sliced, one), (zero, one), (joined, widened), (bridged, shape)):
         if not block.has_var(name):
             block.create_var(name=name, shape=var_shape, dtype=var.dtype)
-    insert_ops(block, index, [
-        ("slice", {"Input": [source]}, {"Out": [sliced]},
-         {"axes": [1], "starts": [0], "ends": [1], "decrease_axis": [], "infer_flags": [1]}),
-        ("scale", {"X": [sliced]}, {"Out": [zero]}, {"scale": 0.0, "bias": 0.0, "bias_after_scale": True}),
-        ("concat", {"X": [source, zero]}, {"Out": [joined]}, {"axis": 1}),
-    ])
-    return insert_qdq_pair(block, scope, place, index + 3, joined, joined, scale, qdq_attrs(bits, -1))
+    ops = [("slice", {"Input": [source]}, {"Out": [sliced]},
+            {"axes": [1], "starts": [0], "ends": [1], "decrease_axis": [], "infer_flags": [1]}),
+           ("scale", {"X": [sliced]}, {"Out": [zero]}, {"scale": 0.0, "bias": 0.0, "bias_after_scale": True})]
+    if bridged != source:
+        ops.append(("elementwise_add", {"X": [source], "Y": [zero]}, {"Out": [bridged]}, {"axis": -1}))
+    ops.append(("concat", {"X": [bridged, zero]}, {"Out": [joined]}, {"axis": 1}))
+    insert_ops(block, index, ops)
+    return insert_qdq_pair(block, scope, place, index + len(ops), joined, joined, scale, qdq_attrs(bits, -1))
+
+
+_INT8_DATA_OPS = ("pool2d", "concat", "split", "slice", "transpose2", "reshape2", "nearest_interp",
+                  "nearest_interp_v2")
+"""Ops oneDNN runs on int8 data once the anchored concat hands its scale back to their output
+(compute_propagate_scales_onednn_pass); their int8 output cannot join the concat's other input in oneDNN
+("could not create a primitive descriptor for a concat primitive", measured on relu -> max pool -> conv)."""
+
+
+def _written_in_int8(block, source: str) -> bool:
+    """Whether oneDNN could write ``source`` in int8 for the anchored concat: its writer is one of
+    :data:`_INT8_DATA_OPS`. Such a source is read through ``source + 0`` (a float op that takes no scale),
+    so the concat quantizes a float tensor as it does elsewhere."""
+    writer = writer_by_var(block).get(source)
+    return writer is not None and writer.type in _INT8_DATA_OPS
 
 
 def _anchor_weight(block, scope, place, filter_dequantize) -> None:

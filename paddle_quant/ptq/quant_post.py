@@ -148,14 +148,12 @@ def _roundings(exe, program, scope, plan, ptq: PTQConfig, scales: _Scales, table
                                   for n in half_grid})
 
 
-def _integers(scope, plan, scales: _Scales, roundings: dict, half_grid: frozenset, anchored: frozenset,
-              pair_limited: frozenset = frozenset()) -> dict:
+def _integers(scope, plan, scales: _Scales, roundings: dict, half_grid: frozenset, anchored: frozenset) -> dict:
     """The int8 weights freeze stores instead of rounding to nearest: the roundings', and for oneDNN on a CPU
     without VNNI every conv weight in ``half_grid`` on oneDNN's half-scale grid (:mod:`paddle_quant.ptq.onednn_cpu`;
     AdaRound's roundings of those weights are on that grid already): even integers, each channel's ``±127`` kept,
     or for the ``anchored`` convs (their ``127`` is the anchor's, :mod:`paddle_quant.passes.anchor_channel`) even
-    integers within ``±126``; the ``pair_limited`` ones (u8 inputs there) with their 16-bit pair sums kept from
-    saturating (:func:`onednn_cpu.pair_limited_integers`)."""
+    integers within ``±126``."""
     tensors = {t.var: t for t in plan.tensors if t.role == "weight"}
     integers = {}
     for name, up in roundings.items():
@@ -169,13 +167,6 @@ def _integers(scope, plan, scales: _Scales, roundings: dict, half_grid: frozense
         up = nearest_rounding(w, onednn_cpu.half_grid_scale(scales.weights[name]), onednn_cpu.HALF_GRID_BITS, t.axis)
         integers[name] = _from_half_grid(w, t, scales.weights[name], up, anchored=True)
     integers.update(_half_scale_weights(scope, tensors, scales, half_grid - anchored - set(roundings)))
-    for name in sorted(pair_limited):
-        t, w = tensors[name], read_tensor(scope, name)
-        chosen = integers.get(name)
-        if chosen is None:
-            chosen = weight_to_int(w, scales.weights[name], t.bits, t.axis, round_half="even")
-        integers[name] = onednn_cpu.pair_limited_integers(chosen, scaled_weight(w, scales.weights[name], t.bits,
-                                                                                t.axis))
     return integers
 
 
@@ -217,18 +208,6 @@ def _half_grid_weights(plan, ptq: PTQConfig, block) -> frozenset:
         _logger.warning("onednn_cpu='avx2': weights of fewer than 8 bits are not put on oneDNN's half-scale grid, "
                         "so oneDNN runs them differently from the program: %s", narrow[:10])
     return frozenset(conv_weights - set(narrow))
-
-
-def _pair_limited_weights(plan, ptq: PTQConfig, block) -> frozenset:
-    """The 8-bit conv weights oneDNN multiplies with u8 inputs in saturating 16-bit pairs (``onednn_cpu="avx2"``):
-    their pairs are kept within :data:`onednn_cpu.PAIR_LIMIT`; empty for other targets."""
-    if not ptq.onednn_without_vnni:
-        return frozenset()
-    tensors = {t.var: t for t in plan.tensors if t.role == "weight" and t.bits == 8}
-    unsigned = onednn_cpu.planned_unsigned(plan, block)
-    return frozenset(var for op in plan.ops if op.op_type in onednn_cpu.HALF_SCALE_OP_TYPES
-                     and onednn_cpu.reads_unsigned(block.ops[op.index], unsigned)
-                     for _, var in op.inputs if var in tensors)
 
 
 def _half_scale_weights(scope, tensors: dict, scales: _Scales, names) -> dict:
@@ -280,8 +259,7 @@ def run_post_training(exe, model_dir, quantize_model_path, ptq: PTQConfig, *, so
         program_scales = _with_anchored_scales(scales, anchored)  # the table keeps the calibrated ones
         roundings = _roundings(exe, program, scope, plan, ptq, program_scales, table_in, feed_names, sources,
                                stats.batches, half_grid)
-        pair_limited = _pair_limited_weights(plan, ptq, program.global_block())
-        integers = _integers(scope, plan, program_scales, roundings, half_grid, anchored, pair_limited)
+        integers = _integers(scope, plan, program_scales, roundings, half_grid, anchored)
         config, quantized = ptq.to_quant_config(), program  # loaded for inference: no copy needed
         apply_plan(quantized, plan, config, scope, place, mode="test", rewire_backward=False)
         write_scales(scope, place, program_scales.activations)

@@ -129,3 +129,16 @@ def test_the_tolerance_must_be_positive(digits_model, digits_int8_model):
     with pytest.raises(ConfigError, match="tolerance_steps must be > 0"):
         locate_module.locate_divergence(digits_int8_model / "model.pdmodel", digits_int8_model / "model.pdiparams", "onednn",
                                         _feeds(digits_model, 1), tolerance_steps=0)
+
+
+def test_cuts_are_compared_on_the_tensors_grid():
+    """oneDNN may hand a cut tensor over already quantized (its int8 pool) where the simulation holds the value its
+    quantizer rounds next: equal on the grid, 0 steps (unrounded that read up to 0.5); a flip is one step."""
+    candidate = locate_module.Candidate("t", 0.5, "pool2d", ("conv2d",))
+    simulated = np.linspace(-3, 3, 101, dtype=np.float32)
+    quantized = (np.round(simulated / 0.5) * 0.5).astype(np.float32)
+    assert locate_module._cut_deviation(candidate, [quantized], [simulated]).max_steps == 0.0
+    flipped = quantized.copy()
+    flipped[7] += 0.5
+    deviation = locate_module._cut_deviation(candidate, [flipped], [simulated])
+    assert deviation.max_steps == 1.0 and deviation.mean_steps == pytest.approx(1 / 101)
