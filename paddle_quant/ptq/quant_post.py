@@ -35,6 +35,7 @@ from ..passes.freeze import freeze_in_place
 from ..passes.plan import QuantPlan
 from ..passes.anchor_channel import anchor_convs, anchorable
 from ..passes.pool_inputs import quantize_pool_inputs
+from ..passes.residual_relu import sign_residual_activations
 from ..passes.unsigned_grid import state_unsigned_grid
 from ..passes.rewrite import apply_plan
 from . import onednn_cpu
@@ -193,6 +194,13 @@ def _anchored_weights(plan, block, half_grid: frozenset) -> frozenset:
                      for _, var in op.inputs if var in half_grid)
 
 
+def _log_signed_residuals(rewritten) -> None:
+    if rewritten:
+        _logger.info("deploy_backend='onednn': %d relu/relu6 after a conv + signed residual written as "
+                     "leaky_relu(0)/clip so oneDNN does not read the residual into a u8 output "
+                     "(passes/residual_relu.py): %s", len(rewritten), [r.output for r in rewritten][:10])
+
+
 def _half_grid_weights(plan, ptq: PTQConfig, block) -> frozenset:
     """The conv weights oneDNN reorders at half scale (``onednn_cpu="avx2"``, signed inputs, 8 bits; narrower
     ones are logged and left); empty for other targets."""
@@ -246,6 +254,8 @@ def run_post_training(exe, model_dir, quantize_model_path, ptq: PTQConfig, *, so
     place = getattr(exe, "place", None) or paddle.CPUPlace()
     with legacy_ir():
         program, feed_names, fetch_names = load_inference_program(exe, scope, model, params)
+        if ptq.unsigned_grid:
+            _log_signed_residuals(sign_residual_activations(program))
         prepare_fp32(exe, program, scope, place, ptq, lambda: feed_batches(feed_names, batch_size=ptq.batch_size,
                                                                            **sources), feed_names)
         plan = plan_post_training(program, ptq)
