@@ -44,7 +44,8 @@ class BackendProfile:
     quantize_pool_inputs: bool = False
     unsigned_grid: bool = False
     """Whether the runtime stores relu outputs as u8 at ``255 / scale`` (:mod:`paddle_quant.passes.unsigned_grid`),
-    which ``quant_post``'s program then states."""
+    which ``quant_post``'s program then states, and reads a signed residual fused before such a relu as u8
+    (:mod:`paddle_quant.passes.residual_relu`), which it then keeps from happening."""
     float_readers_bypass_observers: tuple[str, ...] = ()
     """Op types that, left in float, read an observed tensor itself rather than its observer pair: the
     runtime would otherwise run them in int8 (oneDNN's quant_dequant_onednn_pass keeps a conv/matmul in
