@@ -29,6 +29,7 @@ onnx and onnxruntime are optional dependencies: ``pip install paddle_quant[onnx]
 from __future__ import annotations
 
 import importlib
+import logging
 import os
 import tempfile
 from dataclasses import dataclass
@@ -43,6 +44,8 @@ from ..common.errors import ConfigError, MissingDependencyError, ProgramStateErr
 from ._onnx_fold import _emit_folded_conv, _plan_conv_folds
 from ._onnx_ops import OP_CONVERTERS, _Graph
 from .qdq_scales import load_quantized_model, read_qdq_scales
+
+_logger = logging.getLogger(__name__)
 
 __all__ = [
     "export_onnx",
@@ -281,6 +284,7 @@ def _export(model_dir, output_path, *, require_quantized, opset, observers, fold
             raise ProgramStateError(f"model {str(model.model_file)!r} has no quantize_linear/dequantize_linear op"
                                     f"{hint}; export_onnx needs a model saved by quant_post or convert")
         _check_supported(block)
+        _warn_saturating_pairs(scales, activation_type, weight_type)
         graph, written = _build_graph(onnx, model, scales, observers=observers, fold=fold,
                                       name=Path(model.model_file).stem, activation_type=activation_type,
                                       weight_type=weight_type)
@@ -291,6 +295,28 @@ def _export(model_dir, output_path, *, require_quantized, opset, observers, fold
     onnx.checker.check_model(proto)
     _write_atomic(proto.SerializeToString(), target)
     return _result(target, opset, scales, written, model)
+
+
+U8S8_WITHOUT_VNNI_WARNING = (
+    "export_onnx: %s stored uint8 beside int8 weights take onnxruntime's u8s8 kernels, whose 16-bit pair sums "
+    "saturate on a CPU without VNNI/AMX like this one (a relu -> conv net: 5.8 output steps from the simulation); "
+    "to run the model here as simulated pass weight_type='uint8' (default_weight_type() picks it), for a VNNI/AMX "
+    "server keep 'int8' (docs/deploy_onnx.md)")
+"""Logged when an export writes u8 activations beside int8 weights on a CPU without an int8 dot product."""
+
+
+def _warn_saturating_pairs(scales, activation_type: str, weight_type: str) -> None:
+    """Warn when the export pairs u8 activations with int8 weights and this CPU runs u8s8 with saturation."""
+    if weight_type != "int8":
+        return
+    unsigned = [s.name for s in scales.values() if s.unsigned]
+    if activation_type != "uint8" and not unsigned:
+        return
+    from ..deploy.cpu import int8_dot_product
+
+    if not int8_dot_product():
+        what = "activations" if activation_type == "uint8" else f"the relu outputs on oneDNN's u8 grid {unsigned[:5]}"
+        _logger.warning(U8S8_WITHOUT_VNNI_WARNING, what)
 
 
 def _result(target, opset, scales, observers, model) -> ONNXExportResult:

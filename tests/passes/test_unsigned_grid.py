@@ -143,3 +143,20 @@ def test_onnx_export_stores_the_u8_grid_as_uint8_and_runs_as_simulated(tmp_path,
     report = quant.verify(result.model_file.parent, runtime="onnxruntime", runtime_model=path, inputs=feeds[:1],
                           repeats=1)
     assert report.outputs[0].max_steps <= 1.0
+
+
+def test_onnx_export_warns_where_u8_beside_int8_weights_would_saturate(tmp_path, monkeypatch, caplog):
+    pytest.importorskip("onnx")
+    import paddle_quant.deploy.cpu as cpu
+
+    def build():
+        x = _x()
+        return [x], [_conv(F.relu(_conv(x, 8)), 8)]
+    result, _ = _quantize(tmp_path, build)
+    for has_vnni, weight_type, warned in ((False, "int8", True), (False, "uint8", False), (True, "int8", False)):
+        monkeypatch.setattr(cpu, "int8_dot_product", lambda has=has_vnni: has)
+        caplog.clear()
+        with caplog.at_level("WARNING", logger="paddle_quant"):
+            quant.export_onnx(result.model_file.parent, tmp_path / f"{has_vnni}_{weight_type}.onnx",
+                              weight_type=weight_type)
+        assert any("u8s8" in r.getMessage() for r in caplog.records) == warned, (has_vnni, weight_type)
