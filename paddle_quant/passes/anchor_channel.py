@@ -62,7 +62,7 @@ def _weight_name(name: str) -> str:
     return name.split("@", 1)[0]
 
 
-def _anchored_input(block, scope, place, index: int, source: str, scale: str, bits: int) -> str:
+def _anchored_input(block, scope, place, index: int, source: str, scale: str, bits: int, writers: dict) -> str:
     """Insert ``concat(source, 0·source[:, :1])`` and its quantize/dequantize pair before ``block.ops[index]``;
     returns the dequantized name."""
     var = block.var(source)
@@ -70,7 +70,7 @@ def _anchored_input(block, scope, place, index: int, source: str, scale: str, bi
     one = shape[:1] + [1] + shape[2:]
     widened = shape[:1] + [shape[1] + 1 if shape[1] >= 0 else -1] + shape[2:]
     sliced, zero, joined = (naming.anchor_slice(source), naming.anchor_zero(source), naming.anchored(source))
-    bridged = naming.anchor_bridge(source) if _written_in_int8(block, source) else source
+    bridged = naming.anchor_bridge(source) if _written_in_int8(writers, source) else source
     for name, var_shape in ((sliced, one), (zero, one), (joined, widened), (bridged, shape)):
         if not block.has_var(name):
             block.create_var(name=name, shape=var_shape, dtype=var.dtype)
@@ -91,11 +91,11 @@ _INT8_DATA_OPS = ("pool2d", "concat", "split", "slice", "transpose2", "reshape2"
 ("could not create a primitive descriptor for a concat primitive", measured on relu -> max pool -> conv)."""
 
 
-def _written_in_int8(block, source: str) -> bool:
+def _written_in_int8(writers: dict, source: str) -> bool:
     """Whether oneDNN could write ``source`` in int8 for the anchored concat: its writer is one of
     :data:`_INT8_DATA_OPS`. Such a source is read through ``source + 0`` (a float op that takes no scale),
     so the concat quantizes a float tensor as it does elsewhere."""
-    writer = writer_by_var(block).get(source)
+    writer = writers.get(source)
     return writer is not None and writer.type in _INT8_DATA_OPS
 
 
@@ -146,7 +146,7 @@ def anchor_convs(program, scope, place, weights: Collection[str]) -> list[Anchor
         key = (source, scale)
         if key not in inputs:
             inputs[key] = _anchored_input(block, scope, place, list(block.ops).index(conv), source, scale,
-                                          int(input_q.attr("bit_length")))
+                                          int(input_q.attr("bit_length")), writers)
         former.append(input_dq)
         conv._rename_input(conv.input("Input")[0], inputs[key])
         _anchor_weight(block, scope, place, filter_dq)
