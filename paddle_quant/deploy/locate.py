@@ -8,8 +8,9 @@ pruned to fetch ``t``: everything upstream of ``t`` exactly as shipped), run on 
 compared with the simulation's ``t`` on ``t``'s grid: both rounded to integers of its quantizer's step
 ``scale / qmax``, since a runtime may hand ``t`` over already quantized (oneDNN's int8 pool) where the
 simulation holds the value its quantizer rounds next (compared unrounded, that read 0.5 steps max and
-0.25 mean on an exact pool). A deviation is then a whole number of steps; one rounding flip is 1. A bisection over the candidates finds the first one beyond ``tolerance_steps``
-whose predecessor is within it.
+0.25 mean on an exact pool). A deviation is then a whole number of steps; one rounding flip is 1.
+A bisection over the candidates finds the first one beyond ``tolerance_steps`` whose predecessor is
+within it.
 
 Assumptions (docs/deploy.md says them too): a divergence, once there, stays downstream (bisection checks
 ``log2(n)`` cuts, not all ``n``), and cutting at ``t`` changes only the fusions *at* ``t`` (``t`` is
@@ -30,8 +31,8 @@ import paddle
 from ..common.errors import ConfigError
 from ..common.model_files import load_inference_program, save_inference_atomically
 from ..common.numerics import qmax
-from ..passes.unsigned_grid import UNSIGNED_QMAX, is_unsigned_grid
 from ..common.program import legacy_ir, read_tensor, readers_by_var, writer_by_var
+from ..passes.unsigned_grid import UNSIGNED_QMAX, is_unsigned_grid
 from .optimized import OptimizedOp, describe_ops, onednn_int8_program, ops_between
 from .runtimes import make_runner
 

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ..common.program import writer_by_var
+from ..common.program import is_persistable, writer_by_var
 from .unsigned_grid import writes_unsigned
 
 __all__ = ["ResidualActivation", "sign_residual_activations"]
@@ -53,8 +53,7 @@ def _conv_branch(writers: dict, name: str) -> bool:
 
 
 def _has_parameter_operand(op) -> bool:
-    block = op.block
-    return any(block.has_var(name) and block.var(name).persistable for name in op.input("Y"))
+    return any(is_persistable(op.block, name) for name in op.input("Y"))
 
 
 def _signed_residual(writers: dict, add) -> bool:

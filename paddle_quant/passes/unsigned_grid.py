@@ -91,7 +91,7 @@ def unsigned_tensors(block, scaled: Collection[str] | None = None) -> list[str]:
             unsigned = True
         elif op.type in SCALE_PRESERVING:
             source = _through_qdq(writers, op.input(SCALE_PRESERVING[op.type])[0])
-            unsigned = source in scaled and source in marked
+            unsigned = source in marked  # only tensors with a scale are ever marked
         elif op.type == "concat":
             sources = [_through_qdq(writers, name) for name in op.input("X")]
             unsigned = all(source in marked for source in sources)
