@@ -1,22 +1,25 @@
-"""Run an average pool at one scale on both sides, as oneDNN's int8 pool does, in the program itself.
+"""Run a pool at one scale on both sides, as oneDNN's int8 pool does, in the program itself.
 
 Paddle Inference's oneDNN int8 passes run ``pool2d`` in int8 whenever its output has a scale (a
 quantizer or an observer reads it). ``compute_propagate_scales_onednn_pass`` treats the pool as
 scale-preserving: the pool's input keeps its own scale if it has one and the output is given that
 scale (the output's calibrated scale is dropped); an input without a scale takes the output's.
-``cpu_quantize_pass`` then quantizes the input at that scale before pooling. For a max pool with
-no scale of its own on the input nothing changes (rounding commutes with max); for an average pool
-every input value is clipped and rounded where the QDQ program rounds only the average. PP-OCRv4
+``cpu_quantize_pass`` then quantizes the input at that scale before pooling. For a max pool
+rounding and clipping commute with the max, so only the output's scale matters: where the input
+has a scale of its own, oneDNN's output carries it, not the output's calibrated one (2 output steps
+on conv -> max pool -> conv, whose pooled maxima calibrate a smaller scale than the signed conv
+output). For an average pool every input value is clipped and rounded where the QDQ program
+rounds only the average. PP-OCRv4
 rec has such a pool at the squeeze of every squeeze-and-excite block: without this pass the
 Executor's simulation and an ONNX export of the program read 0.8-6 points of exact match below
 the deployed oneDNN model on 1000 lines over five calibration algorithms; with it, within 1 point
 (docs/deploy_onnx.md).
 
-This pass writes oneDNN's arithmetic into the program, for every average pool whose output is
-quantized or observed:
+This pass writes oneDNN's arithmetic into the program, for every pool whose output is quantized
+or observed:
 
-* the pool reads its input through a new quantize/dequantize pair (``{input}@pool_input``) at
-  the input's own scale variable (of its quantizer, or its observer) or, without one, the
+* an average pool reads its input through a new quantize/dequantize pair (``{input}@pool_input``)
+  at the input's own scale variable (of its quantizer, or its observer) or, without one, the
   output's;
 * when that is the input's scale, the output's quantize/dequantize (or observer) pair reads the
   same scale variable instead of its calibrated one.
@@ -60,7 +63,7 @@ _ACTIVATIONS = ("relu", "relu6", "hard_swish", "swish", "hard_sigmoid", "sigmoid
 
 @dataclass(frozen=True)
 class QuantizedPoolInput:
-    """One average pool changed: its output, its input, the scale variable both sides now use, and
+    """One pool changed: its output, its input, the scale variable both sides now use, and
     whether the output's own scale was replaced by it."""
 
     pool_output: str
@@ -104,8 +107,8 @@ def _insert_pair(block, scope, place, pool, scale: str, bits: int) -> None:
 
 
 def quantize_pool_inputs(program, scope, place) -> list[QuantizedPoolInput]:
-    """Make every average ``pool2d`` whose output is quantized or observed run at one scale, read through a
-    quantizer (see the module docstring).
+    """Make every ``pool2d`` whose output is quantized or observed run at one scale, an average pool reading
+    its input through a quantizer (see the module docstring).
 
     Args:
         program: legacy-IR QDQ inference program (as ``quant_post`` saves it); changed in place.
@@ -118,7 +121,7 @@ def quantize_pool_inputs(program, scope, place) -> list[QuantizedPoolInput]:
     block = program.global_block()
     readers, writers = readers_by_var(block), writer_by_var(block)
     changed = []
-    for pool in [op for op in block.ops if _is_average_pool(op)]:
+    for pool in [op for op in block.ops if op.type == "pool2d"]:
         output, source = pool.output("Out")[0], pool.input("X")[0]
         output_quantizer = _quantizer_of(readers, output)
         if output_quantizer is None:
@@ -126,9 +129,10 @@ def quantize_pool_inputs(program, scope, place) -> list[QuantizedPoolInput]:
         own_scale, quantized = _input_scale(readers, writers, pool)
         scale = own_scale or output_quantizer.input("Scale")[0]
         rescale = scale != output_quantizer.input("Scale")[0]
-        if quantized and not rescale:
+        needs_pair = _is_average_pool(pool) and not quantized  # rounding and clipping commute with max
+        if not needs_pair and not rescale:
             continue
-        if not quantized:
+        if needs_pair:
             _insert_pair(block, scope, place, pool, scale, output_quantizer.attr("bit_length"))
         if rescale:
             _rescale_pair(readers, output_quantizer, scale)

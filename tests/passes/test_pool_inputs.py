@@ -37,15 +37,16 @@ def _save(folder, main, startup, x, fetched):
     return folder
 
 
-def _pool_net(folder, *, pooling_type="avg", shared=False):
-    """conv -> hard_swish -> pool (global) -> conv 1x1 -> flatten; ``shared``: a 1x1 conv also reads the pool
-    input, its mean is fetched second."""
+def _pool_net(folder, *, pooling_type="avg", shared=False, activation=paddle.nn.functional.hardswish):
+    """conv -> ``activation`` (hard_swish; None: none) -> pool (global) -> conv 1x1 -> flatten; ``shared``: a 1x1
+    conv also reads the pool input, its mean is fetched second."""
     paddle.seed(5)
     main, startup = paddle.static.Program(), paddle.static.Program()
     block = main.global_block()
     with paddle.static.program_guard(main, startup):
         x = paddle.static.data("x", [None, 3, 11, 11], "float32")
-        features = paddle.nn.functional.hardswish(paddle.static.nn.conv2d(x, 8, 3, padding=1))
+        features = paddle.static.nn.conv2d(x, 8, 3, padding=1)
+        features = activation(features) if activation else features
         pooled = _global_pool(block, features, pooling_type)
         fetched = [paddle.flatten(paddle.static.nn.conv2d(pooled, 5, 1), 1)]
         if shared:
@@ -147,6 +148,22 @@ def test_max_pool_is_left_alone(tmp_path):
     model = _pool_net(tmp_path / "fp32", pooling_type="max")
     plain, onednn = _quantize(tmp_path, "plain", model), _quantize(tmp_path, "onednn", model, deploy_backend="onednn")
     assert [op.type for op in _ops(onednn)] == [op.type for op in _ops(plain)]
+
+
+def test_a_max_pool_input_with_its_own_scale_sets_the_pooled_scale(tmp_path):
+    """oneDNN's int8 max pool hands its input's scale to its output, as its average pool does; no input pair (rounding
+    and clipping commute with max). Without activation the features' largest magnitude is negative, so the pooled
+    maxima calibrate a smaller scale than the features' own."""
+    model = _pool_net(tmp_path / "fp32", pooling_type="max", shared=True, activation=None)
+    plain, onednn = _quantize(tmp_path, "plain", model), _quantize(tmp_path, "onednn", model, deploy_backend="onednn")
+    ops, plain_ops = _ops(onednn), _ops(plain)
+    assert [op.type for op in ops] == [op.type for op in plain_ops]
+    [own] = _quantizer_of(ops, _pool(ops).input("X")[0])  # the 1x1 conv's quantizer of the features
+    assert _quantizer_of(ops, "pooled")[0].input("Scale") == own.input("Scale")
+    assert _quantizer_of(plain_ops, "pooled")[0].input("Scale") != own.input("Scale")
+    simulated_gap, plain_gap, scale = _gaps(plain, onednn, _batch(13))
+    assert simulated_gap <= 0.02 * scale
+    assert plain_gap >= 5 * max(simulated_gap, 1e-3 * scale)
 
 
 def _gaps(plain, onednn, batch):
