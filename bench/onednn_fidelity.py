@@ -34,7 +34,8 @@ Run from the repository root (the full run is sized for a 16-core machine):
     python bench/onednn_fidelity.py [--models rec,cls,det] [--algos hist,KL,avg,emd,mse,abs_max]
                                     [--eval-lines 300] [--batches 10] [--threads 8] [--jobs 16]
                                     [--repeats 20] [--det-pages 16] [--det-size 640] [--workdir DIR]
-                                    [--onednn-cpu auto|vnni|avx2] [--json PATH]
+                                    [--onednn-cpu auto|vnni|avx2] [--output-scales all|none]
+                                    [--json PATH]
 
 ``--jobs`` runs the (model, algorithm) pairs in that many spawned processes (calibration and the
 Executor's simulation are mostly single-threaded; each process's oneDNN predictors get ``threads // jobs``
@@ -107,6 +108,8 @@ def parse_args(argv=None):
     parser.add_argument("--det-size", type=int, default=640, help="det page height and width (multiple of 32)")
     parser.add_argument("--onednn-cpu", default=None, choices=("auto", "vnni", "avx2"),
                         help="quant_post onednn_cpu (default unset: built for VNNI/AMX); avx2 on a CPU without VNNI")
+    parser.add_argument("--output-scales", default=None, choices=("all", "none"),
+                        help="quant_post output_scales (default unset: the onednn backend's default)")
     parser.add_argument("--workdir", default=None, help="where int8 models are written (default: a temp dir)")
     parser.add_argument("--json", default=None, help="also write every figure to this JSON file")
     args = parser.parse_args(argv)
@@ -148,6 +151,8 @@ def evaluation_data(kind, args):
 def quantize(kind, fp32_dir, out_dir, algo, args):
     """quant_post as in PaddleSlim's docs (plus deploy_backend); returns the seconds it took."""
     options = {} if OP_TYPES[kind] is None else {"quantizable_op_type": OP_TYPES[kind]}
+    if args.output_scales is not None:
+        options["output_scales"] = args.output_scales
     start = time.perf_counter()
     quant.quant_post(executor=paddle.static.Executor(paddle.CPUPlace()), model_dir=str(fp32_dir),
                      quantize_model_path=str(out_dir), sample_generator=calibration_samples(kind, args),

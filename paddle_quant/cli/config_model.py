@@ -171,7 +171,8 @@ class QuantizationSection(_Section):
     activation_bits: int = Field(8, ge=2, le=16, alias="ActivationBits", description="Activation bits.")
     op_types: StrList = Field(None, alias="QuantizableOpType", description="Op types to quantize.")
     is_full_quantize: Bool = Field(False, alias="IsFullQuantize", description="Quantize every supported type.")
-    output_scales: Literal["all", "none"] = Field("all", alias="OutputScales", description="Output observers.")
+    output_scales: Optional[Literal["all", "none"]] = Field(
+        None, alias="OutputScales", description="Output observers (unset: the deploy backend's default).")
     bias_correction: Bool = Field(False, alias="BiasCorrection", description="Correct biases.")
     round_type: Literal["round", "adaround"] = Field(
         "round", alias="RoundType", description="Weight rounding: to nearest, or AdaRound (learned per layer).")

@@ -92,7 +92,8 @@ _QUANT_FLAGS = (
     ("--adaround-iterations", "QuantizationParameters", "AdaRoundIterations",
      {"metavar": "N", "help": "AdaRound optimiser iterations per layer (AdaRoundIterations; default 500)"}),
     ("--output-scales", "QuantizationParameters", "OutputScales",
-     {"choices": ("all", "none"), "help": "calibrate every supported op's output (all, default) or none"}),
+     {"choices": ("all", "none"), "help": "calibrate every supported op's output (all) or none; default: the deploy "
+                                           "backend's (none for onednn and onnx, all otherwise)"}),
     ("--deploy-backend", "QuantizationParameters", "DeployBackend",
      {"choices": ("onednn", "tensorrt", "paddle_lite", "onnx"),
       "help": "target runtime (DeployBackend); tensorrt also writes a TensorRT calibration cache"}),

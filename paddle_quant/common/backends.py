@@ -24,7 +24,7 @@ from typing import Optional
 
 from .errors import ConfigError
 
-__all__ = ["BackendProfile", "BACKENDS", "ONEDNN_FC_REASON", "backend_profile", "check_backend"]
+__all__ = ["BackendProfile", "BACKENDS", "ONEDNN_FC_REASON", "ONEDNN_OUTPUT_SCALES_WARNING", "backend_profile", "check_backend"]
 
 
 @dataclass(frozen=True)
@@ -67,13 +67,21 @@ ONEDNN_FC_REASON = (
     "output steps from the simulation on a CPU with VNNI, docs/deploy.md)")
 """Why a oneDNN model leaves its weight matmuls in float."""
 
+ONEDNN_OUTPUT_SCALES_WARNING = (
+    "output_scales='all' with deploy_backend='onednn': oneDNN takes the observed output scales as quantization "
+    "points and runs the ops between quantized ones (residual adds, squeeze-and-excite multiplies, pools) in int8, "
+    "rounding tensors that the program's observers leave in float (PP-OCRv4 det on an AMX CPU: 1 - cos(deployed, "
+    "simulated) 0.029-0.045 over six algorithms, against 0.0012-0.0024 with 'none'; docs/deploy.md); leave "
+    "output_scales unset ('none' for oneDNN) unless verify(runtime='onednn') shows the deployed model is what you want")
+"""Logged when an explicit output_scales='all' meets deploy_backend='onednn'."""
+
 _ANY_WEIGHT_TYPE = ("channel_wise_abs_max", "abs_max", "range_abs_max", "moving_average_abs_max")
 _WEIGHT_BITS = tuple(range(2, 9))
 """Weights of 2..8 bits are stored int8 (narrower grids restated in the int8 convention by freeze)."""
 
 BACKENDS: dict[str, BackendProfile] = {
     "onednn": BackendProfile(
-        "onednn", "onednn", (8,), _WEIGHT_BITS, _ANY_WEIGHT_TYPE, (True,), "all", (),
+        "onednn", "onednn", (8,), _WEIGHT_BITS, _ANY_WEIGHT_TYPE, (True,), "none", (),
         "Paddle Inference on CPU, enable_onednn() + enable_onednn_int8()", fold_affine=True,
         quantize_pool_inputs=True, unsigned_grid=True,
         float_readers_bypass_observers=("conv2d", "depthwise_conv2d", "fused_conv2d", "mul", "matmul", "matmul_v2"),

@@ -17,6 +17,10 @@ way). ``quant_post`` runs it on the fp32 program before planning, for ``deploy_b
 
 A residual that is itself a relu output is u8 already and is left alone, as is an add whose operands are
 not a convolution's output (nothing is fused into a conv there).
+
+:func:`sign_all_activations` rewrites every relu/relu6 that way: a model trained on the 127-level grid
+(dygraph QAT, saved for ``deploy_backend='onednn'``) then runs on that grid in oneDNN too, instead of on
+the u8 grid it was not trained on.
 """
 
 from __future__ import annotations
@@ -26,7 +30,7 @@ from dataclasses import dataclass
 from ..common.program import is_persistable, writer_by_var
 from .unsigned_grid import writes_unsigned
 
-__all__ = ["ResidualActivation", "sign_residual_activations"]
+__all__ = ["ResidualActivation", "sign_all_activations", "sign_residual_activations"]
 
 _CONVS = ("conv2d", "depthwise_conv2d")
 _CONV_TAIL = ("elementwise_add", "batch_norm")
@@ -79,15 +83,28 @@ def sign_residual_activations(program) -> list[ResidualActivation]:
         if add is None or add.type != "elementwise_add" or _has_parameter_operand(add) \
                 or not _signed_residual(writers, add):
             continue
-        was = op.type
-        if was == "relu":
-            op.desc.set_type("leaky_relu")
-            op._set_attr("alpha", 0.0)
-        else:
-            threshold = float(op.attr("threshold")) if op.has_attr("threshold") else 6.0
-            op.desc.set_type("clip")
-            op._set_attr("min", 0.0)
-            op._set_attr("max", threshold)
-        done.append(ResidualActivation(op.output("Out")[0], was, op.desc.type()))
+        done.append(_as_signed(op))
     program._sync_with_cpp()
     return done
+
+
+def sign_all_activations(program) -> list[ResidualActivation]:
+    """Rewrite every relu/relu6 of ``program`` as leaky_relu(0)/clip(0, threshold), in place (module doc);
+    returns what was rewritten, in program order."""
+    done = [_as_signed(op) for op in program.global_block().ops if op.type in ("relu", "relu6")]
+    program._sync_with_cpp()
+    return done
+
+
+def _as_signed(op) -> ResidualActivation:
+    """``op`` (relu or relu6) rewritten in place as the same function oneDNN does not mark unsigned."""
+    was = op.type
+    if was == "relu":
+        op.desc.set_type("leaky_relu")
+        op._set_attr("alpha", 0.0)
+    else:
+        threshold = float(op.attr("threshold")) if op.has_attr("threshold") else 6.0
+        op.desc.set_type("clip")
+        op._set_attr("min", 0.0)
+        op._set_attr("max", threshold)
+    return ResidualActivation(op.output("Out")[0], was, op.desc.type())

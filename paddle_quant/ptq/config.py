@@ -126,16 +126,18 @@ class PTQConfig(BaseModel):
         None,
         description="deploy_backend='onednn': the CPU the model will run on. 'avx2' (no VNNI/AMX): conv weights with "
         "signed inputs on oneDNN's half-scale grid, matmuls and depthwise convs with signed inputs left in float, "
-        "output_scales 'none' by default, so the program states what oneDNN runs there "
+        "so the program states what oneDNN runs there "
         "(paddle_quant.ptq.onednn_cpu); 'vnni' (AVX512-VNNI, AVX-VNNI or AMX): exact int8 kernels, nothing "
         "changes; 'auto': the CPU quant_post runs on. None: 'vnni', with a warning when this CPU has no VNNI.")
     show_progress: Optional[bool] = Field(None, description="Progress bar; None: only on a terminal.")
     output_scales: Optional[Literal["all", "none"]] = Field(
         None,
-        description="None: the deploy_backend's default ('all', or 'none' for onnx). Calibrate the output of every supported op and emit it as an only_observer QDQ pair (as "
-        "PaddleSlim does), or emit none. Measured on Paddle Inference oneDNN int8: PP-OCR cls needs them "
-        "(hist: 95.0% with, ~55% without), PP-OCRv4 rec with depthwise convs quantized does better without "
-        "(hist: 73.5% without); outputs of quantized ops alone make oneDNN fail to build a binary primitive.")
+        description="None: the deploy_backend's default ('none' for onednn and onnx, 'all' otherwise). 'all': "
+        "calibrate the output of every supported op and emit it as an only_observer QDQ pair (as PaddleSlim does); "
+        "'none': emit none. On Paddle Inference oneDNN int8 an observed scale makes oneDNN run the op reading it in "
+        "int8 and round the tensor, which the observer does not state (AMX CPU, docs/deploy.md: PP-OCRv4 det "
+        "1 - cos(deployed, simulated) 0.029-0.045 with 'all', 0.0012-0.0024 with 'none'; PP-OCR cls deployed "
+        "92.3-95.0 % with 'none', fp32 95.0 %).")
 
     def __init__(self, **data: Any) -> None:
         """Validate ``data``; bad values raise ConfigError/ConfigTypeError."""
@@ -186,11 +188,9 @@ class PTQConfig(BaseModel):
     @property
     def effective_output_scales(self) -> str:
         """``output_scales``, or the deploy_backend's default when it is None ('all' without a backend; 'none'
-        for oneDNN on a CPU without VNNI, :mod:`paddle_quant.ptq.onednn_cpu`)."""
+        for oneDNN and onnx, :attr:`~paddle_quant.common.backends.BackendProfile.output_scales`)."""
         if self.output_scales is not None:
             return self.output_scales
-        if self.onednn_without_vnni:
-            return "none"  # with output scales oneDNN runs matmuls in int8 that the program leaves in float
         profile = backend_profile(self.deploy_backend)
         return profile.output_scales if profile else "all"
 

@@ -17,7 +17,9 @@ saving goes through it:
    written to ``{path}.pdmodel`` / ``{path}.pdiparams`` through a staging folder.
 
 No output scales are written (the profile ``output_scales='none'``): every int8 op hands a float
-result to its readers, which is what the training forward computed.
+result to its readers, which is what the training forward computed. For ``deploy_backend='onednn'``
+every relu/relu6 is saved as leaky_relu(0)/clip (:func:`~paddle_quant.passes.residual_relu.sign_all_activations`):
+oneDNN would store their outputs u8 at ``255 / scale``, a grid the model was not trained on.
 """
 
 from __future__ import annotations
@@ -39,6 +41,7 @@ from ..common.model_files import load_inference_program, save_inference_atomical
 from ..common.program import legacy_ir, write_tensor
 from ..passes.freeze import freeze_program
 from ..passes.plan import QuantPlan, SkippedOp, plan_quantization
+from ..passes.residual_relu import sign_all_activations
 from ..passes.rewrite import apply_plan
 from .layers import QuantizedLayer, parent_and_name
 from .quanters import Quanter
@@ -191,6 +194,13 @@ def _report_unmatched(plan: QuantPlan, by_weight) -> None:
                         "quantized); they are not in the saved model's int8 ops", unused)
 
 
+def _log_signed(rewritten) -> None:
+    if rewritten:
+        _logger.info("deploy_backend='onednn': %d relu/relu6 saved as leaky_relu(0)/clip, so oneDNN keeps their outputs "
+                     "on the 127-level grid the model was trained on instead of its u8 grid (passes/residual_relu.py)",
+                     len(rewritten))
+
+
 def _quantize_traced(folder: Path, wrappers, config, staging: Path, prefix: str) -> None:
     by_weight = {wrapper.weight.name: (path, wrapper) for path, wrapper in wrappers.items()}
     place = paddle.CPUPlace()
@@ -201,6 +211,8 @@ def _quantize_traced(folder: Path, wrappers, config, staging: Path, prefix: str)
                                                          folder / "model.pdiparams")
         for name, value in preprocessed.items():
             write_tensor(scope, place, name, value)
+        if config.quant.deploy_backend == "onednn":
+            _log_signed(sign_all_activations(program))
         block = program.global_block()
         plan = plan_for_wrappers(block, config.quant, set(by_weight))
         _report_unmatched(plan, by_weight)

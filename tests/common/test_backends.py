@@ -4,7 +4,7 @@ import paddle
 import pytest
 
 import paddle_quant as quant
-from paddle_quant.common.backends import BACKENDS
+from paddle_quant.common.backends import BACKENDS, ONEDNN_OUTPUT_SCALES_WARNING
 from paddle_quant.common.errors import ConfigError, ConfigTypeError
 from paddle_quant.export.tensorrt_cache import TENSORRT_CACHE_FILENAME
 
@@ -44,7 +44,7 @@ def _observer_pairs(model_file):
 
 
 @pytest.mark.parametrize("backend, observers, side_file", [
-    ("onednn", True, None), ("onnx", False, None), ("tensorrt", True, TENSORRT_CACHE_FILENAME),
+    ("onednn", False, None), ("onnx", False, None), ("tensorrt", True, TENSORRT_CACHE_FILENAME),
 ])
 def test_ptq_output_takes_the_backend_shape(digits_model, tmp_path, backend, observers, side_file):
     result = quant.quant_post(paddle.static.Executor(paddle.CPUPlace()), str(digits_model.folder),
@@ -58,7 +58,19 @@ def test_ptq_output_takes_the_backend_shape(digits_model, tmp_path, backend, obs
 
 def test_explicit_output_scales_win_over_the_backend_default():
     assert quant.PTQConfig(deploy_backend="onnx", output_scales="all").effective_output_scales == "all"
-    assert quant.PTQConfig(deploy_backend="onednn").effective_output_scales == "all"
+    assert quant.PTQConfig(deploy_backend="onednn").effective_output_scales == "none"
+    assert quant.PTQConfig(deploy_backend="onednn", output_scales="all").effective_output_scales == "all"
+    assert quant.PTQConfig().effective_output_scales == "all"  # no backend: PaddleSlim's graph
+
+
+def test_explicit_output_scales_all_on_onednn_is_kept_with_a_warning(digits_model, tmp_path, caplog):
+    for scales in ("all", None):
+        caplog.clear()
+        result = quant.quant_post(paddle.static.Executor(paddle.CPUPlace()), str(digits_model.folder),
+                                  str(tmp_path / str(scales)), algo="abs_max", deploy_backend="onednn",
+                                  onednn_cpu="vnni", output_scales=scales, data_loader=digits_model.calibration_batches())
+        assert bool(_observer_pairs(result.model_file)[0]) is (scales == "all")
+        assert (ONEDNN_OUTPUT_SCALES_WARNING in caplog.text) is (scales == "all")
 
 
 def test_fold_affine_follows_the_backend_unless_given():

@@ -208,10 +208,11 @@ def saved_qat_model(tmp_path):
     """(folder of a trained, saved dygraph QAT SmallCNN with its convs quantized, eval images, eval-mode outputs).
 
     Convs only: on a Xeon with AMX/VNNI oneDNN's int8 convs match the simulation exactly, while its int8
-    ``fc`` (a quantized Linear) deviates by ~6 steps (docs/deploy.md; issue 14's open part).
+    ``fc`` (a quantized Linear) deviates by ~6 steps (docs/deploy.md; issue 14's open part). Saved for oneDNN:
+    the depthwise conv reads a relu output, which oneDNN would store u8 (2.2 steps off the trained grid).
     """
     model = SmallCNN()
-    qat = quant.QAT({"fuse_conv_bn": True, "quantizable_layer_type": ["Conv2D"]})
+    qat = quant.QAT({"fuse_conv_bn": True, "quantizable_layer_type": ["Conv2D"], "deploy_backend": "onednn"})
     qat.quantize(model)
     _train(model, steps=8)
     images = batches(1, 16, seed=9)[0][0]
@@ -221,11 +222,11 @@ def saved_qat_model(tmp_path):
 
 
 @pytest.mark.vnni
-def test_saved_model_runs_in_int8_on_onednn_within_two_steps(saved_qat_model):
+def test_saved_model_runs_in_int8_on_onednn_as_simulated(saved_qat_model):
     folder, images, _expected = saved_qat_model
     paddle.enable_static()
     report = quant.verify(str(folder), runtime="onednn", inputs=[images])
-    assert report.outputs[0].max_steps <= 2, report
+    assert report.outputs[0].max_steps <= 0.01, report  # 1.3-2.2 steps with the relus saved as relus (u8 in oneDNN)
 
 
 def test_saved_model_exports_to_onnx_and_runs_as_simulated(saved_qat_model, tmp_path):
