@@ -35,7 +35,9 @@ Why the two models differ in ``output_scales``: with ``'all'`` (PaddleSlim's beh
 supported op's output is calibrated and saved as an observer QDQ pair, and Paddle Inference's
 oneDNN int8 pass then runs every op that has scales in int8; with ``'none'`` only the inputs of
 quantized ops get scales. The classifier (MobileNetV3) uses ``'all'``: it is faster that way
-(int8/fp32 0.84 against 1.00 with ``'none'``). Without a deploy_backend, ``'none'`` also breaks it
+(int8/fp32 0.84 against 1.00 with ``'none'``), and quant_post warns that oneDNN then rounds tensors
+the program's observers leave in float (``'none'`` is the onednn default; on cls both read within
+about a point of their simulation, docs/deploy.md). Without a deploy_backend, ``'none'`` also breaks it
 on oneDNN (54.5% against 94.5% in fp32): oneDNN gives each squeeze-and-excitation pool's input the
 pooled tensor's scale and requantizes the int8 depthwise conv writing it at that scale, so the
 block's multiply reads features clipped at the pooled average's range. ``deploy_backend="onednn"``
@@ -76,8 +78,8 @@ NO_VNNI_NOTE = ("NOTE: this CPU has no VNNI/AMX, so oneDNN's int8 kernels here c
                 "simulation of these models (built for a VNNI/AMX CPU) and lose accuracy; the check below uses the "
                 "simulated accuracy instead. quant_post(..., onednn_cpu='avx2') builds models this CPU runs as "
                 "simulated, at 7-bit conv weights (docs/deploy.md, 'CPUs without VNNI')")
-SCALES_NOTE = ("output_scales: cls 'all' (faster; 'none' reads about the same with deploy_backend='onednn', ~55% "
-               "without it), rec 'none' (with 'all' exact match falls to ~59%)")
+SCALES_NOTE = ("output_scales: cls 'all' (faster, hence quant_post's warning; 'none', the onednn default, reads about "
+               "the same with deploy_backend='onednn', ~55% without it), rec 'none' (with 'all' exact match falls to ~59%)")
 
 
 def op_list(text):

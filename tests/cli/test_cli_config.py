@@ -314,3 +314,9 @@ def test_every_documented_element_has_an_allowed_text():
     for names in ELEMENTS.values():
         for name in names:
             assert name in _ALLOWED, name
+
+
+def test_output_scales_unset_take_the_deploy_backends_default():
+    assert _one(params={"DeployBackend": "onednn"}).ptq_config().effective_output_scales == "none"
+    assert _one(params={"DeployBackend": "tensorrt"}).ptq_config().effective_output_scales == "all"
+    assert _one(params={"DeployBackend": "onednn", "OutputScales": "all"}).ptq_config().effective_output_scales == "all"
