@@ -36,12 +36,15 @@ not only the pool, sees it clipped at the pooled average's range. On PP-OCR cls 
 ``output_scales='none'`` the squeeze-and-excite multiply then read clipped features and the
 deployed model fell to 54.6 % (fp32 95.3 %; the Executor read 95.4 %). :func:`pool_inputs_to_observe` gives such a tensor an observer
 of its own when ``quant_post`` plans (``deploy_backend='onednn'``), so oneDNN requantizes it at its
-own calibrated scale instead.
+own calibrated scale instead. It still rounds it there for every reader: the pass makes that
+observer pair a rounding quantize/dequantize pair, which then also serves as the pool's input pair
+(the squeeze-and-excite multiply of ``tests/passes/test_pool_inputs.py`` read 2.3 % of the output's
+range apart from oneDNN with the pair an identity; 3e-7 now).
 
 Not reproduced: oneDNN also rounds a pool's output when only an observer carries its scale (the
 observer pair stays an identity here), runs a pool whose output has no scale but whose input has
-one in int8, and rounds a tensor its int8 producer requantizes for every reader (an observer pair
-is an identity for the other readers here).
+one in int8, and, with ``output_scales='all'``, rounds other observed tensors its int8 producers
+requantize for an int8 reader (docs/deploy.md, "Output scales on oneDNN").
 """
 
 from __future__ import annotations
@@ -54,9 +57,10 @@ from .fold_affine import CONV_TYPES
 from .plan import ObservedOutput, QuantPlan
 from .quantizers import insert_qdq_pair, qdq_attrs
 
-__all__ = ["QuantizedPoolInput", "quantize_pool_inputs", "pool_inputs_to_observe"]
+__all__ = ["ACTIVATIONS", "QuantizedPoolInput", "made_by_quantized_conv", "quantize_pool_inputs", "quantized_convs",
+           "pool_inputs_to_observe"]
 
-_ACTIVATIONS = ("relu", "relu6", "hard_swish", "swish", "hard_sigmoid", "sigmoid", "leaky_relu", "gelu", "mish",
+ACTIVATIONS = ("relu", "relu6", "hard_swish", "swish", "hard_sigmoid", "sigmoid", "leaky_relu", "gelu", "mish",
                 "abs", "clip", "sqrt", "tanh")
 """Activations oneDNN fuses into the convolution before them (``conv_activation_onednn_fuse_pass``)."""
 
@@ -121,12 +125,15 @@ def quantize_pool_inputs(program, scope, place) -> list[QuantizedPoolInput]:
     block = program.global_block()
     readers, writers = readers_by_var(block), writer_by_var(block)
     changed = []
+    int8_convs = quantized_convs(block, writers)
     for pool in [op for op in block.ops if op.type == "pool2d"]:
         output, source = pool.output("Out")[0], pool.input("X")[0]
         output_quantizer = _quantizer_of(readers, output)
         if output_quantizer is None:
             continue
         own_scale, quantized = _input_scale(readers, writers, pool)
+        if not quantized and _is_average_pool(pool) and _requantized_observer(block, writers, pool, int8_convs):
+            quantized = True
         scale = own_scale or output_quantizer.input("Scale")[0]
         rescale = scale != output_quantizer.input("Scale")[0]
         needs_pair = _is_average_pool(pool) and not quantized  # rounding and clipping commute with max
@@ -141,17 +148,47 @@ def quantize_pool_inputs(program, scope, place) -> list[QuantizedPoolInput]:
     return changed
 
 
-def _made_by_quantized_conv(block, name: str, writers: dict, readers: dict, quantized_convs: set) -> bool:
+def quantized_convs(block, writers: dict) -> set[int]:
+    """Indices of the convolutions of a QDQ ``block`` whose input is quantized (int8 in oneDNN)."""
+    indices = set()
+    for index, op in enumerate(block.ops):
+        if op.type in CONV_TYPES:
+            producer = writers.get(op.input("Input")[0])
+            if producer is not None and producer.type == "dequantize_linear" and not is_observer(producer):
+                indices.add(index)
+    return indices
+
+
+def _requantized_observer(block, writers: dict, pool, int8_convs: set[int]) -> bool:
+    """When ``pool`` reads an observer pair of a tensor an int8 convolution writes (the observer
+    :func:`pool_inputs_to_observe` planned), make that pair round: oneDNN requantizes the convolution's output
+    at the observer's scale for every reader, not only for the pool. True when done."""
+    dequantizer = writers.get(pool.input("X")[0])
+    if dequantizer is None or dequantizer.type != "dequantize_linear" or not is_observer(dequantizer):
+        return False
+    quantizer = writers.get(dequantizer.input("X")[0])
+    if quantizer is None or quantizer.type != "quantize_linear":
+        return False
+    readers = readers_by_var(block)
+    indices = {name: index for index, op in enumerate(block.ops) for name in op.output_arg_names}
+    if not made_by_quantized_conv(block, quantizer.input("X")[0], indices, readers, int8_convs):
+        return False
+    for op in (quantizer, dequantizer):
+        op._set_attr("only_observer", False)
+    return True
+
+
+def made_by_quantized_conv(block, name: str, writers: dict, readers: dict, int8_convs: set) -> bool:
     """True when ``name`` is the output of a quantized convolution as oneDNN fuses it: conv, then ops on one
     input with a parameter (bias add, batch norm, a folded multiply/add), then at most one activation, each
     intermediate read by the next op alone."""
     op = block.ops[writers[name]] if name in writers else None
-    if op is not None and op.type in _ACTIVATIONS:
+    if op is not None and op.type in ACTIVATIONS:
         op = _single_reader_producer(block, op.input("X")[0], writers, readers)
     while op is not None and op.type not in CONV_TYPES:
         source = _tensor_operand(block, op)
         op = _single_reader_producer(block, source, writers, readers) if source is not None else None
-    return op is not None and writers[op.output("Output")[0]] in quantized_convs
+    return op is not None and writers[op.output("Output")[0]] in int8_convs
 
 
 def _single_reader_producer(block, name: str, writers: dict, readers: dict):
@@ -175,7 +212,7 @@ def pool_inputs_to_observe(block, plan: QuantPlan) -> tuple[ObservedOutput, ...]
     pool whose output is quantized or observed, when that input has no scale of its own and is produced by a
     quantized convolution (see the module docstring)."""
     scaled = {t.var for t in plan.tensors} | {o.var for o in plan.observers}
-    quantized_convs = {op.index for op in plan.ops  # int8 in oneDNN: the input is quantized, not only the weight
+    int8_convs = {op.index for op in plan.ops  # int8 in oneDNN: the input is quantized, not only the weight
                        if op.op_type in CONV_TYPES and any(slot == "Input" for slot, _ in op.inputs)}
     readers = readers_by_var(block)
     writers = {name: index for index, op in enumerate(block.ops) for name in op.output_arg_names}
@@ -184,6 +221,6 @@ def pool_inputs_to_observe(block, plan: QuantPlan) -> tuple[ObservedOutput, ...]
         if not _is_average_pool(op) or op.output("Out")[0] not in scaled or op.input("X")[0] in scaled:
             continue
         source = op.input("X")[0]
-        if _made_by_quantized_conv(block, source, writers, readers, quantized_convs):
+        if made_by_quantized_conv(block, source, writers, readers, int8_convs):
             wanted.append(ObservedOutput(source, writers[source]))
     return tuple(dict.fromkeys(wanted))

@@ -109,13 +109,15 @@ def is_unsigned_grid(op) -> bool:
 
 def state_unsigned_grid(program) -> list[str]:
     """Put the quantize/dequantize pairs of :func:`unsigned_tensors` on the u8 grid (``qmin=0``,
-    ``qmax=255``), in place; returns those tensors."""
+    ``qmax=255``), in place; returns those tensors. A pair that reads another pair's copy of such a tensor
+    (the input pair of an average pool, :mod:`paddle_quant.passes.pool_inputs`) rounds the same u8 data."""
     block = program.global_block()
     tensors = unsigned_tensors(block)
     wanted = set(tensors)
+    writers = writer_by_var(block)
     quantized = set()
     for op in block.ops:
-        if op.type == "quantize_linear" and op.input("X")[0] in wanted:
+        if op.type == "quantize_linear" and _through_qdq(writers, op.input("X")[0]) in wanted:
             _set_unsigned(op)
             quantized.add(op.output("Y")[0])
     for op in block.ops:

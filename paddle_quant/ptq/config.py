@@ -210,6 +210,13 @@ class PTQConfig(BaseModel):
         return profile.quantize_pool_inputs if profile else False
 
     @property
+    def quantize_residual_inputs(self) -> bool:
+        """Whether the deploy_backend's runtime rounds a residual it fuses into an int8 convolution (oneDNN), which
+        the emitted program then states (:mod:`paddle_quant.passes.residual_inputs`)."""
+        profile = backend_profile(self.deploy_backend)
+        return profile.quantize_residual_inputs if profile else False
+
+    @property
     def unsigned_grid(self) -> bool:
         """Whether the deploy_backend's runtime stores relu outputs unsigned on a 255-level grid (oneDNN), which
         the emitted program then states (:mod:`paddle_quant.passes.unsigned_grid`)."""

@@ -160,3 +160,22 @@ def test_onnx_export_warns_where_u8_beside_int8_weights_would_saturate(tmp_path,
             quant.export_onnx(result.model_file.parent, tmp_path / f"{has_vnni}_{weight_type}.onnx",
                               weight_type=weight_type)
         assert any("u8s8" in r.getMessage() for r in caplog.records) == warned, (has_vnni, weight_type)
+
+
+def test_an_average_pool_of_a_relu_output_reads_it_on_the_u8_grid(tmp_path):
+    """A squeeze-and-excite pool of a relu output: the pool's own input pair (passes/pool_inputs.py) reads the
+    u8 data oneDNN pools, so it rounds on the same grid as the relu output's pair (PP-OCR cls's first block)."""
+    def build():
+        x = _x()
+        features = F.relu(_conv(x, 8))
+        gate = F.hardsigmoid(_conv(F.relu(_conv(F.adaptive_avg_pool2d(features, 1), 4, size=1)), 8, size=1))
+        return [x], [_conv(features * gate, 8)]
+    result, feeds = _quantize(tmp_path, build)
+    _grids(result)  # each pair on one grid
+    block = _grids(result)[1]
+    pool = next(op for op in block.ops if op.type == "pool2d")
+    pool_pair = next(op for op in block.ops if op.type == "dequantize_linear" and op.output("Y") == pool.input("X"))
+    assert int(pool_pair.attr("qmax")) == UNSIGNED_QMAX
+    report = quant.verify(str(result.model_file.parent), runtime="onednn", inputs=feeds)
+    if report.cpu_int8_dot_product:
+        assert report.outputs[0].max_steps <= 0.1, report  # 1.0 with the pool's pair on the 127 grid: checked
