@@ -47,7 +47,8 @@ ONEDNN_RULES: dict[str, str] = {
     "requantize": "cpu_quantize_squash_pass: an int8 output rescaled to the next int8 op's scale",
     "dequantize": "cpu_quantize_pass: int8 back to float at the tensor's scale",
     "fused_conv2d": "cpu_quantize_pass: int8 convolution (bias as int32 at scale_in * scale_weights, activation "
-                    "fused, output requantized at Scale_out or kept in fp32)",
+                    "fused, a fused residual added at its own int8 scale: passes/residual_inputs.py, output "
+                    "requantized at Scale_out or kept in fp32)",
     "conv2d": "cpu_quantize_pass: int8 convolution",
     "depthwise_conv2d": "cpu_quantize_pass: int8 depthwise convolution",
     "conv2d_transpose": "cpu_quantize_pass: int8 conv2d_transpose",
@@ -62,7 +63,7 @@ ONEDNN_RULES: dict[str, str] = {
     "fused_elementwise_add": "cpu_quantize_pass: int8 elementwise_add",
     "elementwise_mul": "cpu_quantize_pass: int8 elementwise_mul",
     "fused_elementwise_mul": "cpu_quantize_pass: int8 elementwise_mul",
-    "pool2d": "int8 pool2d at its input's scale (average pools: passes/pool_inputs.py)",
+    "pool2d": "int8 pool2d at its input's scale (passes/pool_inputs.py)",
     "concat": "compute_propagate_scales_onednn_pass: concat on int8 inputs, one scale",
     "transpose2": "compute_propagate_scales_onednn_pass: transpose2 on int8 data, scale passed through",
     "fused_transpose": "compute_propagate_scales_onednn_pass: transpose on int8 data, scale passed through",

@@ -57,8 +57,8 @@ from .fold_affine import CONV_TYPES
 from .plan import ObservedOutput, QuantPlan
 from .quantizers import insert_qdq_pair, qdq_attrs
 
-__all__ = ["ACTIVATIONS", "QuantizedPoolInput", "made_by_quantized_conv", "quantize_pool_inputs", "quantized_convs",
-           "pool_inputs_to_observe"]
+__all__ = ["ACTIVATIONS", "QuantizedPoolInput", "made_by_quantized_conv", "quantize_pool_inputs",
+           "quantized_conv_outputs", "pool_inputs_to_observe"]
 
 ACTIVATIONS = ("relu", "relu6", "hard_swish", "swish", "hard_sigmoid", "sigmoid", "leaky_relu", "gelu", "mish",
                 "abs", "clip", "sqrt", "tanh")
@@ -125,7 +125,7 @@ def quantize_pool_inputs(program, scope, place) -> list[QuantizedPoolInput]:
     block = program.global_block()
     readers, writers = readers_by_var(block), writer_by_var(block)
     changed = []
-    int8_convs = quantized_convs(block, writers)
+    int8_convs = quantized_conv_outputs(block, writers)
     for pool in [op for op in block.ops if op.type == "pool2d"]:
         output, source = pool.output("Out")[0], pool.input("X")[0]
         output_quantizer = _quantizer_of(readers, output)
@@ -148,18 +148,18 @@ def quantize_pool_inputs(program, scope, place) -> list[QuantizedPoolInput]:
     return changed
 
 
-def quantized_convs(block, writers: dict) -> set[int]:
-    """Indices of the convolutions of a QDQ ``block`` whose input is quantized (int8 in oneDNN)."""
-    indices = set()
-    for index, op in enumerate(block.ops):
+def quantized_conv_outputs(block, writers: dict) -> set[str]:
+    """Outputs of the convolutions of a QDQ ``block`` whose input is quantized (int8 in oneDNN)."""
+    outputs = set()
+    for op in block.ops:
         if op.type in CONV_TYPES:
             producer = writers.get(op.input("Input")[0])
             if producer is not None and producer.type == "dequantize_linear" and not is_observer(producer):
-                indices.add(index)
-    return indices
+                outputs.add(op.output("Output")[0])
+    return outputs
 
 
-def _requantized_observer(block, writers: dict, pool, int8_convs: set[int]) -> bool:
+def _requantized_observer(block, writers: dict, pool, int8_convs: set[str]) -> bool:
     """When ``pool`` reads an observer pair of a tensor an int8 convolution writes (the observer
     :func:`pool_inputs_to_observe` planned), make that pair round: oneDNN requantizes the convolution's output
     at the observer's scale for every reader, not only for the pool. True when done."""
@@ -169,7 +169,7 @@ def _requantized_observer(block, writers: dict, pool, int8_convs: set[int]) -> b
     quantizer = writers.get(dequantizer.input("X")[0])
     if quantizer is None or quantizer.type != "quantize_linear":
         return False
-    readers = readers_by_var(block)
+    readers = readers_by_var(block)  # afresh: the pairs inserted for earlier pools moved the op indices
     indices = {name: index for index, op in enumerate(block.ops) for name in op.output_arg_names}
     if not made_by_quantized_conv(block, quantizer.input("X")[0], indices, readers, int8_convs):
         return False
@@ -178,17 +178,18 @@ def _requantized_observer(block, writers: dict, pool, int8_convs: set[int]) -> b
     return True
 
 
-def made_by_quantized_conv(block, name: str, writers: dict, readers: dict, int8_convs: set) -> bool:
+def made_by_quantized_conv(block, name: str, writers: dict, readers: dict, int8_convs: set[str]) -> bool:
     """True when ``name`` is the output of a quantized convolution as oneDNN fuses it: conv, then ops on one
     input with a parameter (bias add, batch norm, a folded multiply/add), then at most one activation, each
-    intermediate read by the next op alone."""
+    intermediate read by the next op alone (``writers``: var name -> index of the op writing it;
+    ``int8_convs``: the quantized convolutions' outputs)."""
     op = block.ops[writers[name]] if name in writers else None
     if op is not None and op.type in ACTIVATIONS:
         op = _single_reader_producer(block, op.input("X")[0], writers, readers)
     while op is not None and op.type not in CONV_TYPES:
         source = _tensor_operand(block, op)
         op = _single_reader_producer(block, source, writers, readers) if source is not None else None
-    return op is not None and writers[op.output("Output")[0]] in int8_convs
+    return op is not None and op.output("Output")[0] in int8_convs
 
 
 def _single_reader_producer(block, name: str, writers: dict, readers: dict):
@@ -212,8 +213,8 @@ def pool_inputs_to_observe(block, plan: QuantPlan) -> tuple[ObservedOutput, ...]
     pool whose output is quantized or observed, when that input has no scale of its own and is produced by a
     quantized convolution (see the module docstring)."""
     scaled = {t.var for t in plan.tensors} | {o.var for o in plan.observers}
-    int8_convs = {op.index for op in plan.ops  # int8 in oneDNN: the input is quantized, not only the weight
-                       if op.op_type in CONV_TYPES and any(slot == "Input" for slot, _ in op.inputs)}
+    int8_convs = {block.ops[op.index].output("Output")[0] for op in plan.ops  # int8 in oneDNN: the input is
+                  if op.op_type in CONV_TYPES and any(slot == "Input" for slot, _ in op.inputs)}  # quantized
     readers = readers_by_var(block)
     writers = {name: index for index, op in enumerate(block.ops) for name in op.output_arg_names}
     wanted = []

@@ -21,7 +21,7 @@ re-applying the scale table gives the same model.
 from __future__ import annotations
 
 from ..common.program import is_observer, is_persistable, readers_by_var, writer_by_var
-from .pool_inputs import ACTIVATIONS, made_by_quantized_conv, quantized_convs
+from .pool_inputs import ACTIVATIONS, made_by_quantized_conv, quantized_conv_outputs
 
 __all__ = ["quantize_residual_inputs"]
 
@@ -37,7 +37,7 @@ def _rounded_copy(readers: dict, name: str) -> str | None:
     return None
 
 
-def _conv_branch(block, name: str, indices: dict, readers: dict, convs: set[int]) -> bool:
+def _conv_branch(block, name: str, indices: dict, readers: dict, convs: set[str]) -> bool:
     """Whether oneDNN fuses the add reading ``name`` into the int8 convolution writing it."""
     writer = block.ops[indices[name]] if name in indices else None
     return (writer is not None and writer.type not in ACTIVATIONS and len(readers.get(name, [])) == 1
@@ -50,7 +50,7 @@ def quantize_residual_inputs(program) -> list[str]:
     block = program.global_block()
     readers, writers = readers_by_var(block), writer_by_var(block)
     indices = {name: index for index, op in enumerate(block.ops) for name in op.output_arg_names}
-    convs = quantized_convs(block, writers)
+    convs = quantized_conv_outputs(block, writers)
     done = []
     for add in [op for op in block.ops if op.type == "elementwise_add"]:
         operands = [add.input("X")[0], add.input("Y")[0]]
