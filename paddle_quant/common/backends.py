@@ -42,9 +42,9 @@ class BackendProfile:
     note: str
     fold_affine: bool = False
     quantize_pool_inputs: bool = False
-    quantize_residual_inputs: bool = False
-    """Whether the runtime adds a residual fused into an int8 convolution at the residual's int8 grid, which the
-    emitted program then states (:mod:`paddle_quant.passes.residual_inputs`)."""
+    round_requantized_outputs: bool = False
+    """Whether the runtime hands every reader of a tensor an int8 convolution writes at its scale the rounded
+    tensor, which the emitted program then states (:mod:`paddle_quant.passes.requantized_outputs`)."""
     unsigned_grid: bool = False
     """Whether the runtime stores relu outputs as u8 at ``255 / scale`` (:mod:`paddle_quant.passes.unsigned_grid`),
     which ``quant_post``'s program then states, and reads a signed residual fused before such a relu as u8
@@ -86,7 +86,7 @@ BACKENDS: dict[str, BackendProfile] = {
     "onednn": BackendProfile(
         "onednn", "onednn", (8,), _WEIGHT_BITS, _ANY_WEIGHT_TYPE, (True,), "none", (),
         "Paddle Inference on CPU, enable_onednn() + enable_onednn_int8()", fold_affine=True,
-        quantize_pool_inputs=True, quantize_residual_inputs=True, unsigned_grid=True,
+        quantize_pool_inputs=True, round_requantized_outputs=True, unsigned_grid=True,
         float_readers_bypass_observers=("conv2d", "depthwise_conv2d", "fused_conv2d", "mul", "matmul", "matmul_v2"),
         float_op_types=("mul", "matmul", "matmul_v2"), float_reason=ONEDNN_FC_REASON),
     "tensorrt": BackendProfile(

@@ -47,8 +47,8 @@ ONEDNN_RULES: dict[str, str] = {
     "requantize": "cpu_quantize_squash_pass: an int8 output rescaled to the next int8 op's scale",
     "dequantize": "cpu_quantize_pass: int8 back to float at the tensor's scale",
     "fused_conv2d": "cpu_quantize_pass: int8 convolution (bias as int32 at scale_in * scale_weights, activation "
-                    "fused, a fused residual added at its own int8 scale: passes/residual_inputs.py, output "
-                    "requantized at Scale_out or kept in fp32)",
+                    "fused, output requantized at Scale_out for every reader: passes/requantized_outputs.py, or kept "
+                    "in fp32)",
     "conv2d": "cpu_quantize_pass: int8 convolution",
     "depthwise_conv2d": "cpu_quantize_pass: int8 depthwise convolution",
     "conv2d_transpose": "cpu_quantize_pass: int8 conv2d_transpose",

@@ -210,11 +210,11 @@ class PTQConfig(BaseModel):
         return profile.quantize_pool_inputs if profile else False
 
     @property
-    def quantize_residual_inputs(self) -> bool:
-        """Whether the deploy_backend's runtime rounds a residual it fuses into an int8 convolution (oneDNN), which
-        the emitted program then states (:mod:`paddle_quant.passes.residual_inputs`)."""
+    def round_requantized_outputs(self) -> bool:
+        """Whether the deploy_backend's runtime rounds a tensor an int8 convolution writes for every reader (oneDNN),
+        which the emitted program then states (:mod:`paddle_quant.passes.requantized_outputs`)."""
         profile = backend_profile(self.deploy_backend)
-        return profile.quantize_residual_inputs if profile else False
+        return profile.round_requantized_outputs if profile else False
 
     @property
     def unsigned_grid(self) -> bool:

@@ -5,7 +5,7 @@ fp32 -> plan which tensors to quantize -> stream the
 calibration batches through observers -> weight scales -> (round_type="adaround")
 learn each weight's rounding in a second pass -> insert QDQ ops with
 the calibrated scales -> freeze -> (per deploy_backend) fold conv/affine chains and
-quantize pool and fused residual inputs -> save into a temporary folder and rename it
+quantize pool inputs, round requantized outputs -> save into a temporary folder and rename it
 into place. The model folder is never written to.
 """
 
@@ -36,7 +36,7 @@ from ..passes.freeze import freeze_in_place
 from ..passes.plan import QuantPlan
 from ..passes.anchor_channel import anchor_convs, anchorable
 from ..passes.pool_inputs import quantize_pool_inputs
-from ..passes.residual_inputs import quantize_residual_inputs
+from ..passes.requantized_outputs import round_requantized_outputs
 from ..passes.residual_relu import sign_residual_activations
 from ..passes.unsigned_grid import state_unsigned_grid
 from ..passes.rewrite import apply_plan
@@ -282,8 +282,8 @@ def run_post_training(exe, model_dir, quantize_model_path, ptq: PTQConfig, *, so
             fold_conv_affine(frozen, scope, place)
         if ptq.quantize_pool_inputs:
             quantize_pool_inputs(frozen, scope, place)
-        if ptq.quantize_residual_inputs:
-            quantize_residual_inputs(frozen)
+        if ptq.round_requantized_outputs:
+            round_requantized_outputs(frozen)
         if anchored:
             anchor_convs(frozen, scope, place, anchored)
         if ptq.unsigned_grid:
