@@ -13,7 +13,10 @@ add (abs_max, AMX CPU, docs/deploy.md).
 
 This pass writes that rounding into a frozen QDQ program: the other readers of such a tensor read the
 output of its rounding pair instead (:func:`~paddle_quant.passes.pool_inputs.made_by_quantized_conv`
-decides what oneDNN fuses). A tensor another op writes (a feed, an activation oneDNN does not fuse) is
+decides what oneDNN fuses). A residual add oneDNN fuses into an int8 convolution
+(``conv_elementwise_add_onednn_fuse_pass``: the add of a convolution's output, through its bias add or
+batch norm, and a residual that is not that convolution's own input) makes its output one too, as in
+MobileNetV3's chained residual blocks. A tensor another op writes (a feed, an activation oneDNN does not fuse) is
 quantized by oneDNN for the quantized op alone and left alone here, as are fetches (the model's outputs keep
 their names). The graph oneDNN builds is
 unchanged. ``quant_post`` runs it for ``deploy_backend='onednn'``
@@ -23,8 +26,9 @@ re-applying the scale table gives the same model.
 
 from __future__ import annotations
 
-from ..common.program import is_observer, readers_by_var, writer_by_var
-from .pool_inputs import made_by_quantized_conv, quantized_conv_outputs
+from ..common.program import is_observer, is_persistable, readers_by_var, writer_by_var
+from .fold_affine import CONV_TYPES
+from .pool_inputs import ACTIVATIONS, made_by_quantized_conv, quantized_conv_outputs
 
 __all__ = ["round_requantized_outputs"]
 
@@ -43,6 +47,50 @@ def _rounding_pairs(block) -> dict[str, tuple[object, str]]:
     return pairs
 
 
+def _source(writers: dict, name: str) -> str:
+    """The tensor ``name`` is a quantize/dequantize copy of (itself when it is none)."""
+    writer = writers.get(name)
+    while writer is not None and writer.type in ("quantize_linear", "dequantize_linear"):
+        name = writer.input("X")[0]
+        writer = writers.get(name)
+    return name
+
+
+def _fused_branch_input(block, name: str, indices: dict, readers: dict, int8_convs: set[str]) -> str | None:
+    """When oneDNN can fuse an add reading ``name`` into the int8 convolution writing it (through its bias add or
+    batch norm, no activation; ``name`` read by the add alone), that convolution's input; None otherwise."""
+    writer = block.ops[indices[name]] if name in indices else None
+    if writer is None or writer.type in ACTIVATIONS or len(readers.get(name, [])) != 1 \
+            or not made_by_quantized_conv(block, name, indices, readers, int8_convs):
+        return None
+    while writer.type not in CONV_TYPES:
+        tensor = next(n for n in (writer.input("X")[0], *writer.input_arg_names) if not is_persistable(block, n))
+        writer = block.ops[indices[tensor]]
+    return writer.input("Input")[0]
+
+
+def _written_by_int8_conv(block, name: str, indices: dict, readers: dict, int8_convs: set[str], writers) -> bool:
+    """Whether an int8 convolution writes ``name`` in oneDNN: through the ops it fuses (bias, batch norm, one
+    activation), or as ``conv + residual`` (+ activation) with the add fused into it, which oneDNN does when the
+    residual is not that convolution's own input (``conv(x) + x`` stays a float add)."""
+    if made_by_quantized_conv(block, name, indices, readers, int8_convs):
+        return True
+    writer = block.ops[indices[name]] if name in indices else None
+    if writer is not None and writer.type in ACTIVATIONS:
+        source = writer.input("X")[0]
+        writer = block.ops[indices[source]] if source in indices and len(readers.get(source, [])) == 1 else None
+    if writer is None or writer.type != "elementwise_add":
+        return False
+    operands = [writer.input("X")[0], writer.input("Y")[0]]
+    if any(is_persistable(block, n) for n in operands):
+        return False
+    for branch, residual in (operands, operands[::-1]):
+        conv_input = _fused_branch_input(block, branch, indices, readers, int8_convs)
+        if conv_input is not None and _source(writers, conv_input) != _source(writers, residual):
+            return True
+    return False
+
+
 def round_requantized_outputs(program) -> list[str]:
     """Point the float readers of each tensor an int8 convolution requantizes at its rounded copy (module doc),
     in place; returns those tensors, in program order."""
@@ -53,7 +101,7 @@ def round_requantized_outputs(program) -> list[str]:
     done = []
     for tensor, (quantizer, rounded) in _rounding_pairs(block).items():
         others = [op for op in readers.get(tensor, []) if op.type not in ("quantize_linear", "fetch")]
-        if not others or not made_by_quantized_conv(block, tensor, indices, readers, int8_convs):
+        if not others or not _written_by_int8_conv(block, tensor, indices, readers, int8_convs, writers):
             continue
         for op in others:
             op._rename_input(tensor, rounded)
