@@ -8,13 +8,21 @@ lines (rec: decoded strings) or images (cls: argmax) on which the two runtimes a
 |output difference|, beside both accuracies. To compare two versions of the library, build the models
 with each (a ``git worktree`` of the older commit on ``PYTHONPATH``) and pass both folders.
 
+``--noise-floor`` adds, per model, how often the simulation agrees with itself when every float
+parameter that is not a quantization scale (biases, folded affine terms) is multiplied by ``1 + u``,
+``|u| <= 3e-7`` (a few float32 ulps, the size of the float differences between two runtimes' fused
+kernels): where oneDNN's agreement is at that floor, what remains is float rounding amplified by the
+network's own rounding thresholds, not an arithmetic rule oneDNN applies and the program does not.
+
     python bench/onednn_agreement.py --kind rec DIR [DIR ...] [--eval-lines 300] [--threads 2]
+                                     [--noise-floor]
 """
 
 import argparse
 import logging
 import os
 import sys
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -28,10 +36,14 @@ ignore_paddle_import_notes()
 import paddle  # noqa: E402
 
 import ppocr  # noqa: E402 (demos/ppocr.py)
-from paddle_quant.common.model_files import model_files  # noqa: E402
+from paddle_quant.common.model_files import load_inference_program, model_files, save_inference_atomically  # noqa: E402
+from paddle_quant.common.program import legacy_ir  # noqa: E402
 from paddle_quant.deploy.runtimes import make_runner  # noqa: E402
 
 BATCH_SIZE = 8
+NOISE = 3e-7
+"""Relative size of the float parameter noise of ``--noise-floor``."""
+_QUANT_SUFFIXES = ("@int8", "@scale", "@zero_point")
 
 
 def evaluation(kind, n):
@@ -63,12 +75,41 @@ def measure(kind, folder, batch, labels, threads):
             "agreement": share(zip(dep, sim)), "mean_abs_diff": float(np.abs(deployed - simulated).mean())}
 
 
+def perturbed_copy(files, target: Path, seed=0):
+    """``files`` saved to ``target`` with each float parameter but the quantization ones times ``1 + u``,
+    ``u`` uniform in ``[-NOISE, NOISE]``; returns the new (model, params)."""
+    rng = np.random.default_rng(seed)
+    exe, scope = paddle.static.Executor(paddle.CPUPlace()), paddle.static.Scope()
+    with legacy_ir():
+        program, feed_names, fetch_names = load_inference_program(exe, scope, *files)
+        for var in program.list_vars():
+            if not var.persistable or var.name in ("feed", "fetch") or var.name.endswith(_QUANT_SUFFIXES):
+                continue
+            tensor = scope.find_var(var.name).get_tensor()
+            values = np.array(tensor)
+            if values.dtype == np.float32:
+                noise = rng.uniform(-NOISE, NOISE, values.shape).astype(np.float32)
+                tensor.set(values * (1 + noise), paddle.CPUPlace())
+        return save_inference_atomically(exe, scope, program, feed_names, fetch_names, target)
+
+
+def noise_floor(kind, folder, batch, threads):
+    """% of decisions the simulation keeps when its float parameters move by a few ulps."""
+    files = model_files(Path(folder))
+    with tempfile.TemporaryDirectory(prefix="agreement_noise_") as work:
+        noisy = perturbed_copy(files, Path(work) / "noisy")
+        base, moved = (decisions(kind, outputs("executor", f, batch, threads)) for f in (files, noisy))
+    return 100.0 * float(np.mean([a == b for a, b in zip(base, moved)]))
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("folders", nargs="+", help="quantized model folders")
     parser.add_argument("--kind", choices=("rec", "cls"), required=True)
     parser.add_argument("--eval-lines", type=int, default=300)
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--noise-floor", action="store_true",
+                        help="also: the simulation against itself with float parameters moved by a few ulps")
     args = parser.parse_args(argv)
     logging.getLogger("paddle_quant").setLevel(logging.ERROR)
     paddle.enable_static()
@@ -77,8 +118,9 @@ def main(argv=None):
           "(% correct), agreement (% decided alike), mean |output difference|")
     for folder in args.folders:
         row = measure(args.kind, folder, batch, labels, args.threads)
+        floor = f", noise floor {noise_floor(args.kind, folder, batch, args.threads):.2f}" if args.noise_floor else ""
         print(f"{folder}: {row['deployed']:.2f} / {row['simulated']:.2f}, agreement {row['agreement']:.2f}, "
-              f"mean |diff| {row['mean_abs_diff']:.3g}", flush=True)
+              f"mean |diff| {row['mean_abs_diff']:.3g}{floor}", flush=True)
 
 
 if __name__ == "__main__":

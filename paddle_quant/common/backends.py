@@ -74,7 +74,7 @@ ONEDNN_OUTPUT_SCALES_WARNING = (
     "output_scales='all' with deploy_backend='onednn': oneDNN takes the observed output scales as quantization "
     "points and runs the ops between quantized ones (residual adds, squeeze-and-excite multiplies, pools) in int8, "
     "rounding tensors that the program's observers leave in float (PP-OCRv4 det on an AMX CPU: 1 - cos(deployed, "
-    "simulated) 0.029-0.045 over six algorithms, against 0.0012-0.0024 with 'none'; docs/deploy.md); leave "
+    "simulated) 0.029-0.045 over six algorithms, against 0.0009-0.0019 with 'none'; docs/deploy.md); leave "
     "output_scales unset ('none' for oneDNN) unless verify(runtime='onednn') shows the deployed model is what you want")
 """Logged when an explicit output_scales='all' meets deploy_backend='onednn'."""
 
