@@ -29,31 +29,22 @@ from __future__ import annotations
 from ..common.program import is_observer, is_persistable, readers_by_var, writer_by_var
 from .fold_affine import CONV_TYPES
 from .pool_inputs import ACTIVATIONS, made_by_quantized_conv, quantized_conv_outputs
+from .unsigned_grid import through_qdq
 
 __all__ = ["round_requantized_outputs"]
 
 
-def _rounding_pairs(block) -> dict[str, tuple[object, str]]:
-    """Tensor -> (its first rounding quantize_linear, the dequantized copy it feeds), in program order."""
-    readers = readers_by_var(block)
-    pairs = {}
+def _rounded_copies(block, readers: dict) -> dict[str, str]:
+    """Tensor -> the dequantized copy its first rounding quantize/dequantize pair makes, in program order."""
+    copies = {}
     for quantizer in block.ops:
-        if quantizer.type != "quantize_linear" or is_observer(quantizer) or quantizer.input("X")[0] in pairs:
+        if quantizer.type != "quantize_linear" or is_observer(quantizer) or quantizer.input("X")[0] in copies:
             continue
-        copies = [op.output("Y")[0] for op in readers.get(quantizer.output("Y")[0], [])
-                  if op.type == "dequantize_linear"]
-        if copies:
-            pairs[quantizer.input("X")[0]] = (quantizer, copies[0])
-    return pairs
-
-
-def _source(writers: dict, name: str) -> str:
-    """The tensor ``name`` is a quantize/dequantize copy of (itself when it is none)."""
-    writer = writers.get(name)
-    while writer is not None and writer.type in ("quantize_linear", "dequantize_linear"):
-        name = writer.input("X")[0]
-        writer = writers.get(name)
-    return name
+        dequantized = [op.output("Y")[0] for op in readers.get(quantizer.output("Y")[0], [])
+                       if op.type == "dequantize_linear"]
+        if dequantized:
+            copies[quantizer.input("X")[0]] = dequantized[0]
+    return copies
 
 
 def _fused_branch_input(block, name: str, indices: dict, readers: dict, int8_convs: set[str]) -> str | None:
@@ -64,7 +55,7 @@ def _fused_branch_input(block, name: str, indices: dict, readers: dict, int8_con
             or not made_by_quantized_conv(block, name, indices, readers, int8_convs):
         return None
     while writer.type not in CONV_TYPES:
-        tensor = next(n for n in (writer.input("X")[0], *writer.input_arg_names) if not is_persistable(block, n))
+        tensor = next(n for n in writer.input_arg_names if not is_persistable(block, n))  # not the bias/bn stats
         writer = block.ops[indices[tensor]]
     return writer.input("Input")[0]
 
@@ -86,7 +77,7 @@ def _written_by_int8_conv(block, name: str, indices: dict, readers: dict, int8_c
         return False
     for branch, residual in (operands, operands[::-1]):
         conv_input = _fused_branch_input(block, branch, indices, readers, int8_convs)
-        if conv_input is not None and _source(writers, conv_input) != _source(writers, residual):
+        if conv_input is not None and through_qdq(writers, conv_input) != through_qdq(writers, residual):
             return True
     return False
 
@@ -99,7 +90,7 @@ def round_requantized_outputs(program) -> list[str]:
     indices = {name: index for index, op in enumerate(block.ops) for name in op.output_arg_names}
     int8_convs = quantized_conv_outputs(block, writers)
     done = []
-    for tensor, (quantizer, rounded) in _rounding_pairs(block).items():
+    for tensor, rounded in _rounded_copies(block, readers).items():
         others = [op for op in readers.get(tensor, []) if op.type not in ("quantize_linear", "fetch")]
         if not others or not _written_by_int8_conv(block, tensor, indices, readers, int8_convs, writers):
             continue

@@ -28,7 +28,7 @@ from typing import Collection
 from ..common.program import writer_by_var
 
 __all__ = ["UNSIGNED_QMAX", "UNSIGNED_PRODUCERS", "FUSED_UNSIGNED", "SCALE_PRESERVING", "writes_unsigned",
-           "unsigned_tensors", "state_unsigned_grid", "is_unsigned_grid"]
+           "unsigned_tensors", "state_unsigned_grid", "is_unsigned_grid", "through_qdq"]
 
 UNSIGNED_QMAX = 255
 """The largest integer of oneDNN's u8 grid for a tensor of range ``scale``: ``real = q · scale / 255``."""
@@ -51,7 +51,7 @@ SCALE_PRESERVING = {"pool2d": "X", "transpose2": "X", "reshape2": "X", "slice": 
 (``compute_propagate_scales_onednn_pass``: ``scale_immutable_ops`` and ``scale``)."""
 
 
-def _through_qdq(writers: dict, name: str) -> str:
+def through_qdq(writers: dict, name: str) -> str:
     """The tensor ``name`` is a quantize/dequantize copy of (itself when it is none)."""
     writer = writers.get(name)
     while writer is not None and writer.type in ("quantize_linear", "dequantize_linear"):
@@ -62,9 +62,9 @@ def _through_qdq(writers: dict, name: str) -> str:
 
 def _fused_into_producer(writers: dict, activation) -> bool:
     """Whether the relu6 ``activation`` follows (through bias add / batch norm / QDQ pairs) a conv or fc."""
-    writer = writers.get(_through_qdq(writers, activation.input("X")[0]))
+    writer = writers.get(through_qdq(writers, activation.input("X")[0]))
     while writer is not None and writer.type in _FUSED_ON_THE_WAY:
-        writer = writers.get(_through_qdq(writers, writer.input("X")[0]))
+        writer = writers.get(through_qdq(writers, writer.input("X")[0]))
     return writer is not None and writer.type in _FUSING_PRODUCERS
 
 
@@ -90,10 +90,10 @@ def unsigned_tensors(block, scaled: Collection[str] | None = None) -> list[str]:
         if writes_unsigned(op, writers):
             unsigned = True
         elif op.type in SCALE_PRESERVING:
-            source = _through_qdq(writers, op.input(SCALE_PRESERVING[op.type])[0])
+            source = through_qdq(writers, op.input(SCALE_PRESERVING[op.type])[0])
             unsigned = source in marked  # only tensors with a scale are ever marked
         elif op.type == "concat":
-            sources = [_through_qdq(writers, name) for name in op.input("X")]
+            sources = [through_qdq(writers, name) for name in op.input("X")]
             unsigned = all(source in marked for source in sources)
         else:
             continue
@@ -117,7 +117,7 @@ def state_unsigned_grid(program) -> list[str]:
     writers = writer_by_var(block)
     quantized = set()
     for op in block.ops:
-        if op.type == "quantize_linear" and _through_qdq(writers, op.input("X")[0]) in wanted:
+        if op.type == "quantize_linear" and through_qdq(writers, op.input("X")[0]) in wanted:
             _set_unsigned(op)
             quantized.add(op.output("Y")[0])
     for op in block.ops:
