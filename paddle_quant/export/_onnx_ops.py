@@ -50,7 +50,9 @@ class _Graph:
         return name
 
     def add_initializer(self, name, array) -> None:
-        self.initializers.append(self.onnx.numpy_helper.from_array(np.ascontiguousarray(array), name))
+        # np.require keeps a 0-d array 0-d (np.ascontiguousarray makes it 1-d): onnxruntime fuses a QDQ
+        # Mul/Add into QLinearMul/QLinearAdd only when the per-tensor scale and zero point are rank 0
+        self.initializers.append(self.onnx.numpy_helper.from_array(np.require(array, requirements="C"), name))
         self.emitted.add(name)
 
     def param(self, name: str) -> str:

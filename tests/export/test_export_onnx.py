@@ -27,6 +27,7 @@ ort = pytest.importorskip("onnxruntime")
 from paddle_quant.export.onnx import MissingDependencyError, export_float_onnx, export_onnx
 
 from support.digits_model import accuracy  # noqa: E402
+from support.inference import save_built_model  # noqa: E402
 
 WEIGHTS = {"conv2d_0.w_0": 0, "conv2d_1.w_0": 0, "fc_0.w_0": 1}
 ACTIVATIONS = {"image", "relu_0.tmp_0", "flatten_0.tmp_0"}
@@ -528,3 +529,43 @@ def test_uint8_storage_holds_the_int8_values_plus_128(int8_dir, tmp_path):
 def test_a_bad_storage_type_is_named(int8_dir, tmp_path, field):
     with pytest.raises(ConfigError, match=f"{field} must be one of \\['int8', 'uint8'\\], got 'int4'"):
         export_onnx(int8_dir, tmp_path / "m.onnx", **{field: "int4"})
+
+
+# ---------------------------------------------------------------- per-tensor scales are rank 0 (QLinearMul fusion)
+def _gated_model(folder):
+    """conv(x) * hardsigmoid(conv(x)) -> 1x1 conv: a squeeze-and-excite style multiply of two quantized tensors."""
+    def build():
+        x = paddle.static.data("x", [None, 3, 8, 8], "float32")
+        features = paddle.static.nn.conv2d(x, 4, 3, padding=1)
+        gate = F.hardsigmoid(paddle.static.nn.conv2d(x, 4, 1))
+        return [x], [paddle.static.nn.conv2d(features * gate, 2, 1)]
+    return save_built_model(folder, build)
+
+
+def test_per_tensor_scales_are_rank_0_so_onnxruntime_fuses_a_quantized_multiply(tmp_path, rng):
+    """onnxruntime fuses DequantizeLinear x2 -> Mul -> QuantizeLinear into QLinearMul only when the per-tensor
+    scale and zero point are scalars (rank 0); a 1-element vector leaves the float Mul."""
+    batches = [{"x": rng.standard_normal((4, 3, 8, 8)).astype("float32")} for _ in range(2)]
+    with _static():
+        _gated_model(tmp_path / "fp32")
+        quant.quant_post(paddle.static.Executor(paddle.CPUPlace()), str(tmp_path / "fp32"), str(tmp_path / "int8"),
+                         data_loader=lambda: iter(batches), algo="abs_max", output_scales="all",
+                         quantizable_op_type=["conv2d", "elementwise_mul"])
+        result = export_onnx(tmp_path / "int8", tmp_path / "m.onnx", observers="all",
+                             activation_type="uint8", weight_type="uint8")
+        model = onnx.load(str(result.path))
+        values = _initializers(model)
+        per_tensor = [node for node in model.graph.node if node.op_type in ("QuantizeLinear", "DequantizeLinear")
+                      and not any(attr.name == "axis" for attr in node.attribute)]
+        assert per_tensor and all(values[name].ndim == 0 for node in per_tensor for name in node.input[1:])
+        assert _fused_op_counts(result.path, tmp_path).get("QLinearMul", 0) == 1
+        images = batches[0]["x"]
+        got, expected = _ort(result.path, images), _paddle(tmp_path / "int8", images,
+                                                           _onnx_quantized_tensors(result.path))
+    # a rounding tie of the product moves the last 1x1 conv's output by one product step times a weight
+    model = load_quantized_model(tmp_path / "int8")
+    scales = read_qdq_scales(model.program, model.scope)
+    ops = model.program.global_block().ops
+    product = next(op.output("Out")[0] for op in ops if op.type == "elementwise_mul")
+    bound = float(scales[product].scale[0]) / 127.0 * 4 * float(scales["conv2d_2.w_0"].scale.max())
+    assert np.abs(got - expected).max() <= bound
