@@ -34,7 +34,7 @@ Run from the repository root (the full run is sized for a 16-core machine):
     python bench/onednn_fidelity.py [--models rec,cls,det] [--algos hist,KL,avg,emd,mse,abs_max]
                                     [--eval-lines 300] [--batches 10] [--threads 8] [--jobs 16]
                                     [--repeats 20] [--det-pages 16] [--det-size 640] [--workdir DIR]
-                                    [--onednn-cpu auto|vnni|avx2] [--output-scales all|none]
+                                    [--onednn-cpu auto|vnni|avx2] [--output-scales all|int8_ops|none]
                                     [--json PATH]
 
 ``--jobs`` runs the (model, algorithm) pairs in that many spawned processes (calibration and the
@@ -108,7 +108,7 @@ def parse_args(argv=None):
     parser.add_argument("--det-size", type=int, default=640, help="det page height and width (multiple of 32)")
     parser.add_argument("--onednn-cpu", default=None, choices=("auto", "vnni", "avx2"),
                         help="quant_post onednn_cpu (default unset: built for VNNI/AMX); avx2 on a CPU without VNNI")
-    parser.add_argument("--output-scales", default=None, choices=("all", "none"),
+    parser.add_argument("--output-scales", default=None, choices=("all", "int8_ops", "none"),
                         help="quant_post output_scales (default unset: the onednn backend's default)")
     parser.add_argument("--workdir", default=None, help="where int8 models are written (default: a temp dir)")
     parser.add_argument("--json", default=None, help="also write every figure to this JSON file")

@@ -171,7 +171,7 @@ class QuantizationSection(_Section):
     activation_bits: int = Field(8, ge=2, le=16, alias="ActivationBits", description="Activation bits.")
     op_types: StrList = Field(None, alias="QuantizableOpType", description="Op types to quantize.")
     is_full_quantize: Bool = Field(False, alias="IsFullQuantize", description="Quantize every supported type.")
-    output_scales: Optional[Literal["all", "none"]] = Field(
+    output_scales: Optional[Literal["all", "int8_ops", "none"]] = Field(
         None, alias="OutputScales", description="Output observers (unset: the deploy backend's default).")
     bias_correction: Bool = Field(False, alias="BiasCorrection", description="Correct biases.")
     round_type: Literal["round", "adaround"] = Field(
@@ -235,7 +235,7 @@ _ALLOWED: Mapping[str, str] = {
     "HistPercent": "a float in (0, 1]", "WeightMethod": f"one of {list(WEIGHT_METHODS_CLI)}",
     "Granularity": f"one of {list(GRANULARITIES)}", "WeightBits": "an int in [2, 8]",
     "ActivationBits": "an int in [2, 16]", "QuantizableOpType": "a list of supported op types, e.g. conv2d, mul",
-    "IsFullQuantize": "true or false", "OutputScales": "'all' or 'none'", "BiasCorrection": "true or false",
+    "IsFullQuantize": "true or false", "OutputScales": "'all', 'int8_ops' or 'none'", "BiasCorrection": "true or false",
     "RoundType": "'round' or 'adaround'", "AdaRoundIterations": "an int >= 1",
     "EqualizeLayers": "true or false", "SmoothActivations": "true or false",
     "SmoothAlpha": "a float in [0, 1] (with SmoothActivations; unset: searched per layer)",

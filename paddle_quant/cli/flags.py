@@ -92,8 +92,10 @@ _QUANT_FLAGS = (
     ("--adaround-iterations", "QuantizationParameters", "AdaRoundIterations",
      {"metavar": "N", "help": "AdaRound optimiser iterations per layer (AdaRoundIterations; default 500)"}),
     ("--output-scales", "QuantizationParameters", "OutputScales",
-     {"choices": ("all", "none"), "help": "calibrate every supported op's output (all) or none; default: the deploy "
-                                           "backend's (none for onednn and onnx, all otherwise)"}),
+     {"choices": ("all", "int8_ops", "none"),
+      "help": "calibrate every supported op's output (all), the outputs of int8 weight ops only (int8_ops: what an "
+              "ONNX export requantizes), or none; default: the deploy backend's (none for onednn and onnx, all "
+              "otherwise)"}),
     ("--deploy-backend", "QuantizationParameters", "DeployBackend",
      {"choices": ("onednn", "tensorrt", "paddle_lite", "onnx"),
       "help": "target runtime (DeployBackend); tensorrt also writes a TensorRT calibration cache"}),

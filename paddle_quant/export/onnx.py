@@ -152,7 +152,7 @@ def _check_observer_names(names, observed) -> None:
     if unknown:
         raise ConfigError(f"observers names tensors without an output-scale observer in the model: {unknown[:8]}"
                           f"{' ...' if len(unknown) > 8 else ''}; observed tensors: {sorted(observed)[:8]}"
-                          f"{' ...' if len(observed) > 8 else ''} (quantize with output_scales='all')")
+                          f"{' ...' if len(observed) > 8 else ''} (quantize with output_scales='int8_ops' or 'all')")
 
 
 def _check_storage(field: str, value) -> None:

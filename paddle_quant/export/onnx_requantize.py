@@ -109,7 +109,7 @@ def _candidates(model_dir, folder: Path, storage: dict) -> tuple[str, ...]:
     probe.path.unlink(missing_ok=True)
     if not probe.observers:
         raise ConfigError(f"model {str(model_dir)!r} has no output-scale observer on an int8 op's output; "
-                          "quantize it with output_scales='all' so outputs can be requantized")
+                          "quantize it with output_scales='int8_ops' (or 'all') so outputs can be requantized")
     return probe.observers
 
 
@@ -120,8 +120,8 @@ def select_requantized_outputs(quantized_model_dir, metric: Callable[[list], flo
     QLinearConv / QLinearMatMul) while the metric stays within ``max_drop`` of the export that requantizes none.
 
     Args:
-        quantized_model_dir: a model saved by ``quant_post`` with ``output_scales='all'`` (the candidates are its
-            observers on the outputs of ops that read an int8 weight, after conv folding).
+        quantized_model_dir: a model saved by ``quant_post`` with ``output_scales='int8_ops'`` (or ``'all'``;
+            the candidates are its observers on the outputs of ops that read an int8 weight, after conv folding).
         metric: ``metric(outputs_per_batch) -> float``, higher is better; outputs in fetch order per batch
             (the contract of ``analyze`` and ``AccuracyControl``).
         eval_batches: feed dicts the metric is measured on (not the calibration data).

@@ -62,7 +62,7 @@ _ALLOWED = {
     "optimize_model": "False (conv+batch_norm folding before quantization is not implemented)",
     "deploy_backend": "None, 'onednn', 'tensorrt', 'paddle_lite' or 'onnx'",
     "show_progress": "True, False, or None (a progress bar when stderr is a terminal)",
-    "output_scales": "'all', 'none', or None (the deploy_backend's default)",
+    "output_scales": "'all', 'int8_ops', 'none', or None (the deploy_backend's default)",
     "equalize_layers": "True or False",
     "onednn_cpu": "None, 'auto' (the CPU quant_post runs on), 'vnni' (AVX512-VNNI, AVX-VNNI or AMX) or 'avx2' (no "
                   "int8 dot-product instruction); only with deploy_backend='onednn'",
@@ -130,11 +130,13 @@ class PTQConfig(BaseModel):
         "(paddle_quant.ptq.onednn_cpu); 'vnni' (AVX512-VNNI, AVX-VNNI or AMX): exact int8 kernels, nothing "
         "changes; 'auto': the CPU quant_post runs on. None: 'vnni', with a warning when this CPU has no VNNI.")
     show_progress: Optional[bool] = Field(None, description="Progress bar; None: only on a terminal.")
-    output_scales: Optional[Literal["all", "none"]] = Field(
+    output_scales: Optional[Literal["all", "int8_ops", "none"]] = Field(
         None,
         description="None: the deploy_backend's default ('none' for onednn and onnx, 'all' otherwise). 'all': "
         "calibrate the output of every supported op and emit it as an only_observer QDQ pair (as PaddleSlim does); "
-        "'none': emit none. On Paddle Inference oneDNN int8 an observed scale makes oneDNN run the op reading it in "
+        "'int8_ops': only the outputs of quantized weight ops, past the bias/affine/batch-norm ops that fold into "
+        "them (passes/int8_outputs.py: what an ONNX export requantizes so onnxruntime fuses QLinearConv, with "
+        "every other tensor computed as with 'none'); 'none': emit none. On Paddle Inference oneDNN int8 an observed scale makes oneDNN run the op reading it in "
         "int8 and round the tensor, which the observer does not state (AMX CPU, docs/deploy.md: PP-OCRv4 det "
         "1 - cos(deployed, simulated) 0.029-0.045 with 'all', 0.0009-0.0019 with 'none'; PP-OCR cls deployed "
         "92.3-95.0 % with 'none', fp32 95.0 %).")

@@ -15,6 +15,7 @@ from ..common.program import read_tensor, write_tensor
 from ..common.errors import ProgramStateError
 from ..observers import make_observer
 from ..passes.equalize import equalize_layers
+from ..passes.int8_outputs import int8_op_outputs
 from ..passes.plan import QuantPlan, plan_quantization
 from ..passes.smooth import CONSUMER_TYPES, apply_smoothing, consumer_weight, plan_smoothing
 from ..passes.pool_inputs import pool_inputs_to_observe
@@ -59,8 +60,9 @@ def write_scales(scope, place, scales: dict[str, np.ndarray]) -> None:
 
 def plan_post_training(program, ptq: PTQConfig) -> QuantPlan:
     """What quant_post quantizes in ``program``: the plan minus ``skip_tensor_list``, observers per
-    ``output_scales`` (plus, for oneDNN, the pool inputs its int8 convolutions would requantize); warns
-    about absent op types, ProgramStateError when nothing can be quantized."""
+    ``output_scales`` (``'int8_ops'``: those :func:`~paddle_quant.passes.int8_outputs.int8_op_outputs` names;
+    plus, for oneDNN, the pool inputs its int8 convolutions would requantize); warns about absent op types,
+    ProgramStateError when nothing can be quantized."""
     config = ptq.to_quant_config()
     plan = plan_quantization(program.global_block(), config).without_tensors(ptq.skip_tensor_list)
     present = {op.type for op in program.global_block().ops}
@@ -74,6 +76,9 @@ def plan_post_training(program, ptq: PTQConfig) -> QuantPlan:
         plan = _float_ops_without_vnni(plan, program.global_block())
     if ptq.effective_output_scales == "none":
         plan = dataclasses.replace(plan, observers=())
+    elif ptq.effective_output_scales == "int8_ops":
+        kept = int8_op_outputs(program.global_block(), plan)
+        plan = dataclasses.replace(plan, observers=tuple(o for o in plan.observers if o.var in kept))
     if ptq.quantize_pool_inputs:
         requantized = pool_inputs_to_observe(program.global_block(), plan)
         plan = dataclasses.replace(plan, observers=plan.observers + requantized)

@@ -120,5 +120,5 @@ def test_bad_arguments_are_named(digits_model, digits_with_output_scales, kwargs
 def test_a_model_without_output_scales_is_refused_with_the_fix(digits_model, tmp_path):
     out = _quantize(digits_model, tmp_path / "int8", "none")
     batches, labels = _eval_batches(digits_model)
-    with pytest.raises(ConfigError, match="output_scales='all'"):
+    with pytest.raises(ConfigError, match="output_scales='int8_ops'"):
         select_requantized_outputs(out, _top1(labels), batches)
