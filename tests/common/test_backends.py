@@ -4,7 +4,7 @@ import paddle
 import pytest
 
 import paddle_quant as quant
-from paddle_quant.common.backends import BACKENDS, ONEDNN_OUTPUT_SCALES_WARNING
+from paddle_quant.common.backends import BACKENDS, ONEDNN_INT8_OPS_WARNING, ONEDNN_OUTPUT_SCALES_WARNING
 from paddle_quant.common.errors import ConfigError, ConfigTypeError
 from paddle_quant.export.tensorrt_cache import TENSORRT_CACHE_FILENAME
 
@@ -64,13 +64,14 @@ def test_explicit_output_scales_win_over_the_backend_default():
 
 
 def test_explicit_output_scales_all_on_onednn_is_kept_with_a_warning(digits_model, tmp_path, caplog):
-    for scales in ("all", None):
+    for scales in ("all", "int8_ops", None):
         caplog.clear()
         result = quant.quant_post(paddle.static.Executor(paddle.CPUPlace()), str(digits_model.folder),
                                   str(tmp_path / str(scales)), algo="abs_max", deploy_backend="onednn",
                                   onednn_cpu="vnni", output_scales=scales, data_loader=digits_model.calibration_batches())
-        assert bool(_observer_pairs(result.model_file)[0]) is (scales == "all")
+        assert bool(_observer_pairs(result.model_file)[0]) is (scales is not None)
         assert (ONEDNN_OUTPUT_SCALES_WARNING in caplog.text) is (scales == "all")
+        assert (ONEDNN_INT8_OPS_WARNING in caplog.text) is (scales == "int8_ops")
 
 
 def test_fold_affine_follows_the_backend_unless_given():
