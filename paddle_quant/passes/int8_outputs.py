@@ -29,8 +29,12 @@ def _folds_in(block, op, var: str) -> bool:
     return operands.count(var) == 1 and all(is_persistable(block, name) for name in operands if name != var)
 
 
-def _output(op) -> str:
-    return op.output("Y" if op.type == "batch_norm" else "Out")[0]
+def _folding_reader(block, readers, var: str):
+    """The op that reads ``var`` alone and folds into its producer (a bias, a scale, a batch norm), or None."""
+    found = readers.get(var, [])
+    if len(found) != 1 or found[0].type not in _AFFINE_TYPES or not _folds_in(block, found[0], var):
+        return None
+    return found[0]
 
 
 def int8_op_outputs(block, plan) -> set[str]:
@@ -44,8 +48,7 @@ def int8_op_outputs(block, plan) -> set[str]:
         op = block.ops[planned.index]
         var = op.output("Output" if "Output" in op.output_names else "Out")[0]
         outputs.add(var)
-        while len(readers.get(var, [])) == 1 and readers[var][0].type in _AFFINE_TYPES \
-                and _folds_in(block, readers[var][0], var):
-            var = _output(readers[var][0])
+        while (reader := _folding_reader(block, readers, var)) is not None:
+            var = reader.output("Y" if reader.type == "batch_norm" else "Out")[0]
             outputs.add(var)
     return outputs

@@ -136,10 +136,10 @@ class PTQConfig(BaseModel):
         "calibrate the output of every supported op and emit it as an only_observer QDQ pair (as PaddleSlim does); "
         "'int8_ops': only the outputs of quantized weight ops, past the bias/affine/batch-norm ops that fold into "
         "them (passes/int8_outputs.py: what an ONNX export requantizes so onnxruntime fuses QLinearConv, with "
-        "every other tensor computed as with 'none'); 'none': emit none. On Paddle Inference oneDNN int8 an observed scale makes oneDNN run the op reading it in "
-        "int8 and round the tensor, which the observer does not state (AMX CPU, docs/deploy.md: PP-OCRv4 det "
-        "1 - cos(deployed, simulated) 0.029-0.045 with 'all', 0.0009-0.0019 with 'none'; PP-OCR cls deployed "
-        "92.3-95.0 % with 'none', fp32 95.0 %).")
+        "every other tensor computed as with 'none'); 'none': emit none. On Paddle Inference oneDNN int8 an "
+        "observed scale makes oneDNN run the op reading it in int8 and round the tensor, which the observer does "
+        "not state (AMX CPU, docs/deploy.md: PP-OCRv4 det 1 - cos(deployed, simulated) 0.029-0.045 with 'all', "
+        "0.0009-0.0019 with 'none'; PP-OCR cls deployed 92.3-95.0 % with 'none', fp32 95.0 %).")
 
     def __init__(self, **data: Any) -> None:
         """Validate ``data``; bad values raise ConfigError/ConfigTypeError."""
