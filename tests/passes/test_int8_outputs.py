@@ -41,11 +41,10 @@ def _affine_net():
     return [x], [paddle.flatten(paddle.static.nn.conv2d(pooled, 5, 1), 1)]
 
 
-def _ops(folder):
+def _program(folder):
     exe = paddle.static.Executor(paddle.CPUPlace())
     with paddle.static.scope_guard(paddle.static.Scope()):
-        program, _, _ = paddle.static.load_inference_model(str(folder / "model"), exe)
-    return list(program.global_block().ops)
+        return paddle.static.load_inference_model(str(folder / "model"), exe)[0]
 
 
 def _batch(seed):
@@ -73,15 +72,12 @@ def _run(folder, batch):
 
 @pytest.fixture
 def model(tmp_path):
-    paddle.enable_static()
     return save_built_model(tmp_path / "fp32", _affine_net)
 
 
 def test_int8_ops_observes_the_weight_ops_and_the_affine_ops_folding_into_them_only(model):
-    ops = _ops(model)
-    exe = paddle.static.Executor(paddle.CPUPlace())
-    with paddle.static.scope_guard(paddle.static.Scope()):
-        program, _, _ = paddle.static.load_inference_model(str(model / "model"), exe)
+    program = _program(model)
+    ops = list(program.global_block().ops)
     observed = {o.var for o in plan_post_training(program, quant.PTQConfig(
         quantizable_op_type=["conv2d"], output_scales="int8_ops")).observers}
     first, second = [op for op in ops if op.type == "conv2d"]
