@@ -1,4 +1,4 @@
-"""Conv folding for the ONNX export: ``conv -> bias add -> batch_norm`` chains become one ``Conv``.
+"""Conv folding for the ONNX export: ``conv -> bias add -> batch_norm -> * a -> + b`` chains become one ``Conv``.
 
 ``y = multiplier * conv(x, W) + bias`` per output channel: the int8 weight values are kept (sign
 flipped where the multiplier is negative) and the channel scales become ``scale * |multiplier|``;
@@ -20,7 +20,7 @@ from ._onnx_ops import (_Graph, _attr, _check_nchw, _conv_attrs, _has_tensor_inp
 # ---------------------------------------------------------------- conv folding (bias, batch_norm)
 @dataclass(frozen=True)
 class _FoldedConv:
-    """A conv2d whose following bias add / batch_norm ops become its weights and bias.
+    """A conv2d whose following bias add / batch_norm / scalar or per-channel affine ops become its weights and bias.
 
     ``y = multiplier * conv(x, W) + bias`` per output channel, written to ``output``;
     ``absorbed`` are the op indices no longer emitted (the adds, batch norms, observer
@@ -74,13 +74,22 @@ def _constant(block, scope, producer, var):
     return None
 
 
-def _channel_bias(block, scope, producer, op, channels):
-    """The per-channel vector an ``elementwise_add`` adds to an NCHW conv output, or None."""
-    y = op.input("Y")[0]
-    value = _constant(block, scope, producer, y)
-    if value is None or value.size != channels:
+def _channel_operand(block, scope, producer, op, var, channels):
+    """The per-channel vector an ``elementwise_add``/``elementwise_mul`` applies to the NCHW conv output
+    ``var`` (its other operand: one value for every channel, on either side, or one per channel as ``Y``
+    along axis 1), or None."""
+    operands = op.input("X") + op.input("Y")
+    if len(operands) != 2 or operands.count(var) != 1:
         return None
-    shape, axis = tuple(block.var(y).shape), int(_attr(op, "axis", -1))
+    other = operands[1] if operands[0] == var else operands[0]
+    value = _constant(block, scope, producer, other)
+    if value is None:
+        return None
+    shape, axis = tuple(block.var(other).shape), int(_attr(op, "axis", -1))
+    if value.size == 1 and len(shape) <= len(block.var(var).shape):  # broadcast: the output keeps var's shape
+        return np.full(channels, float(value.reshape(-1)[0]))
+    if value.size != channels or op.input("X") != [var]:
+        return None
     if (len(shape) == 1 and axis == 1) or shape in ((1, channels, 1, 1), (channels, 1, 1)):
         return value.astype(np.float64).reshape(-1)
     return None
@@ -93,9 +102,12 @@ def _fold_step(block, scope, producer, op, var, multiplier, bias):
                                        for k in ("Scale", "Bias", "Mean", "Variance"))
         factor = gamma / np.sqrt(variance + float(op.attr("epsilon")))
         return multiplier * factor, (bias - mean) * factor + beta
-    if op.type == "elementwise_add" and op.input("X") == [var]:
-        added = _channel_bias(block, scope, producer, op, multiplier.size)
-        return None if added is None else (multiplier, bias + added)
+    if op.type in ("elementwise_add", "elementwise_mul"):
+        operand = _channel_operand(block, scope, producer, op, var, multiplier.size)
+        if operand is None:
+            return None
+        return (multiplier, bias + operand) if op.type == "elementwise_add" else (multiplier * operand,
+                                                                                   bias * operand)
     return None
 
 
@@ -134,7 +146,7 @@ def _foldable_weight(g: _Graph, op, multiplier) -> bool:
 
 
 def _plan_conv_folds(g: _Graph) -> dict:
-    """Conv op index -> _FoldedConv for every conv2d whose bias add or batch_norm can be folded."""
+    """Conv op index -> _FoldedConv for every conv2d whose bias add, batch_norm or affine ops can be folded."""
     block = g.block
     consumers, producer = _index_maps(block)
     plans = {}

@@ -356,10 +356,11 @@ def export_onnx(quantized_model_dir, output_path, *, opset: int = DEFAULT_OPSET,
             for requantizing only the outputs whose rounding the model tolerates (chosen by
             :func:`paddle_quant.export.onnx_requantize.select_requantized_outputs`); ``verify`` makes
             the same observers real quantizers in its simulation.
-        fold_conv: fold the bias ``elementwise_add`` and ``batch_norm`` that follow a conv2d into
+        fold_conv: fold the bias ``elementwise_add``, ``batch_norm`` and the ``elementwise_mul`` /
+            ``elementwise_add`` by a parameter (one value or one per channel) that follow a conv2d into
             its weight and bias, as Paddle Inference does before running int8: the int8 weight
-            values stay (a negative batch-norm factor flips their sign), the channel scales are
-            multiplied by ``|gamma / sqrt(var + eps)|``, the bias is stored int32 at scale
+            values stay (a negative factor flips their sign), the channel scales are
+            multiplied by ``|gamma / sqrt(var + eps)|`` and the affine factors, the bias is stored int32 at scale
             ``x_scale * w_scale`` where a QuantizeLinear follows the conv (float32 elsewhere) and
             observer pairs between the folded ops are dropped. This is what
             lets onnxruntime run the conv as one QLinearConv. ``False`` keeps every Paddle op.

@@ -356,6 +356,63 @@ def test_batch_norm_folds_into_the_conv_exactly_in_fp32_and_within_steps_in_int8
     assert np.abs(got - expected).max() <= 2.001 * step
 
 
+def _elementwise(op_type, x, y, name, shape):
+    """Legacy ``op_type`` of ``x`` and ``y`` (PP-LCNetV3's learnable affine block writes ``a * x + b``)."""
+    block = paddle.static.default_main_program().global_block()
+    out = block.create_var(name=name, dtype="float32", shape=shape)
+    block.append_op(type=op_type, inputs={"X": [x], "Y": [y]}, outputs={"Out": [out]}, attrs={"axis": -1})
+    return out
+
+
+def _learnable_affine_model(folder):
+    """conv -> BN -> a * h + b -> hard_swish -> conv -> (* per-channel c), a, b scalar parameters of shape [1]
+    (a negative: the fold flips the weight's sign)."""
+    main, startup = paddle.static.Program(), paddle.static.Program()
+    with paddle.static.program_guard(main, startup):
+        x = paddle.static.data("x", [None, 3, 8, 8], "float32")
+        h = paddle.nn.BatchNorm2D(8)(paddle.nn.Conv2D(3, 8, 3, padding=1)(x))
+        constant = paddle.nn.initializer.Constant
+        a = paddle.static.create_parameter([1], "float32", name="lab_a", default_initializer=constant(-1.5))
+        b = paddle.static.create_parameter([1], "float32", name="lab_b", default_initializer=constant(0.7))
+        c = paddle.static.create_parameter([4], "float32", name="chan_c",
+                                           default_initializer=paddle.nn.initializer.Uniform(0.5, 2.0))
+        h = _elementwise("elementwise_add", _elementwise("elementwise_mul", a, h, "scaled", h.shape), b, "shifted",
+                         h.shape)
+        h = paddle.nn.Conv2D(8, 4, 3, padding=1)(F.hardswish(h))
+        block = paddle.static.default_main_program().global_block()
+        out = block.create_var(name="out", dtype="float32", shape=h.shape)
+        block.append_op(type="elementwise_mul", inputs={"X": [h], "Y": [c]}, outputs={"Out": [out]}, attrs={"axis": 1})
+    test = main.clone(for_test=True)
+    exe = paddle.static.Executor(paddle.CPUPlace())
+    with paddle.static.scope_guard(paddle.static.Scope()):
+        exe.run(startup)
+        paddle.static.save_inference_model(str(folder / "model"), [x], [out], exe, program=test)
+    return folder
+
+
+def test_scalar_and_channel_affine_ops_fold_into_the_conv_so_onnxruntime_fuses_its_activation(tmp_path, rng):
+    fp32_dir = _learnable_affine_model(tmp_path / "fp32")
+    images = rng.normal(0, 1, (16, 3, 8, 8)).astype("float32")
+    fp32 = export_float_onnx(fp32_dir, tmp_path / "fp32.onnx")
+    assert [n.op_type for n in onnx.load(str(fp32.path)).graph.node] == ["Conv", "HardSwish", "Conv"]
+    expected = _paddle(fp32_dir, images)
+    np.testing.assert_allclose(_ort(fp32.path, images), expected, rtol=1e-4, atol=1e-5 * np.abs(expected).max())
+    options = ort.SessionOptions()
+    options.optimized_model_filepath = str(tmp_path / "optimized.onnx")
+    ort.InferenceSession(str(fp32.path), options, providers=["CPUExecutionProvider"])
+    ran = [n.op_type for n in onnx.load(str(tmp_path / "optimized.onnx")).graph.node]
+    assert "HardSigmoid" not in ran and "HardSwish" not in ran  # fused into the first conv
+
+    quant.quant_post(paddle.static.Executor(paddle.CPUPlace()), str(fp32_dir), str(tmp_path / "int8"),
+                     data_loader=lambda: ({"x": rng.normal(0, 1, (8, 3, 8, 8)).astype("float32")} for _ in range(3)),
+                     algo="abs_max")  # no deploy_backend: the program keeps the affine ops
+    result = export_onnx(tmp_path / "int8", tmp_path / "int8.onnx")
+    assert not {"Mul", "Add", "BatchNormalization"} & {n.op_type for n in onnx.load(str(result.path)).graph.node}
+    got = _ort(result.path, images)
+    expected = _paddle(tmp_path / "int8", images, active_observers=_onnx_quantized_tensors(result.path))
+    assert np.abs(got - expected).max() <= 2.001 * np.abs(expected).max() / 127.0
+
+
 def _save_copy(model, folder):
     block = model.program.global_block()
     with paddle.static.scope_guard(model.scope):
