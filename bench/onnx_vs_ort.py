@@ -12,7 +12,8 @@ intra-op threads) runs:
 * ours, ``observers="none"``: ``quant_post`` with the demo's settings (bench/onnx_ppocr.py), exported
   as QDQ with no requantized outputs: the graph computes what the Executor simulation computes;
 * ours, fused: the same call with ``output_scales="int8_ops"`` (observers on the int8 ops' outputs only: every
-  other tensor computed as with ``"none"``), exported with ``observers="int8_ops"``,
+  other tensor computed as with ``"none"``) and ``output_algo`` ``--output-algo`` (abs_max: a requantized
+  output clips nothing it saw), exported with ``observers="int8_ops"``,
   ``activation_type="uint8"`` and ``weight_type`` uint8 on a CPU without an int8 dot-product
   instruction (u8u8 kernels, exact) or int8 with one (u8s8), so onnxruntime fuses QLinearConv
   (``--weight-type`` forces one);
@@ -30,7 +31,7 @@ other QLinear*/QGemm ops, float Conv and MatMul.
     PYTHONPATH=. .venv/bin/python bench/onnx_vs_ort.py [--models cls,rec] [--eval-lines 300] [--batches 10]
         [--repeats 20] [--threads 2] [--ort-settings u8s8-minmax,u8s8-entropy,s8s8-minmax,s8s8-entropy]
         [--paddle2onnx-site DIR] [--weight-type auto|int8|uint8] [--select-lines 200] [--max-drop 0.5]
-        [--out out/onnx_vs_ort]
+        [--output-algo abs_max] [--out out/onnx_vs_ort]
 
 Issue 16's acceptance reads this table, and the bench prints its checks after it (PASS/FAIL per line): rec,
 ours (selected) within 0.5 point of fp32 exact match and no slower than onnxruntime's fastest quantize_static
@@ -90,6 +91,9 @@ def parse_args(argv=None):
                              "uint8 without; int8 on a CPU without VNNI is faster but saturates)")
     parser.add_argument("--max-drop", type=float, default=0.5,
                         help="points the selection may lose against requantizing nothing (on the selection set)")
+    parser.add_argument("--output-algo", default="abs_max",
+                        help="calibration algorithm of the fused models' output observers (quant_post output_algo; the "
+                             "inputs keep the demo's algorithm)")
     parser.add_argument("--out", default=os.path.join("out", "onnx_vs_ort"), help="output folder")
     args = parser.parse_args(argv)
     args.models = [m.strip() for m in args.models.split(",") if m.strip()]
@@ -103,7 +107,8 @@ def parse_args(argv=None):
 
 # ---------------------------------------------------------------- the ONNX files
 def quantize(kind, model_dir, out_dir, args, output_scales=None):
-    """quant_post with the settings of bench/onnx_ppocr.py (``output_scales`` replaced when given)."""
+    """quant_post with the settings of bench/onnx_ppocr.py (``output_scales`` replaced when given, with
+    ``--output-algo`` as its observers' algorithm)."""
     import paddle
 
     import paddle_quant as quant
@@ -111,6 +116,7 @@ def quantize(kind, model_dir, out_dir, args, output_scales=None):
     settings = onnx_ppocr.settings(kind, onnx_ppocr.parse_args(["--models", kind]))
     if output_scales:
         settings["output_scales"] = output_scales
+        settings["output_algo"] = args.output_algo
     with paddle.pir_utils.OldIrGuard():
         paddle.enable_static()
         quant.quant_post(paddle.static.Executor(paddle.CPUPlace()), str(model_dir), str(out_dir),

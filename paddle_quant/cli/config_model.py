@@ -173,6 +173,8 @@ class QuantizationSection(_Section):
     is_full_quantize: Bool = Field(False, alias="IsFullQuantize", description="Quantize every supported type.")
     output_scales: Optional[Literal["all", "int8_ops", "none"]] = Field(
         None, alias="OutputScales", description="Output observers (unset: the deploy backend's default).")
+    output_algorithm: Annotated[Optional[Literal[ALGORITHMS]], BeforeValidator(_algorithm)] = Field(  # type: ignore[valid-type]
+        None, alias="OutputAlgorithm", description="Calibration algorithm of the observed outputs (unset: Algorithm).")
     bias_correction: Bool = Field(False, alias="BiasCorrection", description="Correct biases.")
     round_type: Literal["round", "adaround"] = Field(
         "round", alias="RoundType", description="Weight rounding: to nearest, or AdaRound (learned per layer).")
@@ -235,7 +237,8 @@ _ALLOWED: Mapping[str, str] = {
     "HistPercent": "a float in (0, 1]", "WeightMethod": f"one of {list(WEIGHT_METHODS_CLI)}",
     "Granularity": f"one of {list(GRANULARITIES)}", "WeightBits": "an int in [2, 8]",
     "ActivationBits": "an int in [2, 16]", "QuantizableOpType": "a list of supported op types, e.g. conv2d, mul",
-    "IsFullQuantize": "true or false", "OutputScales": "'all', 'int8_ops' or 'none'", "BiasCorrection": "true or false",
+    "IsFullQuantize": "true or false", "OutputScales": "'all', 'int8_ops' or 'none'",
+    "OutputAlgorithm": f"one of {list(ALGORITHMS)} (with OutputScales all or int8_ops)", "BiasCorrection": "true or false",
     "RoundType": "'round' or 'adaround'", "AdaRoundIterations": "an int >= 1",
     "EqualizeLayers": "true or false", "SmoothActivations": "true or false",
     "SmoothAlpha": "a float in [0, 1] (with SmoothActivations; unset: searched per layer)",
@@ -403,6 +406,7 @@ class RunConfig(_Section):
             weight_method="abs_max" if p.weight_method == "channel_wise" else p.weight_method,
             skip_tensor_list=self.skip_tensor_list(), bias_correction=p.bias_correction,
             batch_size=self.dataset.batch_size, batch_nums=self.dataset.batch_num, output_scales=p.output_scales,
+            output_algo=p.output_algorithm,
             deploy_backend=p.deploy_backend, onednn_cpu=p.onednn_cpu, round_type=p.round_type, adaround_iterations=p.adaround_iterations,
             equalize_layers=p.equalize_layers,
             smooth_activations=p.smooth_activations, smooth_alpha=p.smooth_alpha,

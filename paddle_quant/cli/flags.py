@@ -96,6 +96,10 @@ _QUANT_FLAGS = (
       "help": "calibrate every supported op's output (all), the outputs of int8 weight ops only (int8_ops: what an "
               "ONNX export requantizes), or none; default: the deploy backend's (none for onednn and onnx, all "
               "otherwise)"}),
+    ("--output-algo", "QuantizationParameters", "OutputAlgorithm",
+     {"choices": _ALGORITHMS, "help": "calibration algorithm of the outputs --output-scales observes "
+                                      "(OutputAlgorithm; default: --algo's); abs_max keeps requantized outputs from "
+                                      "clipping"}),
     ("--deploy-backend", "QuantizationParameters", "DeployBackend",
      {"choices": ("onednn", "tensorrt", "paddle_lite", "onnx"),
       "help": "target runtime (DeployBackend); tensorrt also writes a TensorRT calibration cache"}),

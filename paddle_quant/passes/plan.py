@@ -84,6 +84,9 @@ class ObservedOutput:
 
     var: str
     producer: int
+    runtime_input: bool = False
+    """True for a tensor the deploy runtime quantizes as an op's input (oneDNN's average-pool inputs): calibrated
+    like the quantized activations, not with ``output_algo``."""
 
 
 @dataclass(frozen=True)

@@ -223,5 +223,5 @@ def pool_inputs_to_observe(block, plan: QuantPlan) -> tuple[ObservedOutput, ...]
             continue
         source = op.input("X")[0]
         if made_by_quantized_conv(block, source, writers, readers, int8_convs):
-            wanted.append(ObservedOutput(source, writers[source]))
+            wanted.append(ObservedOutput(source, writers[source], runtime_input=True))
     return tuple(dict.fromkeys(wanted))

@@ -63,6 +63,7 @@ _ALLOWED = {
     "deploy_backend": "None, 'onednn', 'tensorrt', 'paddle_lite' or 'onnx'",
     "show_progress": "True, False, or None (a progress bar when stderr is a terminal)",
     "output_scales": "'all', 'int8_ops', 'none', or None (the deploy_backend's default)",
+    "output_algo": f"one of {list(ALGORITHMS)}, or None (algo)",
     "equalize_layers": "True or False",
     "onednn_cpu": "None, 'auto' (the CPU quant_post runs on), 'vnni' (AVX512-VNNI, AVX-VNNI or AMX) or 'avx2' (no "
                   "int8 dot-product instruction); only with deploy_backend='onednn'",
@@ -140,6 +141,14 @@ class PTQConfig(BaseModel):
         "observed scale makes oneDNN run the op reading it in int8 and round the tensor, which the observer does "
         "not state (AMX CPU, docs/deploy.md: PP-OCRv4 det 1 - cos(deployed, simulated) 0.029-0.045 with 'all', "
         "0.0009-0.0019 with 'none'; PP-OCR cls deployed 92.3-95.0 % with 'none', fp32 95.0 %).")
+    output_algo: Optional[Algorithm] = Field(
+        None,
+        description="Calibration algorithm of the outputs output_scales observes (the pool inputs oneDNN quantizes "
+        "keep algo: they are inputs); None: algo. A requantized "
+        "output clips what its scale leaves out, where a quantized input only loses its outliers: on PP-OCRv4 rec "
+        "exported for onnxruntime, avg-calibrated outputs before hard_swish cost up to 22 points each when "
+        "requantized, abs_max ones keep 19 of 23 requantizable (bench/onnx_vs_ort.py). Needs output_scales other "
+        "than 'none'.")
 
     def __init__(self, **data: Any) -> None:
         """Validate ``data``; bad values raise ConfigError/ConfigTypeError."""
@@ -173,6 +182,14 @@ class PTQConfig(BaseModel):
         if self.smooth_alpha is not None and not self.smooth_activations:
             raise ConfigError(f"config key 'smooth_alpha' got {self.smooth_alpha!r} but smooth_activations is False; "
                               "allowed: set smooth_activations=True, or leave smooth_alpha None")
+        return self
+
+    @model_validator(mode="after")
+    def _output_algo_needs_observers(self) -> "PTQConfig":
+        if self.output_algo is not None and self.effective_output_scales == "none":
+            raise ConfigError(f"config key 'output_algo' got {self.output_algo!r} but output_scales is 'none' "
+                              f"(deploy_backend {self.deploy_backend!r}), so no output is observed; allowed: "
+                              "output_scales='int8_ops' or 'all', or leave output_algo None")
         return self
 
     @model_validator(mode="after")
@@ -229,6 +246,14 @@ class PTQConfig(BaseModel):
     def activation_algorithm(self) -> str:
         """The algorithm name with ``direct`` resolved to ``abs_max``."""
         return "abs_max" if self.algo == "direct" else self.algo
+
+    @property
+    def output_algorithm(self) -> str:
+        """The algorithm of the observed-only tensors: ``output_algo`` (``direct`` resolved), or
+        :attr:`activation_algorithm` when it is None."""
+        if self.output_algo is None:
+            return self.activation_algorithm
+        return "abs_max" if self.output_algo == "direct" else self.output_algo
 
     def to_quant_config(self) -> QuantConfig:
         """The graph-pass config that plans which tensors this run quantizes."""

@@ -45,7 +45,8 @@ from ..common.numerics import scaled_weight, weight_to_int
 from .adaround import AdaRoundOptions, nearest_rounding, pack_rounding, rounded_weight, unpack_rounding
 from .adaround_layers import learn_roundings
 from .config import QUANT_POST_OP_TYPES, QUANT_POST_STATIC_OP_TYPES, PTQConfig
-from .steps import make_observers, observed_names, plan_post_training, prepare_fp32, weight_scales, write_scales
+from .steps import (input_scaled, make_observers, observed_names, observer_algorithm, plan_post_training,
+                    prepare_fp32, weight_scales, write_scales)
 
 if TYPE_CHECKING:
     from .accuracy_control import AccuracyControlResult
@@ -86,7 +87,7 @@ def _scale_table(plan: QuantPlan, ptq: PTQConfig, scales: "_Scales", model_name:
                  half_grid: frozenset) -> ScaleTable:
     """The table of every scale this run writes (see :mod:`paddle_quant.export.scale_table`), with
     AdaRound's rounding of each weight when it ran (and its grid for the weights on oneDNN's half grid)."""
-    quantized = {t.var for t in plan.tensors if t.role == "activation"}
+    quantized, inputs = {t.var for t in plan.tensors if t.role == "activation"}, input_scaled(plan)
     entries = {t.var: make_entry("weight", scales.weights[t.var], bits=t.bits, axis=t.axis,
                                  algorithm=ptq.weight_method,
                                  rounding=pack_rounding(roundings[t.var]) if t.var in roundings else None,
@@ -94,7 +95,7 @@ def _scale_table(plan: QuantPlan, ptq: PTQConfig, scales: "_Scales", model_name:
                for t in plan.tensors if t.role == "weight"}
     for name, value in scales.activations.items():
         entries[name] = make_entry("activation" if name in quantized else "output", value, bits=ptq.activation_bits,
-                                   axis=None, algorithm=ptq.activation_algorithm,
+                                   axis=None, algorithm=observer_algorithm(name, inputs, ptq),
                                    statistics=scales.statistics.get(name))
     return ScaleTable(model=model_name, tensors=entries)
 

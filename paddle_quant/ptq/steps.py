@@ -25,8 +25,8 @@ from .config import DEFAULT_OP_TYPE_LISTS, PTQConfig
 from .smoothing import input_channel_peaks, sample_patches, sample_rows, search_alpha, smoothing_scale
 from .weight_methods import weight_scale
 
-__all__ = ["observed_names", "make_observers", "weight_scales", "write_scales", "plan_post_training",
-           "prepare_fp32", "SEARCH_SAMPLES"]
+__all__ = ["observed_names", "make_observers", "observer_algorithm", "input_scaled", "weight_scales", "write_scales",
+           "plan_post_training", "prepare_fp32", "SEARCH_SAMPLES"]
 
 _logger = logging.getLogger(__name__)
 
@@ -40,10 +40,25 @@ def observed_names(plan: QuantPlan) -> list[str]:
 
 
 def make_observers(plan: QuantPlan, ptq: PTQConfig) -> dict:
-    """A fresh observer of ``ptq``'s algorithm for every tensor in :func:`observed_names`."""
-    algo = ptq.activation_algorithm
-    return {name: make_observer(algo, bits=ptq.activation_bits, hist_percent=ptq.hist_percent)
+    """A fresh observer for every tensor in :func:`observed_names`, of the algorithm
+    :func:`observer_algorithm` gives it."""
+    inputs = input_scaled(plan)
+    return {name: make_observer(observer_algorithm(name, inputs, ptq), bits=ptq.activation_bits,
+                                hist_percent=ptq.hist_percent)
             for name in observed_names(plan)}
+
+
+def input_scaled(plan: QuantPlan) -> set[str]:
+    """Tensors whose scale quantizes an op's input: the quantized activations, and the observed tensors a
+    runtime quantizes as inputs (``ObservedOutput.runtime_input``: oneDNN's pool inputs)."""
+    return ({t.var for t in plan.tensors if t.role == "activation"} |
+            {o.var for o in plan.observers if o.runtime_input})
+
+
+def observer_algorithm(name: str, inputs: set, ptq: PTQConfig) -> str:
+    """The calibration algorithm of tensor ``name``: ``ptq``'s algo when its scale quantizes an input (in
+    ``inputs``, :func:`input_scaled`), its ``output_algo`` when it is an observed output."""
+    return ptq.activation_algorithm if name in inputs else ptq.output_algorithm
 
 
 def weight_scales(plan: QuantPlan, scope, ptq: PTQConfig) -> dict[str, np.ndarray]:

@@ -568,3 +568,19 @@ def test_analyze_applies_equalization_and_smoothing(tiny_model, image_dir, tmp_p
 def test_post_bad_smooth_alpha_exits_2(tiny_model, image_dir, tmp_path, caplog, extra, message):
     assert main(_post_args(tiny_model, image_dir, tmp_path / "o", *extra, "--check")) == EXIT_USAGE
     assert re.search(message, caplog.text), caplog.text
+
+
+def test_post_output_algo_flag_calibrates_the_observed_outputs(tiny_model, image_dir, tmp_path):
+    out = tmp_path / "o"
+    assert main(_post_args(tiny_model, image_dir, out, "--algo", "avg", "--output-scales", "int8_ops",
+                           "--output-algo", "abs_max")) == EXIT_OK
+    entries = json.loads((out / "scale_table.json").read_text())["tensors"].values()
+    algorithms = {(entry["kind"], entry["algorithm"]) for entry in entries if entry["kind"] != "weight"}
+    assert algorithms == {("activation", "avg"), ("output", "abs_max")}
+
+
+def test_post_output_algo_without_observed_outputs_exits_2(tiny_model, image_dir, tmp_path, caplog):
+    args = _post_args(tiny_model, image_dir, tmp_path / "o", "--deploy-backend", "onednn", "--output-algo", "mse",
+                      "--check")
+    assert main(args) == EXIT_USAGE
+    assert "'output_algo' got 'mse' but output_scales is 'none'" in caplog.text

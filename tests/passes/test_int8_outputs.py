@@ -3,7 +3,8 @@
 Oracles: the observers planned (the chain a runtime folds into the int8 op, nothing past it), and the
 Paddle Executor running models quantized with ``'none'`` and ``'int8_ops'`` (observers are identities,
 so the two must compute the same values) against ``'all'`` (whose observer on a pool input changes what
-``deploy_backend='onednn'`` states for that pool).
+``deploy_backend='onednn'`` states for that pool); for ``output_algo``, the abs max of each observed output
+over the calibration batches (from the fp32 program) and the scale table of the same call without it.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import pytest
 import paddle_quant as quant
 from paddle_quant.common.errors import ConfigError
 from paddle_quant.export.onnx import export_onnx
+from paddle_quant.export.scale_table import SCALE_TABLE_FILENAME, read_scale_table
 from paddle_quant.ptq.steps import plan_post_training
 
 from support.inference import save_built_model
@@ -54,12 +56,25 @@ def _batch(seed):
     return batch
 
 
+CALIBRATION_SEEDS = range(3)
+
+
 def _quantize(model, folder, **options):
-    batches = [{"x": _batch(seed)} for seed in range(3)]
-    quant.quant_post(paddle.static.Executor(paddle.CPUPlace()), str(model), str(folder), algo="abs_max",
+    batches = [{"x": _batch(seed)} for seed in CALIBRATION_SEEDS]
+    options = {"algo": "abs_max", **options}
+    quant.quant_post(paddle.static.Executor(paddle.CPUPlace()), str(model), str(folder),
                      quantizable_op_type=["conv2d"], data_loader=lambda: iter(batches), show_progress=False,
                      **options)
     return folder
+
+
+def _calibration_abs_max(folder, names):
+    """max |value| of each tensor of ``names`` over the calibration batches, run in the fp32 model."""
+    exe = paddle.static.Executor(paddle.CPUPlace())
+    with paddle.static.scope_guard(paddle.static.Scope()):
+        program = paddle.static.load_inference_model(str(folder / "model"), exe)[0]
+        runs = [exe.run(program, feed={"x": _batch(seed)}, fetch_list=list(names)) for seed in CALIBRATION_SEEDS]
+    return {name: max(float(np.abs(run[i]).max()) for run in runs) for i, name in enumerate(names)}
 
 
 def _run(folder, batch):
@@ -114,3 +129,41 @@ def test_int8_ops_computes_what_none_computes_and_keeps_the_outputs_an_export_re
 def test_a_bad_output_scales_value_is_named():
     with pytest.raises(ConfigError, match="'output_scales' got 'int8'.*allowed: 'all', 'int8_ops', 'none'"):
         quant.PTQConfig(output_scales="int8")
+
+
+def _pooled_net():
+    """conv (+bias) -> hard_swish -> global avg pool -> conv 1x1 (+bias) -> flatten: oneDNN quantizes the pool's
+    input, which the program observes for it (passes/pool_inputs.py)."""
+    x = paddle.static.data("x", [None, 3, 11, 11], "float32")
+    features = paddle.nn.functional.hardswish(paddle.static.nn.conv2d(x, 8, 3, padding=1))
+    pooled = paddle.nn.functional.adaptive_avg_pool2d(features, 1)
+    return [x], [paddle.flatten(paddle.static.nn.conv2d(pooled, 5, 1), 1)]
+
+
+def test_output_algo_calibrates_the_observed_outputs_and_leaves_every_input_scale_to_algo(tmp_path):
+    model = save_built_model(tmp_path / "fp32", _pooled_net)
+    pool_input = next(op for op in _program(model).global_block().ops if op.type == "hard_swish").output("Out")[0]
+    options = {"deploy_backend": "onednn", "onednn_cpu": "vnni", "output_scales": "int8_ops", "algo": "avg"}
+    plain = read_scale_table(_quantize(model, tmp_path / "avg", **options) / SCALE_TABLE_FILENAME).tensors
+    chosen = _quantize(model, tmp_path / "abs_max", output_algo="abs_max", **options)
+    table = read_scale_table(chosen / SCALE_TABLE_FILENAME).tensors
+    outputs = sorted(name for name, entry in table.items() if entry.kind == "output" and name != pool_input)
+    assert len(outputs) == 4 and all(table[name].algorithm == "abs_max" for name in outputs)  # 2 convs, 2 bias adds
+    peaks = _calibration_abs_max(model, outputs)
+    for name in outputs:
+        assert table[name].scale[0] == pytest.approx(peaks[name], rel=1e-6)
+        assert plain[name].algorithm == "avg" and plain[name].scale[0] < 0.99 * peaks[name]
+    # the inputs keep algo: the quantized activations, and the pool input oneDNN quantizes (observed for it)
+    inputs = [name for name, entry in table.items() if entry.kind == "activation"] + [pool_input]
+    assert len(inputs) == 3 and all(table[name] == plain[name] for name in inputs)
+    none = _quantize(model, tmp_path / "none", **{**options, "output_scales": "none"})
+    batch = _batch(7)
+    assert np.array_equal(_run(chosen, batch), _run(none, batch))
+
+
+@pytest.mark.parametrize("options", [{"output_scales": "none"}, {"deploy_backend": "onednn"}])
+def test_output_algo_without_observed_outputs_is_refused_by_name(options):
+    with pytest.raises(ConfigError, match="'output_algo' got 'abs_max' but output_scales is 'none'.*allowed"):
+        quant.PTQConfig(output_algo="abs_max", **options)
+    with pytest.raises(ConfigError, match="'output_algo' got 'max'.*allowed: one of"):
+        quant.PTQConfig(output_algo="max", output_scales="all")
