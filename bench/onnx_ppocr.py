@@ -12,7 +12,8 @@ For each model (mobile v2 direction classifier 'cls', PP-OCRv4 rec; see demos/pp
    onnxruntime fp32 and int8 (CPUExecutionProvider, ``--threads`` intra-op threads, the same
    number Paddle gets). rec: exact match / char accuracy; cls: orientation accuracy;
 4. time one batch of 8 on each, runs interleaved (median of ``--repeats``), so load from other
-   processes on a shared machine hits all four alike.
+   processes on a shared machine hits all four alike (onnxruntime's pool threads do not spin between runs:
+   ``ort_options``).
 
 It prints one table, the int8/fp32 latency ratio on each runtime, the accuracy gap between
 onnxruntime int8 and Paddle int8 and how often the two predict the same (string or class) per
@@ -89,16 +90,26 @@ def parse_args(argv=None):
     return args
 
 
+def ort_options(threads):
+    """onnxruntime session options for timing beside other predictors: ``threads`` intra-op threads, one
+    inter-op thread, and pool threads that do not spin after a run (interleaved runs would otherwise share the
+    cores with the spinning threads of the session run before: PP-OCRv4 rec fp32 on a 2-core machine, 117 ms
+    per batch spinning against 99 ms not, and int8/fp32 ratios moved by up to 20 %)."""
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.intra_op_num_threads, options.inter_op_num_threads = threads, 1
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    return options
+
+
 def ort_predictor(path, threads):
-    """onnxruntime (CPU) with ``threads`` intra-op threads and one inter-op thread, as a predictor."""
+    """onnxruntime (CPU) with :func:`ort_options`, as a predictor."""
     import onnxruntime as ort
 
     from paddle_quant.deploy.runtimes import Runner
 
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = threads
-    options.inter_op_num_threads = 1
-    session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    session = ort.InferenceSession(str(path), ort_options(threads), providers=["CPUExecutionProvider"])
     inputs, outputs = tuple(i.name for i in session.get_inputs()), tuple(o.name for o in session.get_outputs())
     return ppocr.RunnerPredictor(Runner("onnxruntime", inputs, outputs, lambda feed: session.run(None, dict(feed))))
 
