@@ -291,6 +291,34 @@ def test_int8_ops_mode_quantizes_only_the_outputs_of_ops_with_int8_weights(int8_
     assert export_onnx(int8_dir, tmp_path / "n.onnx", observers="none").observers == ()
 
 
+def _relu_net():
+    """conv (+bias) -> relu -> conv (+bias) -> flatten."""
+    x = paddle.static.data("x", [None, 3, 8, 8], "float32")
+    features = F.relu(paddle.static.nn.conv2d(x, 16, 3, padding=1))
+    return [x], [paddle.flatten(paddle.static.nn.conv2d(features, 8, 3, padding=1), 1)]
+
+
+def test_int8_ops_leaves_a_conv_output_to_the_relu_quantizer_onnxruntime_fuses(tmp_path, rng):
+    from paddle_quant.export.onnx_requantize import default_weight_type
+
+    model = save_built_model(tmp_path / "fp32", _relu_net)
+    quant.quant_post(paddle.static.Executor(paddle.CPUPlace()), str(model), str(tmp_path / "int8"),
+                     data_loader=lambda: ({"x": rng.normal(0, 1, (8, 3, 8, 8)).astype("float32")} for _ in range(3)),
+                     algo="abs_max", quantizable_op_type=["conv2d"], deploy_backend="onednn", onednn_cpu="vnni",
+                     output_scales="int8_ops")  # oneDNN's u8 grid on the relu output: zero point 0 in the export
+    result = export_onnx(tmp_path / "int8", tmp_path / "m.onnx", observers="int8_ops", activation_type="uint8",
+                         weight_type=default_weight_type())
+    assert len(result.observers) == 1  # the second conv's output; the first conv's is the relu quantizer's
+    options = ort.SessionOptions()
+    options.optimized_model_filepath = str(tmp_path / "optimized.onnx")
+    ort.InferenceSession(str(result.path), options, providers=["CPUExecutionProvider"])
+    ran = [node.op_type for node in onnx.load(str(tmp_path / "optimized.onnx")).graph.node]
+    assert ran.count("QLinearConv") == 2 and not {"Conv", "FusedConv", "Relu"} & set(ran)
+    images = rng.normal(0, 1, (16, 3, 8, 8)).astype("float32")
+    expected = _paddle(tmp_path / "int8", images, active_observers=result.observers)
+    assert np.abs(_ort(result.path, images) - expected).max() <= 1.001 * np.abs(expected).max() / 127.0
+
+
 def test_named_observers_quantize_those_outputs_only(digits_model, int8_dir, tmp_path):
     result = export_onnx(int8_dir, tmp_path / "m.onnx", observers=["conv2d_1.tmp_1"], activation_type="uint8",
                          weight_type="uint8")
