@@ -26,7 +26,8 @@ intra-op threads) runs:
 
 Printed per run: accuracy (rec exact / char %, cls %), the median latency of one batch of 8 over
 ``--repeats`` interleaved runs (every session with ``session.intra_op.allow_spinning=0``: spinning pool
-threads of the session run before would take the cores from the one timed) and its ratio to our fp32 export, and the op counts of the graph
+threads of the session run before would take the cores from the one timed) and its ratio to our fp32
+export, and the op counts of the graph
 onnxruntime really runs (``SessionOptions.optimized_model_filepath``): QLinearConv, QLinearMatMul,
 other QLinear*/QGemm ops, float Conv and MatMul.
 

@@ -173,7 +173,8 @@ class QuantizationSection(_Section):
     is_full_quantize: Bool = Field(False, alias="IsFullQuantize", description="Quantize every supported type.")
     output_scales: Optional[Literal["all", "int8_ops", "none"]] = Field(
         None, alias="OutputScales", description="Output observers (unset: the deploy backend's default).")
-    output_algorithm: Annotated[Optional[Literal[ALGORITHMS]], BeforeValidator(_algorithm)] = Field(  # type: ignore[valid-type]
+    output_algorithm: Annotated[  # type: ignore[valid-type]
+        Optional[Literal[ALGORITHMS]], BeforeValidator(_algorithm)] = Field(
         None, alias="OutputAlgorithm", description="Calibration algorithm of the observed outputs (unset: Algorithm).")
     bias_correction: Bool = Field(False, alias="BiasCorrection", description="Correct biases.")
     round_type: Literal["round", "adaround"] = Field(
@@ -238,7 +239,8 @@ _ALLOWED: Mapping[str, str] = {
     "Granularity": f"one of {list(GRANULARITIES)}", "WeightBits": "an int in [2, 8]",
     "ActivationBits": "an int in [2, 16]", "QuantizableOpType": "a list of supported op types, e.g. conv2d, mul",
     "IsFullQuantize": "true or false", "OutputScales": "'all', 'int8_ops' or 'none'",
-    "OutputAlgorithm": f"one of {list(ALGORITHMS)} (with OutputScales all or int8_ops)", "BiasCorrection": "true or false",
+    "OutputAlgorithm": f"one of {list(ALGORITHMS)} (with OutputScales all or int8_ops)",
+    "BiasCorrection": "true or false",
     "RoundType": "'round' or 'adaround'", "AdaRoundIterations": "an int >= 1",
     "EqualizeLayers": "true or false", "SmoothActivations": "true or false",
     "SmoothAlpha": "a float in [0, 1] (with SmoothActivations; unset: searched per layer)",

@@ -40,8 +40,8 @@ import numpy as np
 from paddle.base.data_feeder import convert_dtype
 
 from ..common.program import is_observer, legacy_ir, readers_by_var
-from ..passes.unsigned_grid import is_unsigned_grid
 from ..common.errors import ConfigError, MissingDependencyError, ProgramStateError
+from ..passes.unsigned_grid import is_unsigned_grid
 from ._onnx_fold import _emit_folded_conv, _plan_conv_folds
 from ._onnx_ops import OP_CONVERTERS, _Graph
 from .qdq_scales import load_quantized_model, read_qdq_scales
