@@ -39,10 +39,10 @@ from typing import Collection, Literal
 import numpy as np
 from paddle.base.data_feeder import convert_dtype
 
-from ..common.program import is_observer, legacy_ir, readers_by_var
+from ..common.program import is_observer, legacy_ir
 from ..common.errors import ConfigError, MissingDependencyError, ProgramStateError
 from ..passes.unsigned_grid import is_unsigned_grid
-from ._onnx_fold import _emit_folded_conv, _plan_conv_folds
+from ._onnx_fold import _emit_folded_conv, _index_maps, _plan_conv_folds, _through_observer
 from ._onnx_ops import OP_CONVERTERS, _Graph
 from .qdq_scales import load_quantized_model, read_qdq_scales
 
@@ -191,41 +191,32 @@ def _int8_op_outputs(g: _Graph, plans) -> set[str]:
     """Outputs of ops reading an int8 weight (the end of the folded chain for a folded conv), except those
     :func:`_fused_through_relu` names."""
     outputs = set()
-    readers = readers_by_var(g.block)
+    consumers, _ = _index_maps(g.block)
     for index, op in enumerate(g.block.ops):
         weighted = any(g.by_dequantized.get(name) is not None and g.by_dequantized[name].kind == "weight"
                        for name in op.input_arg_names)
         output = plans[index].output if index in plans else op.output_arg_names[0]
-        if op.type in WEIGHT_OP_TYPES and weighted and not _fused_through_relu(readers, output):
+        if op.type in WEIGHT_OP_TYPES and weighted and not _fused_through_relu(g.block, consumers, output):
             outputs.add(output)
     return outputs
 
 
-def _fused_through_relu(readers, name: str) -> bool:
+def _fused_through_relu(block, consumers, name: str) -> bool:
     """True when ``name``, past its observer pair, is read only by relu ops whose outputs only activation
     quantizers on the u8 grid read (zero point 0: ``deploy_backend='onednn'`` states relu outputs so,
     :mod:`paddle_quant.passes.unsigned_grid`). onnxruntime then drops the relu (a QuantizeLinear at its
     lowest zero point clamps at 0 the same way) and fuses the conv and the QuantizeLinear into one QLinearConv
     at the relu output's scale, and a QDQ pair on ``name`` would add a rounding and a requantize it cannot
     remove (PP-OCR cls: 13 of the 42 outputs the selection kept, 3.7 % of its latency)."""
-    relus = readers.get(_past_observer_pair(readers, name), [])
-    return bool(relus) and all(op.type == "relu" and _read_by_unsigned_quantizers(readers, op.output("Out")[0])
+    relus = [block.ops[i] for i in consumers.get(_through_observer(block, consumers, name)[0], [])]
+    return bool(relus) and all(op.type == "relu" and _read_by_unsigned_quantizers(block, consumers, op.output("Out")[0])
                                for op in relus)
 
 
-def _read_by_unsigned_quantizers(readers, name: str) -> bool:
-    found = readers.get(name, [])
-    return bool(found) and all(op.type == "quantize_linear" and not is_observer(op) and is_unsigned_grid(op)
-                               for op in found)
-
-
-def _past_observer_pair(readers, name: str) -> str:
-    """The output of the observer QDQ pair that alone reads ``name``, or ``name`` itself."""
-    found = readers.get(name, [])
-    if len(found) != 1 or found[0].type != "quantize_linear" or not is_observer(found[0]):
-        return name
-    dequantize = readers.get(found[0].output("Y")[0], [])
-    return dequantize[0].output("Y")[0] if len(dequantize) == 1 and dequantize[0].type == "dequantize_linear" else name
+def _read_by_unsigned_quantizers(block, consumers, name: str) -> bool:
+    readers = [block.ops[i] for i in consumers.get(name, [])]
+    return bool(readers) and all(op.type == "quantize_linear" and not is_observer(op) and is_unsigned_grid(op)
+                                 for op in readers)
 
 
 def _kept_observers(g: _Graph, plans, observers) -> set[str]:
