@@ -180,6 +180,8 @@ class QuantizationSection(_Section):
     round_type: Literal["round", "adaround"] = Field(
         "round", alias="RoundType", description="Weight rounding: to nearest, or AdaRound (learned per layer).")
     adaround_iterations: int = Field(500, ge=1, alias="AdaRoundIterations", description="AdaRound iterations per layer.")
+    fold_input_affine: Bool = Field(False, alias="FoldInputAffine",
+                                    description="Fold the parameter multiply/add an unpadded conv reads into it.")
     equalize_layers: Bool = Field(False, alias="EqualizeLayers",
                                   description="Cross-layer equalization of conv pairs before calibration.")
     smooth_activations: Bool = Field(False, alias="SmoothActivations",
@@ -242,7 +244,7 @@ _ALLOWED: Mapping[str, str] = {
     "OutputAlgorithm": f"one of {list(ALGORITHMS)} (with OutputScales all or int8_ops)",
     "BiasCorrection": "true or false",
     "RoundType": "'round' or 'adaround'", "AdaRoundIterations": "an int >= 1",
-    "EqualizeLayers": "true or false", "SmoothActivations": "true or false",
+    "EqualizeLayers": "true or false", "SmoothActivations": "true or false", "FoldInputAffine": "true or false",
     "SmoothAlpha": "a float in [0, 1] (with SmoothActivations; unset: searched per layer)",
     "SkipTensors": "a text file (one name per line) or a JSON file with a 'skip_list' array",
     "SkipTensorList": "a list of tensor names",
@@ -410,7 +412,7 @@ class RunConfig(_Section):
             batch_size=self.dataset.batch_size, batch_nums=self.dataset.batch_num, output_scales=p.output_scales,
             output_algo=p.output_algorithm,
             deploy_backend=p.deploy_backend, onednn_cpu=p.onednn_cpu, round_type=p.round_type, adaround_iterations=p.adaround_iterations,
-            equalize_layers=p.equalize_layers,
+            equalize_layers=p.equalize_layers, fold_input_affine=p.fold_input_affine,
             smooth_activations=p.smooth_activations, smooth_alpha=p.smooth_alpha,
         )
         if p.op_types is not None:

@@ -123,6 +123,9 @@ _BOOL_FLAGS = (
      "quantize every supported op type (IsFullQuantize)"),
     ("--bias-correction", "QuantizationParameters", "BiasCorrection",
      "correct biases for the weight-quantization error (BiasCorrection)"),
+    ("--fold-input-affine", "QuantizationParameters", "FoldInputAffine",
+     "fold the parameter multiply/add an unpadded conv reads into it before calibration, exact in fp32 "
+     "(FoldInputAffine)"),
     ("--equalize-layers", "QuantizationParameters", "EqualizeLayers",
      "balance the weight ranges of conv -> relu/affine/batch_norm -> conv pairs, exact in fp32 (EqualizeLayers)"),
     ("--smooth-activations", "QuantizationParameters", "SmoothActivations",

@@ -146,6 +146,11 @@ def equalized(name: str) -> str:
     return f"{name}@equalized"
 
 
+def input_folded(name: str) -> str:
+    """Copy of parameter ``name`` with the affine op its convolution read folded in (passes/input_affine.py)."""
+    return f"{name}@input_folded"
+
+
 def smoothed(name: str) -> str:
     """Copy of parameter ``name`` rescaled per channel by activation smoothing (passes/smooth.py)."""
     return f"{name}@smoothed"

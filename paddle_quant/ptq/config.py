@@ -65,6 +65,7 @@ _ALLOWED = {
     "output_scales": "'all', 'int8_ops', 'none', or None (the deploy_backend's default)",
     "output_algo": f"one of {list(ALGORITHMS)}, or None (algo)",
     "equalize_layers": "True or False",
+    "fold_input_affine": "True or False",
     "onednn_cpu": "None, 'auto' (the CPU quant_post runs on), 'vnni' (AVX512-VNNI, AVX-VNNI or AMX) or 'avx2' (no "
                   "int8 dot-product instruction); only with deploy_backend='onednn'",
     "smooth_activations": "True or False",
@@ -109,6 +110,12 @@ class PTQConfig(BaseModel):
         False,
         description="Cross-layer equalization before calibration (passes/equalize.py): balance the per-channel "
         "weight ranges of conv -> (relu | per-channel affine | batch_norm) -> conv pairs; exact in fp32.")
+    fold_input_affine: bool = Field(
+        False,
+        description="Before calibration, fold the parameter multiply/add chains an unpadded one-group conv2d reads "
+        "into its weight and bias (passes/input_affine.py; exact in fp32): the quantizer then sits on the "
+        "activation before the chain, and the float elementwise ops go (PP-OCRv4 rec: 12 learnable-affine pairs "
+        "after hard_swish).")
     smooth_activations: bool = Field(
         False,
         description="SmoothQuant-style smoothing before calibration (passes/smooth.py): move activation range "

@@ -15,6 +15,7 @@ from ..common.program import read_tensor, write_tensor
 from ..common.errors import ProgramStateError
 from ..observers import make_observer
 from ..passes.equalize import equalize_layers
+from ..passes.input_affine import fold_input_affine
 from ..passes.int8_outputs import int8_op_outputs
 from ..passes.plan import QuantPlan, plan_quantization
 from ..passes.smooth import CONSUMER_TYPES, apply_smoothing, consumer_weight, plan_smoothing
@@ -126,11 +127,17 @@ searched when ``smooth_alpha`` is None."""
 
 
 def prepare_fp32(exe, program, scope, place, ptq: PTQConfig, batches, feed_names) -> None:
-    """The exact fp32 rewrites ``ptq`` asks for, before planning: cross-layer equalization, then smoothing.
+    """The exact fp32 rewrites ``ptq`` asks for, before planning: input-affine folding, cross-layer equalization,
+    then smoothing.
 
     Args:
         batches: a callable returning a fresh iterator of feed dicts (smoothing reads the data once here).
     """
+    if ptq.fold_input_affine:
+        folds = fold_input_affine(program, scope, place)
+        _logger.log(logging.INFO if folds else logging.WARNING, "fold_input_affine: %d affine chain(s) folded into "
+                    "the conv reading them%s", len(folds), "" if folds else " (no unpadded one-group conv2d with a "
+                    "bias add reads a parameter multiply/add)")
     if ptq.equalize_layers:
         pairs = equalize_layers(program, scope, place)
         _logger.log(logging.INFO if pairs else logging.WARNING, "equalize_layers: %d conv pair(s) equalized%s",

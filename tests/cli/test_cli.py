@@ -584,3 +584,11 @@ def test_post_output_algo_without_observed_outputs_exits_2(tiny_model, image_dir
                       "--check")
     assert main(args) == EXIT_USAGE
     assert "'output_algo' got 'mse' but output_scales is 'none'" in caplog.text
+
+
+def test_post_fold_input_affine_flag_reaches_the_config():
+    from paddle_quant.cli.config_file import build_configs
+
+    run = build_configs([{"Dataset": {}, "QuantizationParameters": {"FoldInputAffine": "true"}}], base_dir=".")[0]
+    assert run.ptq_config().fold_input_affine is True
+    assert build_parser().parse_args(["post", "--fold-input-affine"]).fold_input_affine is True
