@@ -49,10 +49,7 @@ gives those inputs observers of their own (paddle_quant/passes/pool_inputs.py): 
 Both runs pass ``deploy_backend="onednn"``, which also folds each conv's bias add and PP-LCNetV3's
 "learnable affine" mul/add into the conv (``fold_affine``): on rec it lets oneDNN fuse the int8
 convs with their hard_swish (docs/deploy.md); cls has no such chains. It also writes oneDNN's int8
-average pools into the program, so the Executor and an ONNX export compute what oneDNN runs. rec also
-passes ``fold_input_affine=True``: the learnable affine after each hard_swish that feeds a 1x1 conv is
-folded into that conv before calibration (exact in fp32), so oneDNN runs 24 fewer float ops (int8/fp32
-latency 0.46 against 0.56 on an AMX CPU, docs/ptq.md).
+average pools into the program, so the Executor and an ONNX export compute what oneDNN runs.
 """
 
 import argparse
@@ -133,7 +130,6 @@ def quantize(exe, kind, model_dir, out_dir, args, ops, output_scales, algo):
         data_loader=lambda: ppocr.calibration_feeds(kind, args.batches, BATCH_SIZE, args.seed),
         algo=algo, batch_nums=args.batches, quantizable_op_type=ops,
         output_scales=output_scales, deploy_backend="onednn",  # onednn: also folds conv/affine chains
-        fold_input_affine=kind == "rec",  # the affine after rec's hard_swish, into the 1x1 conv reading it
         onednn_cpu="vnni")  # 8-bit weights for a VNNI/AMX CPU; on one without, NO_VNNI_NOTE says what changes
     seconds = time.perf_counter() - start
     print(f"  [{kind}] algo={algo}, {len(result.quantized_tensors)} tensors quantized ({','.join(ops)}), "
