@@ -22,6 +22,7 @@ import numpy as np
 from ..common import naming
 from ..common.program import read_tensor
 from .equalize import OpGraph, _filter_shape, _nchw, channel_operand, write_copy
+from .pool_inputs import tensor_operand
 
 __all__ = ["InputFold", "fold_input_affine"]
 
@@ -50,18 +51,12 @@ def _pads_nothing(op) -> bool:
     return algorithm != "SAME" and not any(op.attr("paddings")) and op.attr("groups") == 1
 
 
-def _tensor_operand(block, op):
-    """The one non-persistable operand of an elementwise op, or None."""
-    tensors = [n for n in (op.input("X")[0], op.input("Y")[0]) if not block.var(n).persistable]
-    return tensors[0] if len(tensors) == 1 else None
-
-
 def _affine_chain(graph: OpGraph, scope, tensor: str, channels: int):
     """(source, ops first to last, multiplier, shift) of the parameter multiply/add chain writing ``tensor``,
     each of its tensors read by the next op alone: ``tensor = multiplier * source + shift`` per channel."""
     ops, name = [], tensor
     while (op := graph.writers.get(name)) is not None and op.type in ("elementwise_mul", "elementwise_add"):
-        source = _tensor_operand(graph.block, op)
+        source = tensor_operand(graph.block, op)
         if len(graph.readers.get(name, [])) != 1 or source is None or \
                 channel_operand(graph, op, source, channels) is None:
             break

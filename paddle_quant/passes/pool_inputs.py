@@ -58,7 +58,7 @@ from .plan import ObservedOutput, QuantPlan
 from .quantizers import insert_qdq_pair, qdq_attrs
 
 __all__ = ["ACTIVATIONS", "QuantizedPoolInput", "made_by_quantized_conv", "quantize_pool_inputs",
-           "quantized_conv_outputs", "pool_inputs_to_observe"]
+           "quantized_conv_outputs", "pool_inputs_to_observe", "tensor_operand"]
 
 ACTIVATIONS = ("relu", "relu6", "hard_swish", "swish", "hard_sigmoid", "sigmoid", "leaky_relu", "gelu", "mish",
                 "abs", "clip", "sqrt", "tanh")
@@ -187,7 +187,7 @@ def made_by_quantized_conv(block, name: str, writers: dict, readers: dict, int8_
     if op is not None and op.type in ACTIVATIONS:
         op = _single_reader_producer(block, op.input("X")[0], writers, readers)
     while op is not None and op.type not in CONV_TYPES:
-        source = _tensor_operand(block, op)
+        source = tensor_operand(block, op)
         op = _single_reader_producer(block, source, writers, readers) if source is not None else None
     return op is not None and op.output("Output")[0] in int8_convs
 
@@ -197,7 +197,7 @@ def _single_reader_producer(block, name: str, writers: dict, readers: dict):
     return block.ops[writers[name]] if name in writers and len(readers.get(name, [])) == 1 else None
 
 
-def _tensor_operand(block, op):
+def tensor_operand(block, op):
     """The tensor a batch norm or a parameter multiply/add applies to, or None for any other op."""
     if op.type == "batch_norm":
         return op.input("X")[0]
