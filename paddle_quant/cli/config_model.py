@@ -186,6 +186,8 @@ class QuantizationSection(_Section):
                                   description="Cross-layer equalization of conv pairs before calibration.")
     smooth_activations: Bool = Field(False, alias="SmoothActivations",
                                      description="SmoothQuant-style smoothing of weight-op inputs before calibration.")
+    smooth_depthwise: Bool = Field(False, alias="SmoothDepthwise",
+                                   description="Bring every input channel of a quantized depthwise conv to one range.")
     smooth_alpha: Optional[float] = Field(None, ge=0, le=1, alias="SmoothAlpha",
                                           description="Smoothing strength alpha in [0, 1]; unset: searched per layer.")
     skip_tensors: Text = Field(None, alias="SkipTensors", description="File with tensor names to leave in float.")
@@ -245,6 +247,7 @@ _ALLOWED: Mapping[str, str] = {
     "BiasCorrection": "true or false",
     "RoundType": "'round' or 'adaround'", "AdaRoundIterations": "an int >= 1",
     "EqualizeLayers": "true or false", "SmoothActivations": "true or false", "FoldInputAffine": "true or false",
+    "SmoothDepthwise": "true or false (needs per-channel weights)",
     "SmoothAlpha": "a float in [0, 1] (with SmoothActivations; unset: searched per layer)",
     "SkipTensors": "a text file (one name per line) or a JSON file with a 'skip_list' array",
     "SkipTensorList": "a list of tensor names",
@@ -413,7 +416,7 @@ class RunConfig(_Section):
             output_algo=p.output_algorithm,
             deploy_backend=p.deploy_backend, onednn_cpu=p.onednn_cpu, round_type=p.round_type, adaround_iterations=p.adaround_iterations,
             equalize_layers=p.equalize_layers, fold_input_affine=p.fold_input_affine,
-            smooth_activations=p.smooth_activations, smooth_alpha=p.smooth_alpha,
+            smooth_activations=p.smooth_activations, smooth_alpha=p.smooth_alpha, smooth_depthwise=p.smooth_depthwise,
         )
         if p.op_types is not None:
             fields["quantizable_op_type"] = p.op_types

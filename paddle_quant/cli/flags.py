@@ -131,6 +131,9 @@ _BOOL_FLAGS = (
     ("--smooth-activations", "QuantizationParameters", "SmoothActivations",
      "move activation range of matmul/mul/conv inputs into their weights, SmoothQuant-style, exact in fp32 "
      "(SmoothActivations)"),
+    ("--smooth-depthwise", "QuantizationParameters", "SmoothDepthwise",
+     "bring every input channel of a quantized depthwise conv to one range, moving it into the conv's per-channel "
+     "weight scales, exact in fp32 (SmoothDepthwise)"),
 )
 _PATH_ELEMENTS = {"ModelDir", "PathPrefix", "Path", "SaveDir", "SkipTensors", "ScaleTable"}
 

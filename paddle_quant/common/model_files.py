@@ -12,7 +12,7 @@ from paddle.base import core
 
 from .errors import ConfigError
 
-__all__ = ["model_files", "load_inference_program", "save_inference_atomically", "swap_into_place"]
+__all__ = ["model_files", "load_inference_program", "save_inference_atomically", "swap_into_place", "model_op_types"]
 
 _MODEL_SUFFIXES = (".pdmodel", "__model__")
 
@@ -93,6 +93,13 @@ def save_inference_atomically(exe, scope, program, feed_names, fetch_names, targ
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return target / model_filename, (target / params_filename) if has_params else None
+
+
+def model_op_types(model_file: Path) -> frozenset[str]:
+    """The op types of every block of a legacy ``.pdmodel`` (read from its protobuf; nothing is run)."""
+    desc = core.ProgramDesc(Path(model_file).read_bytes())
+    return frozenset(desc.block(b).op(i).type() for b in range(desc.num_blocks())
+                     for i in range(desc.block(b).op_size()))
 
 
 def _strip_callstacks(model_file: Path) -> None:

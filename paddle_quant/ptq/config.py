@@ -70,6 +70,7 @@ _ALLOWED = {
                   "int8 dot-product instruction); only with deploy_backend='onednn'",
     "smooth_activations": "True or False",
     "smooth_alpha": "a float in [0, 1], or None (searched per layer)",
+    "smooth_depthwise": "True or False",
 }
 
 
@@ -125,6 +126,13 @@ class PTQConfig(BaseModel):
         None, ge=0.0, le=1.0,
         description="Migration strength alpha of smoothing, s_j = max|X_j|^alpha / max|W_j|^(1 - alpha); None: "
         "searched per layer on the calibration inputs. Only with smooth_activations=True.")
+    smooth_depthwise: bool = Field(
+        False,
+        description="Before calibration, bring every input channel of a quantized depthwise convolution to the same "
+        "range (passes/smooth.py with alpha 1 for the tensors only depthwise convs read): the channel's range moves "
+        "into that convolution's per-channel weight scale, where it costs nothing, so the per-tensor activation grid "
+        "serves every channel; exact in fp32; reads the calibration data once more. Needs per-channel weights "
+        "(weight_quantize_type='channel_wise_abs_max').")
     batch_size: int = Field(16, ge=1, description="Samples per batch for sample_generator.")
     batch_nums: Optional[int] = Field(None, ge=1, description="Number of calibration batches (None: all).")
     optimize_model: Literal[False] = Field(False, description="Fold batch norms first (not implemented).")
@@ -189,6 +197,14 @@ class PTQConfig(BaseModel):
         if self.smooth_alpha is not None and not self.smooth_activations:
             raise ConfigError(f"config key 'smooth_alpha' got {self.smooth_alpha!r} but smooth_activations is False; "
                               "allowed: set smooth_activations=True, or leave smooth_alpha None")
+        return self
+
+    @model_validator(mode="after")
+    def _depthwise_smoothing_needs_channel_weights(self) -> "PTQConfig":
+        if self.smooth_depthwise and self.weight_quantize_type != "channel_wise_abs_max":
+            raise ConfigError(f"config key 'smooth_depthwise' got True but weight_quantize_type is "
+                              f"{self.weight_quantize_type!r}: a per-tensor weight scale would take every channel's "
+                              "range; allowed: weight_quantize_type='channel_wise_abs_max', or smooth_depthwise=False")
         return self
 
     @model_validator(mode="after")

@@ -253,6 +253,8 @@ def run_post_training(exe, model_dir, quantize_model_path, ptq: PTQConfig, *, so
     table_in = _table_argument(scale_table, ptq)
     if ptq.smooth_activations:
         check_reiterable(sources, "smooth_activations=True")
+    if ptq.smooth_depthwise:
+        check_reiterable(sources, "smooth_depthwise=True")
     if ptq.round_type == "adaround" and table_in is None:
         check_reiterable(sources, "round_type='adaround'")
     scope = paddle.static.Scope() if scope is None else scope
@@ -306,9 +308,10 @@ def _table_argument(scale_table, ptq: PTQConfig) -> ScaleTable | None:
     if ptq.bias_correction:
         raise ConfigError("bias_correction=True needs calibration data (channel means of the inputs); "
                           "it cannot be combined with scale_table=")
-    if ptq.smooth_activations:
-        raise ConfigError("smooth_activations=True needs calibration data (per-channel activation maxima); "
-                          "it cannot be combined with scale_table=")
+    for option in ("smooth_activations", "smooth_depthwise"):
+        if getattr(ptq, option):
+            raise ConfigError(f"{option}=True needs calibration data (per-channel activation maxima); "
+                              "it cannot be combined with scale_table=")
     return read_scale_table(scale_table)
 
 
@@ -353,8 +356,8 @@ def quant_post(executor, model_dir, quantize_model_path, sample_generator=None, 
             of every candidate. The result's ``accuracy_control`` says what was chosen.
         **options: the other :class:`~paddle_quant.ptq.config.PTQConfig` fields (hist_percent,
             weight_bits, activation_bits, weight_quantize_type, weight_method, bias_correction,
-            fold_affine, equalize_layers, smooth_activations, smooth_alpha, skip_tensor_list, onnx_format,
-            round_type, adaround_iterations, show_progress, ...). ``round_type="adaround"`` reads the
+            fold_affine, equalize_layers, smooth_activations, smooth_alpha, smooth_depthwise, skip_tensor_list,
+            onnx_format, round_type, adaround_iterations, show_progress, ...). ``round_type="adaround"`` reads the
             calibration data a second time (the source must be re-iterable: a callable or a DataLoader).
 
     Returns:

@@ -27,7 +27,7 @@ from .smoothing import input_channel_peaks, sample_patches, sample_rows, search_
 from .weight_methods import weight_scale
 
 __all__ = ["observed_names", "make_observers", "observer_algorithm", "input_scaled", "weight_scales", "write_scales",
-           "plan_post_training", "prepare_fp32", "SEARCH_SAMPLES"]
+           "plan_post_training", "prepare_fp32", "depthwise_targets", "SEARCH_SAMPLES"]
 
 _logger = logging.getLogger(__name__)
 
@@ -128,7 +128,7 @@ searched when ``smooth_alpha`` is None."""
 
 def prepare_fp32(exe, program, scope, place, ptq: PTQConfig, batches, feed_names) -> None:
     """The exact fp32 rewrites ``ptq`` asks for, before planning: input-affine folding, cross-layer equalization,
-    then smoothing.
+    then smoothing (depthwise conv inputs first, then the rest).
 
     Args:
         batches: a callable returning a fresh iterator of feed dicts (smoothing reads the data once here).
@@ -142,12 +142,42 @@ def prepare_fp32(exe, program, scope, place, ptq: PTQConfig, batches, feed_names
         pairs = equalize_layers(program, scope, place)
         _logger.log(logging.INFO if pairs else logging.WARNING, "equalize_layers: %d conv pair(s) equalized%s",
                     len(pairs), "" if pairs else " (no conv -> relu/affine/batch_norm -> conv pair in the model)")
+    done = _smooth_depthwise(exe, program, scope, place, ptq, batches, feed_names) if ptq.smooth_depthwise else ()
     if ptq.smooth_activations:
-        _smooth(exe, program, scope, place, ptq, batches, feed_names)
+        _smooth(exe, program, scope, place, ptq, batches, feed_names, done)
 
 
-def _smooth(exe, program, scope, place, ptq: PTQConfig, batches, feed_names) -> None:
-    targets = plan_smoothing(program, ptq.to_quant_config().weight_op_types)
+def depthwise_targets(program, op_types) -> tuple:
+    """The smoothing targets read only by depthwise convolutions of ``op_types`` (one input channel per group:
+    ``depthwise_conv2d``, or a ``conv2d`` with as many groups as input channels), whose input-channel scale a
+    per-output-channel weight scale takes whole."""
+    readers = tuple(t for t in ("depthwise_conv2d", "conv2d") if t in op_types)
+    block = program.global_block()
+    return tuple(t for t in plan_smoothing(program, readers)
+                 if all(block.var(c.weight).shape[1] == 1 for c in t.consumers))
+
+
+def _smooth_depthwise(exe, program, scope, place, ptq: PTQConfig, batches, feed_names) -> tuple[str, ...]:
+    """Smoothing with alpha 1 on the inputs of depthwise convolutions (``smooth_depthwise``): every input channel
+    divided by its calibration maximum, the convolution's channel multiplied by it. Returns the tensors smoothed."""
+    targets = depthwise_targets(program, ptq.to_quant_config().weight_op_types)
+    if not targets:
+        _logger.warning("smooth_depthwise: no tensor to smooth (no input of a quantized depthwise conv made by a "
+                        "batch_norm, per-channel or scalar affine, or weight op through relu)")
+        return ()
+    peaks, _ = channel_peaks(exe, program, scope, batches(), {t.var: t.channel_axis for t in targets},
+                             feed_names=feed_names, batch_nums=ptq.batch_nums, show_progress=ptq.show_progress)
+    scales = [smoothing_scale(peaks[t.var], input_channel_peaks(
+        [consumer_weight(read_tensor(scope, c.weight).astype(np.float64), c) for c in t.consumers]), 1.0)
+        for t in targets]
+    apply_smoothing(program, scope, place, targets, scales)
+    _logger.info("smooth_depthwise: %d depthwise conv input(s) brought to one range per channel (%d conv(s))",
+                 len(targets), sum(len(t.consumers) for t in targets))
+    return tuple(t.var for t in targets)
+
+
+def _smooth(exe, program, scope, place, ptq: PTQConfig, batches, feed_names, done=()) -> None:
+    targets = tuple(t for t in plan_smoothing(program, ptq.to_quant_config().weight_op_types) if t.var not in done)
     if not targets:
         _logger.warning("smooth_activations: no tensor to smooth (no input of a quantized matmul/mul/conv made by "
                         "a layer_norm, batch_norm, per-channel affine or weight op through relu)")

@@ -592,3 +592,12 @@ def test_post_fold_input_affine_flag_reaches_the_config():
     run = build_configs([{"Dataset": {}, "QuantizationParameters": {"FoldInputAffine": "true"}}], base_dir=".")[0]
     assert run.ptq_config().fold_input_affine is True
     assert build_parser().parse_args(["post", "--fold-input-affine"]).fold_input_affine is True
+
+
+def test_post_smooth_depthwise_flag_reaches_the_config():
+    from paddle_quant.cli.config_file import build_configs
+
+    run = build_configs([{"Dataset": {}, "QuantizationParameters": {"SmoothDepthwise": "true"}}], base_dir=".")[0]
+    assert run.ptq_config().smooth_depthwise is True
+    assert build_parser().parse_args(["post", "--smooth-depthwise"]).smooth_depthwise is True
+    assert build_parser().parse_args(["post"]).smooth_depthwise is None  # unset: the config file decides

@@ -96,6 +96,23 @@ def test_recovery_settings_are_tried_with_every_algorithm(digits_model, tmp_path
     assert [c.options for c in found.candidates] == [{"algo": "abs_max"}, {"algo": "abs_max", "bias_correction": True}]
 
 
+def test_default_recovery_adds_depthwise_smoothing_only_where_depthwise_convs_are_quantized(digits_model):
+    from paddle_quant.common.model_files import model_op_types
+    from paddle_quant.ptq.accuracy_control import DEFAULT_RECOVERY, DEPTHWISE_RECOVERY, recovery_sets
+
+    control, ops = _control(digits_model, recovery=None), {"conv2d", "depthwise_conv2d", "mul"}
+    assert recovery_sets(control, {"quantizable_op_type": ["conv2d", "depthwise_conv2d"]}, ops) == (
+        DEFAULT_RECOVERY + DEPTHWISE_RECOVERY)
+    assert {"smooth_depthwise": True} in DEPTHWISE_RECOVERY
+    assert recovery_sets(control, {"quantizable_op_type": ["conv2d", "mul"]}, ops) == DEFAULT_RECOVERY
+    assert recovery_sets(control, {"weight_quantize_type": "abs_max"}, ops) == DEFAULT_RECOVERY  # per-tensor weights
+    assert recovery_sets(control, {"smooth_depthwise": True}, ops) == DEFAULT_RECOVERY  # already asked for
+    digits_ops = model_op_types(next(digits_model.folder.glob("*.pdmodel")))
+    assert "conv2d" in digits_ops and "depthwise_conv2d" not in digits_ops
+    assert recovery_sets(control, {}, digits_ops) == DEFAULT_RECOVERY  # the model has none
+    assert recovery_sets(_control(digits_model), {}, ops) == ({},)  # given sets are kept
+
+
 @pytest.mark.vnni
 def test_onednn_runtime_measures_the_deployed_model(digits_model, tmp_path):
     found = _run(digits_model, tmp_path / "int8", _control(digits_model, runtime="onednn")).accuracy_control

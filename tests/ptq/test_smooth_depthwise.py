@@ -1,0 +1,149 @@
+"""quant_post(smooth_depthwise=True): every input channel of a quantized depthwise conv brought to one range.
+
+Oracles: the Paddle Executor on the program before and after the rewrite (exact algebra: equal within
+float rounding), the per-channel maxima of the rewritten depthwise input read back (all 1 on the
+calibration data), the planned targets on small programs, and quant_post's int8 error against fp32
+with and without the option.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+import paddle
+import paddle.nn.functional as F
+import pytest
+
+import paddle_quant as quant
+from paddle_quant.common.errors import ConfigError
+from paddle_quant.ptq.config import PTQConfig
+from paddle_quant.ptq.steps import depthwise_targets, prepare_fp32
+
+from support.inference import save_built_model
+
+SPREAD = np.array([0.05, 1.0, 0.1, 6.0, 0.02, 0.5, 3.0, 0.2], np.float32)
+"""Per-channel gain before hard_swish: the depthwise input's channel ranges differ up to ~100x."""
+CHANNELS = len(SPREAD)
+
+
+def _elementwise(op_type, x, y, name, axis=-1):
+    block = paddle.static.default_main_program().global_block()
+    out = block.create_var(name=name, dtype="float32", shape=max(x.shape, y.shape, key=len))
+    block.append_op(type=op_type, inputs={"X": [x], "Y": [y]}, outputs={"Out": [out]}, attrs={"axis": axis})
+    return out
+
+
+def _net(second_reader=False):
+    """conv -> * gain[C] -> hard_swish -> a * h + b (a, b of shape [1], PP-LCNetV3's learnable affine) ->
+    3x3 depthwise conv (padded) -> 1x1 conv; with ``second_reader`` a 1x1 conv reads the affine output too."""
+    x = paddle.static.data("x", [None, 3, 9, 9], "float32")
+    constant = paddle.nn.initializer.Constant
+    gain = paddle.static.create_parameter([CHANNELS], "float32", name="gain",
+                                          default_initializer=paddle.nn.initializer.Assign(SPREAD))
+    h = F.hardswish(_elementwise("elementwise_mul", paddle.static.nn.conv2d(x, CHANNELS, 3, padding=1), gain,
+                                 "gained", axis=1))
+    a = paddle.static.create_parameter([1], "float32", name="lab_a", default_initializer=constant(1.5))
+    b = paddle.static.create_parameter([1], "float32", name="lab_b", default_initializer=constant(0.1))
+    shifted = _elementwise("elementwise_add", _elementwise("elementwise_mul", a, h, "scaled"), b, "shifted")
+    depthwise = paddle.nn.Conv2D(CHANNELS, CHANNELS, 3, padding=1, groups=CHANNELS, bias_attr=False)(shifted)
+    out = paddle.static.nn.conv2d(depthwise, 4, 1)
+    if second_reader:
+        out = out + paddle.static.nn.conv2d(shifted, 4, 1)
+    return [x], [paddle.flatten(out, 1)]
+
+
+def _load(folder):
+    exe, scope = paddle.static.Executor(paddle.CPUPlace()), paddle.static.Scope()
+    with paddle.static.scope_guard(scope):
+        program, _, fetches = paddle.static.load_inference_model(str(folder / "model"), exe)
+    return program, scope, fetches, exe
+
+
+def _run(program, scope, fetches, exe, batch):
+    with paddle.static.scope_guard(scope):
+        return exe.run(program, feed={"x": batch}, fetch_list=fetches)
+
+
+def _batches(rng, count=3):
+    return [rng.normal(0, 1, (4, 3, 9, 9)).astype("float32") for _ in range(count)]
+
+
+def _depthwise_input(program):
+    return next(op for op in program.global_block().ops if op.type == "depthwise_conv2d").input("Input")[0]
+
+
+def test_the_depthwise_input_is_planned_and_a_shared_one_is_not(tmp_path):
+    program, *_ = _load(save_built_model(tmp_path / "m", _net))
+    assert [t.var for t in depthwise_targets(program, ("conv2d", "depthwise_conv2d"))] == ["shifted"]
+    assert depthwise_targets(program, ("conv2d",)) == ()  # depthwise convs not quantized: nothing to gain
+    shared, *_ = _load(save_built_model(tmp_path / "s", lambda: _net(second_reader=True)))
+    assert depthwise_targets(shared, ("conv2d", "depthwise_conv2d")) == ()
+
+
+def test_every_channel_peaks_at_one_and_the_fp32_outputs_stay(tmp_path, rng):
+    program, scope, fetches, exe = _load(save_built_model(tmp_path / "m", _net))
+    batches = _batches(rng)
+    before = [_run(program, scope, fetches, exe, b)[0] for b in batches]
+    ptq = PTQConfig(smooth_depthwise=True, quantizable_op_type=("conv2d", "depthwise_conv2d"))
+    prepare_fp32(exe, program, scope, paddle.CPUPlace(), ptq, lambda: iter([{"x": b} for b in batches]), ["x"])
+    assert _depthwise_input(program) == "shifted"
+    for batch, expected in zip(batches, before):
+        np.testing.assert_allclose(_run(program, scope, fetches, exe, batch)[0], expected, rtol=1e-5,
+                                   atol=1e-5 * np.abs(expected).max())
+    fetched = [_run(program, scope, ["shifted"], exe, b)[0] for b in batches]
+    peaks = np.max([np.abs(v).max(axis=(0, 2, 3)) for v in fetched], axis=0)
+    np.testing.assert_allclose(peaks, 1.0, rtol=1e-5)
+    np.testing.assert_array_equal(np.array(scope.find_var("lab_a").get_tensor()), [1.5])  # copies, not in place
+
+
+def _depthwise_output(program):
+    return next(op for op in program.global_block().ops if op.type == "depthwise_conv2d").output("Output")[0]
+
+
+def _int8_error(folder, out, batches, **options):
+    """The worst channel's error of the depthwise conv's output, relative to that channel's range (the
+    depthwise conv alone quantized)."""
+    program, scope, _, exe = _load(folder)
+    quant.quant_post(exe, str(folder), str(out), algo="abs_max", data_loader=lambda: iter([{"x": b} for b in batches]),
+                     quantizable_op_type=["depthwise_conv2d"], show_progress=False, **options)
+    q_program, q_scope, _, _ = _load(out)
+    errors = []
+    for batch in batches:
+        expected = _run(program, scope, [_depthwise_output(program)], exe, batch)[0]
+        got = _run(q_program, q_scope, [_depthwise_output(q_program)], exe, batch)[0]
+        errors.append(np.abs(got - expected).max(axis=(0, 2, 3)) / np.abs(expected).max(axis=(0, 2, 3)))
+    return float(np.max(errors)), q_program
+
+
+def test_quant_post_smooths_the_depthwise_input_and_the_int8_model_runs_closer_to_fp32(tmp_path, rng, caplog):
+    folder, batches = save_built_model(tmp_path / "m", _net), _batches(rng)
+    plain, _ = _int8_error(folder, tmp_path / "plain", batches)
+    with caplog.at_level(logging.INFO, logger="paddle_quant"):
+        smoothed, q_program = _int8_error(folder, tmp_path / "smoothed", batches, smooth_depthwise=True)
+    assert "smooth_depthwise: 1 depthwise conv input(s) brought to one range per channel (1 conv(s))" in caplog.text
+    reads = {n for op in q_program.global_block().ops for n in op.input_arg_names}
+    assert {"lab_a@smoothed", "lab_b@smoothed"} <= reads
+    assert smoothed < plain / 10, (smoothed, plain)  # 0.017 against 1.36: the small channels no longer round to 0
+
+
+def test_a_model_without_a_smoothable_depthwise_input_warns(tmp_path, rng, caplog):
+    folder, batches = save_built_model(tmp_path / "m", _net), _batches(rng, 1)
+    with caplog.at_level(logging.WARNING, logger="paddle_quant"):
+        quant.quant_post(paddle.static.Executor(paddle.CPUPlace()), str(folder), str(tmp_path / "q"), algo="abs_max",
+                         data_loader=lambda: iter([{"x": b} for b in batches]), quantizable_op_type=["conv2d"],
+                         show_progress=False, smooth_depthwise=True)
+    assert "smooth_depthwise: no tensor to smooth" in caplog.text
+
+
+def test_bad_combinations_are_refused_by_name(tmp_path, rng):
+    with pytest.raises(ConfigError, match="'smooth_depthwise' got True but weight_quantize_type is 'abs_max'"):
+        PTQConfig(smooth_depthwise=True, weight_quantize_type="abs_max")
+    folder, batches = save_built_model(tmp_path / "m", _net), _batches(rng, 1)
+    exe = paddle.static.Executor(paddle.CPUPlace())
+    with pytest.raises(ConfigError, match="data_loader is an iterator that can be read once.*smooth_depthwise"):
+        quant.quant_post(exe, str(folder), str(tmp_path / "q"), data_loader=iter([{"x": b} for b in batches]),
+                         smooth_depthwise=True)
+    with pytest.raises(ConfigError, match="smooth_depthwise=True needs calibration data.*scale_table"):
+        quant.quant_post(exe, str(folder), str(tmp_path / "q"), scale_table=str(tmp_path / "table.json"),
+                         smooth_depthwise=True)
