@@ -10,6 +10,7 @@ metric of the written model, ``target_met``, the search time and the int8 / fp32
     python bench/accuracy_control_ppocr.py [--models rec,cls] [--max-drop 0.5] [--eval-lines 300]
                                            [--runtime onednn|executor] [--algos hist,avg,emd,mse] [--workdir DIR]
                                            [--skip-search-batches 8] [--onednn-cpu auto|vnni|avx2]
+                                           [--fold-input-affine]
 
 On a CPU without VNNI/AMX oneDNN's int8 differs from the simulation (docs/deploy.md), so ``--runtime onednn``
 searches on numbers that do not transfer to other CPUs; the bench says which CPU it ran on.
@@ -51,6 +52,8 @@ def parse_args(argv=None):
                         help="eval batches of 8 the skip-list search ranks layers on (each count of layers in float: all)")
     parser.add_argument("--onednn-cpu", default=None, choices=("auto", "vnni", "avx2"),
                         help="quant_post onednn_cpu (default unset: built for VNNI/AMX); avx2 on a CPU without VNNI")
+    parser.add_argument("--fold-input-affine", action="store_true",
+                        help="quant_post fold_input_affine=True for every candidate (rec: faster int8)")
     parser.add_argument("--workdir", default=None, help="where the int8 models go (default: a temporary folder)")
     return parser.parse_args(argv)
 
@@ -91,6 +94,8 @@ def run_model(kind, args, workdir):
                                     skip_search_batches=args.skip_search_batches)
     feeds = list(ppocr.calibration_feeds(kind, 10, 8, 0))
     options = {"quantizable_op_type": REC_OPS} if kind == "rec" else {}
+    if args.fold_input_affine:
+        options["fold_input_affine"] = True
     started = time.perf_counter()
     result = quant.quant_post(paddle.static.Executor(paddle.CPUPlace()), str(models[kind]), os.path.join(workdir, kind),
                               data_loader=lambda: iter(feeds), batch_nums=10, deploy_backend="onednn",

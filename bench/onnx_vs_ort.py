@@ -34,7 +34,7 @@ other QLinear*/QGemm ops, float Conv and MatMul.
     PYTHONPATH=. .venv/bin/python bench/onnx_vs_ort.py [--models cls,rec] [--eval-lines 300] [--batches 10]
         [--repeats 20] [--threads 2] [--ort-settings u8s8-minmax,u8s8-entropy,s8s8-minmax,s8s8-entropy]
         [--paddle2onnx-site DIR] [--weight-type auto|int8|uint8] [--select-lines 200] [--max-drop 0.5]
-        [--output-algo ALGO] [--fold-input-affine] [--out out/onnx_vs_ort]
+        [--output-algo ALGO] [--fold-input-affine] [--op-types T,T] [--smooth-depthwise] [--out out/onnx_vs_ort]
 
 Issue 16's acceptance reads this table, and the bench prints its checks after it (PASS/FAIL per line): rec,
 ours (selected) within 0.5 point of fp32 exact match and no slower than onnxruntime's fastest quantize_static
@@ -103,6 +103,10 @@ def parse_args(argv=None):
                              f"inputs keep the demo's algorithm); default per model: {OUTPUT_ALGOS}")
     parser.add_argument("--fold-input-affine", action="store_true",
                         help="quantize our int8 models with fold_input_affine=True (the fp32 export is not rewritten)")
+    parser.add_argument("--op-types", default=None,
+                        help="comma-separated quantizable_op_type for our int8 models (default: bench/onnx_ppocr.py's)")
+    parser.add_argument("--smooth-depthwise", action="store_true",
+                        help="quantize our int8 models with smooth_depthwise=True (with depthwise_conv2d in --op-types)")
     parser.add_argument("--out", default=os.path.join("out", "onnx_vs_ort"), help="output folder")
     args = parser.parse_args(argv)
     args.models = [m.strip() for m in args.models.split(",") if m.strip()]
@@ -124,6 +128,9 @@ def quantize(kind, model_dir, out_dir, args, output_scales=None):
 
     settings = onnx_ppocr.settings(kind, onnx_ppocr.parse_args(["--models", kind]))
     settings["fold_input_affine"] = args.fold_input_affine
+    settings["smooth_depthwise"] = args.smooth_depthwise
+    if args.op_types:
+        settings["quantizable_op_type"] = args.op_types.split(",")
     if output_scales:
         settings["output_scales"] = output_scales
         settings["output_algo"] = args.output_algo or OUTPUT_ALGOS[kind]
