@@ -8,6 +8,7 @@ simulation and, on a CPU with VNNI/AMX, in Paddle Inference oneDNN int8.
 
     python bench/adaround_ppocr.py --model cls [--batches 10] [--round-types round,adaround]
     python bench/adaround_ppocr.py --model rec --rec-ops conv2d,depthwise_conv2d,matmul_v2
+                                   [--algo emd] [--smooth-depthwise] [--eval-lines 300]
 """
 
 import argparse
@@ -39,14 +40,18 @@ def parse_args(argv=None):
     parser.add_argument("--eval-lines", type=int, default=200, help="rendered evaluation lines")
     parser.add_argument("--iterations", type=int, default=500, help="adaround_iterations")
     parser.add_argument("--rec-ops", default="conv2d", help="op types quantized in rec (default conv2d)")
+    parser.add_argument("--algo", default=None, help="calibration algorithm (default: the demo's, hist for cls, avg for rec)")
+    parser.add_argument("--smooth-depthwise", action="store_true", help="quant_post smooth_depthwise=True")
     parser.add_argument("--out", default=None, help="output folder (default: a temporary one)")
     return parser.parse_args(argv)
 
 
 def _options(kind, args):
+    extra = {"smooth_depthwise": True} if args.smooth_depthwise else {}
     if kind == "cls":
-        return dict(algo="hist", quantizable_op_type=["conv2d", "depthwise_conv2d", "mul"], output_scales="all")
-    return dict(algo="avg", quantizable_op_type=args.rec_ops.split(","), output_scales="none")
+        return dict(algo=args.algo or "hist", quantizable_op_type=["conv2d", "depthwise_conv2d", "mul"],
+                    output_scales="all", **extra)
+    return dict(algo=args.algo or "avg", quantizable_op_type=args.rec_ops.split(","), output_scales="none", **extra)
 
 
 def _accuracy(kind, predictor, data):
