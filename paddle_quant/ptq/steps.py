@@ -165,11 +165,7 @@ def _smooth_depthwise(exe, program, scope, place, ptq: PTQConfig, batches, feed_
         _logger.warning("smooth_depthwise: no tensor to smooth (no input of a quantized depthwise conv made by a "
                         "batch_norm, per-channel or scalar affine, or weight op through relu)")
         return ()
-    peaks, _ = channel_peaks(exe, program, scope, batches(), {t.var: t.channel_axis for t in targets},
-                             feed_names=feed_names, batch_nums=ptq.batch_nums, show_progress=ptq.show_progress)
-    scales = [smoothing_scale(peaks[t.var], input_channel_peaks(
-        [consumer_weight(read_tensor(scope, c.weight).astype(np.float64), c) for c in t.consumers]), 1.0)
-        for t in targets]
+    scales, _ = _smoothing_scales(exe, program, scope, ptq, batches, feed_names, targets, 1.0)
     apply_smoothing(program, scope, place, targets, scales)
     _logger.info("smooth_depthwise: %d depthwise conv input(s) brought to one range per channel (%d conv(s))",
                  len(targets), sum(len(t.consumers) for t in targets))
@@ -182,28 +178,35 @@ def _smooth(exe, program, scope, place, ptq: PTQConfig, batches, feed_names, don
         _logger.warning("smooth_activations: no tensor to smooth (no input of a quantized matmul/mul/conv made by "
                         "a layer_norm, batch_norm, per-channel affine or weight op through relu)")
         return
-    keep = [t.var for t in targets] if ptq.smooth_alpha is None else []
+    scales, alphas = _smoothing_scales(exe, program, scope, ptq, batches, feed_names, targets, ptq.smooth_alpha)
+    apply_smoothing(program, scope, place, targets, scales)
+    _logger.info("smooth_activations: %d tensor(s) smoothed into %d weight op(s); alpha %s", len(targets),
+                 sum(len(t.consumers) for t in targets),
+                 ptq.smooth_alpha if ptq.smooth_alpha is not None else
+                 f"searched: {dict(sorted(collections.Counter(alphas).items()))}")
+
+
+def _smoothing_scales(exe, program, scope, ptq: PTQConfig, batches, feed_names, targets, alpha):
+    """The smoothing scale ``s`` of each target from one pass over the calibration data, at ``alpha`` or, when it is
+    None, at the alpha searched per target; returns (scales, alphas used)."""
+    keep = [t.var for t in targets] if alpha is None else []
     peaks, kept = channel_peaks(exe, program, scope, batches(), {t.var: t.channel_axis for t in targets},
                                 feed_names=feed_names, batch_nums=ptq.batch_nums, keep=keep,
                                 show_progress=ptq.show_progress)
     block, rng, scales, alphas = program.global_block(), np.random.default_rng(0), [], []
     for target in targets:
         grouped = [consumer_weight(read_tensor(scope, c.weight).astype(np.float64), c) for c in target.consumers]
-        alpha = ptq.smooth_alpha
-        if alpha is None:
+        chosen = alpha
+        if chosen is None:
             layers = [(_samples(block.ops[c.op], target, kept[target.var], rng), g)
                       for c, g in zip(target.consumers, grouped)]
-            alpha, _ = search_alpha(layers, peaks[target.var], weight_bits=ptq.weight_bits,
-                                    activation_bits=ptq.activation_bits,
-                                    per_channel=ptq.weight_quantize_type == "channel_wise_abs_max")
-        alphas.append(alpha)
-        scales.append(smoothing_scale(peaks[target.var], input_channel_peaks(grouped), alpha))
-        _logger.debug("smooth_activations: %s (from %s) alpha %.2f", target.var, target.producer, alpha)
-    apply_smoothing(program, scope, place, targets, scales)
-    _logger.info("smooth_activations: %d tensor(s) smoothed into %d weight op(s); alpha %s", len(targets),
-                 sum(len(t.consumers) for t in targets),
-                 ptq.smooth_alpha if ptq.smooth_alpha is not None else
-                 f"searched: {dict(sorted(collections.Counter(alphas).items()))}")
+            chosen, _ = search_alpha(layers, peaks[target.var], weight_bits=ptq.weight_bits,
+                                     activation_bits=ptq.activation_bits,
+                                     per_channel=ptq.weight_quantize_type == "channel_wise_abs_max")
+        alphas.append(chosen)
+        scales.append(smoothing_scale(peaks[target.var], input_channel_peaks(grouped), chosen))
+        _logger.debug("smoothing: %s (from %s) alpha %.2f", target.var, target.producer, chosen)
+    return scales, alphas
 
 
 def _samples(op, target, arrays, rng) -> np.ndarray:
