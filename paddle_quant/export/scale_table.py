@@ -26,6 +26,12 @@ integers without the calibration data. Tables without it are read as before. Wit
 7-bit grid of the even integers instead (:mod:`paddle_quant.ptq.onednn_cpu`, :func:`half_grid_scale`);
 a run re-applies such a rounding only to a weight it puts on that grid, and the other way round.
 
+A run with ``smooth_depthwise`` or ``smooth_activations`` also writes, beside ``tensors``, a
+``"smoothing": {tensor: [s, ...]}`` map: the per-channel scales each tensor was divided by (and its
+readers' weights multiplied by) before calibration, as float64 decimals, so a re-application rewrites the
+program the same way without data. It must name exactly the tensors the re-applying run smooths. Tables
+without it (every run without smoothing) are written and read as before.
+
 Scales are float32 values stored as the exact decimal of their float64
 widening, so reading gives back the same float32 bits.
 """
@@ -112,6 +118,17 @@ class ScaleTable(BaseModel):
     version: Literal[1] = Field(SCALE_TABLE_VERSION, description="Layout version.")
     model: str = Field("", description="Model file the scales were calibrated on (informational).")
     tensors: dict[str, TensorScaleEntry] = Field(description="Tensor name -> its quantization parameters.")
+    smoothing: dict[str, tuple[float, ...]] = Field(
+        default_factory=dict,
+        description="Tensor name -> the per-channel scales s it was divided by before calibration (smooth_depthwise, "
+        "smooth_activations; its readers' weights multiplied by them), so a re-application needs no data.")
+
+    @model_validator(mode="after")
+    def _positive_smoothing(self) -> "ScaleTable":
+        for name, values in self.smoothing.items():
+            if not values or not all(math.isfinite(v) and v > 0 for v in values):
+                raise ValueError(f"smoothing of {name!r} must be a non-empty list of finite values > 0")
+        return self
 
     def scales(self, names, *, kinds: tuple[str, ...]) -> dict[str, np.ndarray]:
         """The float32 scales of ``names``; ConfigError naming every missing or mis-kinded tensor."""
@@ -183,6 +200,8 @@ def make_entry(kind: str, scale, *, bits: int, axis: int | None, algorithm: str,
 def table_json(table: ScaleTable) -> str:
     """The table as JSON text (stable key order, one entry per tensor; ``rounding`` only where recorded)."""
     data = table.model_dump(mode="json")
+    if not data["smoothing"]:
+        del data["smoothing"]
     for entry in data["tensors"].values():
         for optional in ("rounding", "rounding_grid"):
             if entry[optional] is None:

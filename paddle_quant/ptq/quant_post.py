@@ -84,9 +84,10 @@ def _check_output(model_dir, output, allow_inside: bool) -> Path:
 
 # ---------------------------------------------------------------- scales
 def _scale_table(plan: QuantPlan, ptq: PTQConfig, scales: "_Scales", model_name: str, roundings: dict,
-                 half_grid: frozenset) -> ScaleTable:
+                 half_grid: frozenset, smoothing: dict) -> ScaleTable:
     """The table of every scale this run writes (see :mod:`paddle_quant.export.scale_table`), with
-    AdaRound's rounding of each weight when it ran (and its grid for the weights on oneDNN's half grid)."""
+    AdaRound's rounding of each weight when it ran (and its grid for the weights on oneDNN's half grid) and the
+    smoothing scales applied before calibration."""
     quantized, inputs = {t.var for t in plan.tensors if t.role == "activation"}, input_scaled(plan)
     entries = {t.var: make_entry("weight", scales.weights[t.var], bits=t.bits, axis=t.axis,
                                  algorithm=ptq.weight_method,
@@ -97,7 +98,8 @@ def _scale_table(plan: QuantPlan, ptq: PTQConfig, scales: "_Scales", model_name:
         entries[name] = make_entry("activation" if name in quantized else "output", value, bits=ptq.activation_bits,
                                    axis=None, algorithm=observer_algorithm(name, inputs, ptq),
                                    statistics=scales.statistics.get(name))
-    return ScaleTable(model=model_name, tensors=entries)
+    return ScaleTable(model=model_name, tensors=entries,
+                      smoothing={name: tuple(float(v) for v in values) for name, values in smoothing.items()})
 
 
 @dataclass(frozen=True)
@@ -251,9 +253,9 @@ def run_post_training(exe, model_dir, quantize_model_path, ptq: PTQConfig, *, so
     model, params = model_files(model_dir, model_filename, params_filename)
     target = _check_output(model_dir, quantize_model_path, allow_output_in_model_dir)
     table_in = _table_argument(scale_table, ptq)
-    if ptq.smooth_activations:
+    if ptq.smooth_activations and table_in is None:
         check_reiterable(sources, "smooth_activations=True")
-    if ptq.smooth_depthwise:
+    if ptq.smooth_depthwise and table_in is None:
         check_reiterable(sources, "smooth_depthwise=True")
     if ptq.round_type == "adaround" and table_in is None:
         check_reiterable(sources, "round_type='adaround'")
@@ -263,8 +265,9 @@ def run_post_training(exe, model_dir, quantize_model_path, ptq: PTQConfig, *, so
         program, feed_names, fetch_names = load_inference_program(exe, scope, model, params)
         if ptq.unsigned_grid:
             _log_signed_residuals(sign_residual_activations(program))
-        prepare_fp32(exe, program, scope, place, ptq, lambda: feed_batches(feed_names, batch_size=ptq.batch_size,
-                                                                           **sources), feed_names)
+        smoothing = prepare_fp32(exe, program, scope, place, ptq,
+                                 lambda: feed_batches(feed_names, batch_size=ptq.batch_size, **sources), feed_names,
+                                 recorded=None if table_in is None else table_in.smoothing)
         plan = plan_post_training(program, ptq)
         corrections = bias_corrections(program, plan) if ptq.bias_correction else []
         if table_in is None:
@@ -294,7 +297,7 @@ def run_post_training(exe, model_dir, quantize_model_path, ptq: PTQConfig, *, so
         if ptq.unsigned_grid:
             _logger.info("oneDNN stores these quantized tensors unsigned (u8 at 255 / scale), as the program now "
                          "states: %s", state_unsigned_grid(frozen))
-        table = _scale_table(plan, ptq, scales, model.name, roundings, half_grid)
+        table = _scale_table(plan, ptq, scales, model.name, roundings, half_grid, smoothing)
         files = save_inference_atomically(exe, scope, frozen, feed_names, fetch_names, target, save_model_filename,
                                           save_params_filename, _extra_files(table, ptq))
     skipped = tuple(f"{s.op_type}#{s.index}: {s.reason}" for s in plan.skipped)
@@ -308,10 +311,6 @@ def _table_argument(scale_table, ptq: PTQConfig) -> ScaleTable | None:
     if ptq.bias_correction:
         raise ConfigError("bias_correction=True needs calibration data (channel means of the inputs); "
                           "it cannot be combined with scale_table=")
-    for option in ("smooth_activations", "smooth_depthwise"):
-        if getattr(ptq, option):
-            raise ConfigError(f"{option}=True needs calibration data (per-channel activation maxima); "
-                              "it cannot be combined with scale_table=")
     return read_scale_table(scale_table)
 
 

@@ -12,7 +12,7 @@ import numpy as np
 
 from ..common import naming
 from ..common.program import read_tensor, write_tensor
-from ..common.errors import ProgramStateError
+from ..common.errors import ConfigError, ProgramStateError
 from ..observers import make_observer
 from ..passes.equalize import equalize_layers
 from ..passes.input_affine import fold_input_affine
@@ -126,12 +126,17 @@ SEARCH_SAMPLES = 512
 searched when ``smooth_alpha`` is None."""
 
 
-def prepare_fp32(exe, program, scope, place, ptq: PTQConfig, batches, feed_names) -> None:
+def prepare_fp32(exe, program, scope, place, ptq: PTQConfig, batches, feed_names, recorded=None) -> dict:
     """The exact fp32 rewrites ``ptq`` asks for, before planning: input-affine folding, cross-layer equalization,
     then smoothing (depthwise conv inputs first, then the rest).
 
     Args:
         batches: a callable returning a fresh iterator of feed dicts (smoothing reads the data once here).
+        recorded: smoothing scales per tensor to apply instead of measuring them (a scale table's); they must be
+            exactly the tensors this run smooths (ConfigError naming the difference).
+
+    Returns:
+        The smoothing scales applied, per tensor (float64 arrays).
     """
     if ptq.fold_input_affine:
         folds = fold_input_affine(program, scope, place)
@@ -142,9 +147,17 @@ def prepare_fp32(exe, program, scope, place, ptq: PTQConfig, batches, feed_names
         pairs = equalize_layers(program, scope, place)
         _logger.log(logging.INFO if pairs else logging.WARNING, "equalize_layers: %d conv pair(s) equalized%s",
                     len(pairs), "" if pairs else " (no conv -> relu/affine/batch_norm -> conv pair in the model)")
-    done = _smooth_depthwise(exe, program, scope, place, ptq, batches, feed_names) if ptq.smooth_depthwise else ()
+    applied = {}
+    if ptq.smooth_depthwise:
+        applied.update(_smooth_depthwise(exe, program, scope, place, ptq, batches, feed_names, recorded))
     if ptq.smooth_activations:
-        _smooth(exe, program, scope, place, ptq, batches, feed_names, done)
+        applied.update(_smooth(exe, program, scope, place, ptq, batches, feed_names, tuple(applied), recorded))
+    if recorded is not None and set(recorded) != set(applied):
+        raise ConfigError(
+            f"scale_table records smoothing scales for {sorted(set(recorded) - set(applied))[:10]}, which this run "
+            f"does not smooth (smooth_depthwise={ptq.smooth_depthwise}, smooth_activations={ptq.smooth_activations}); "
+            "re-apply a table with the smoothing options it was written with")
+    return applied
 
 
 def depthwise_targets(program, op_types) -> tuple:
@@ -157,38 +170,55 @@ def depthwise_targets(program, op_types) -> tuple:
                  if all(block.var(c.weight).shape[1] == 1 for c in t.consumers))
 
 
-def _smooth_depthwise(exe, program, scope, place, ptq: PTQConfig, batches, feed_names) -> tuple[str, ...]:
+def _smooth_depthwise(exe, program, scope, place, ptq: PTQConfig, batches, feed_names, recorded) -> dict:
     """Smoothing with alpha 1 on the inputs of depthwise convolutions (``smooth_depthwise``): every input channel
-    divided by its calibration maximum, the convolution's channel multiplied by it. Returns the tensors smoothed."""
+    divided by its calibration maximum, the convolution's channel multiplied by it. Returns the scales applied."""
     targets = depthwise_targets(program, ptq.to_quant_config().weight_op_types)
     if not targets:
         _logger.warning("smooth_depthwise: no tensor to smooth (no input of a quantized depthwise conv made by a "
                         "batch_norm, per-channel or scalar affine, or weight op through relu)")
-        return ()
-    scales, _ = _smoothing_scales(exe, program, scope, ptq, batches, feed_names, targets, 1.0)
+        return {}
+    scales, _ = _smoothing_scales(exe, program, scope, ptq, batches, feed_names, targets, 1.0, recorded)
     apply_smoothing(program, scope, place, targets, scales)
     _logger.info("smooth_depthwise: %d depthwise conv input(s) brought to one range per channel (%d conv(s))",
                  len(targets), sum(len(t.consumers) for t in targets))
-    return tuple(t.var for t in targets)
+    return {t.var: s for t, s in zip(targets, scales)}
 
 
-def _smooth(exe, program, scope, place, ptq: PTQConfig, batches, feed_names, done=()) -> None:
+def _smooth(exe, program, scope, place, ptq: PTQConfig, batches, feed_names, done, recorded) -> dict:
     targets = tuple(t for t in plan_smoothing(program, ptq.to_quant_config().weight_op_types) if t.var not in done)
     if not targets:
         _logger.warning("smooth_activations: no tensor to smooth (no input of a quantized matmul/mul/conv made by "
                         "a layer_norm, batch_norm, per-channel affine or weight op through relu)")
-        return
-    scales, alphas = _smoothing_scales(exe, program, scope, ptq, batches, feed_names, targets, ptq.smooth_alpha)
+        return {}
+    scales, alphas = _smoothing_scales(exe, program, scope, ptq, batches, feed_names, targets, ptq.smooth_alpha,
+                                       recorded)
     apply_smoothing(program, scope, place, targets, scales)
     _logger.info("smooth_activations: %d tensor(s) smoothed into %d weight op(s); alpha %s", len(targets),
                  sum(len(t.consumers) for t in targets),
-                 ptq.smooth_alpha if ptq.smooth_alpha is not None else
-                 f"searched: {dict(sorted(collections.Counter(alphas).items()))}")
+                 "from the scale table" if recorded is not None else ptq.smooth_alpha if ptq.smooth_alpha is not None
+                 else f"searched: {dict(sorted(collections.Counter(alphas).items()))}")
+    return {t.var: s for t, s in zip(targets, scales)}
 
 
-def _smoothing_scales(exe, program, scope, ptq: PTQConfig, batches, feed_names, targets, alpha):
-    """The smoothing scale ``s`` of each target from one pass over the calibration data, at ``alpha`` or, when it is
-    None, at the alpha searched per target; returns (scales, alphas used)."""
+def _recorded_scales(targets, recorded) -> list[np.ndarray]:
+    """The scales a table records for ``targets``; ConfigError naming a tensor it has none (or the wrong count) for."""
+    missing = [t.var for t in targets if t.var not in recorded]
+    if missing:
+        raise ConfigError(f"scale_table records no smoothing scales for {missing[:10]}, which this run smooths; "
+                          "re-apply a table with the smoothing options it was written with")
+    wrong = [t.var for t in targets if len(recorded[t.var]) != t.channels]
+    if wrong:
+        raise ConfigError(f"scale_table's smoothing scales of {wrong[:10]} do not have one value per channel of "
+                          "those tensors; the table was written for another model")
+    return [np.asarray(recorded[t.var], np.float64) for t in targets]
+
+
+def _smoothing_scales(exe, program, scope, ptq: PTQConfig, batches, feed_names, targets, alpha, recorded=None):
+    """The smoothing scale ``s`` of each target: the ``recorded`` ones, or from one pass over the calibration data at
+    ``alpha`` or, when it is None, at the alpha searched per target; returns (scales, alphas used)."""
+    if recorded is not None:
+        return _recorded_scales(targets, recorded), []
     keep = [t.var for t in targets] if alpha is None else []
     peaks, kept = channel_peaks(exe, program, scope, batches(), {t.var: t.channel_axis for t in targets},
                                 feed_names=feed_names, batch_nums=ptq.batch_nums, keep=keep,

@@ -278,6 +278,12 @@ def test_smoothing_needs_data_it_can_read_twice(tmp_path):
     with pytest.raises(ConfigError, match="data_loader is an iterator that can be read once.*smooth_activations"):
         quant.quant_post(exe, str(folder), str(tmp_path / "q"), data_loader=iter(_batches(program)),
                          smooth_activations=True, smooth_alpha=0.5)
-    with pytest.raises(ConfigError, match="smooth_activations=True needs calibration data.*scale_table"):
-        quant.quant_post(exe, str(folder), str(tmp_path / "q"), scale_table=str(tmp_path / "table.json"),
-                         smooth_activations=True)
+
+
+def test_a_scale_table_reapplies_searched_smoothing_without_data(tmp_path):
+    folder = layer_norm_net(tmp_path / "fp32", two_consumers=True)
+    program, _, _, exe = _load(folder)
+    options = dict(quantizable_op_type=OP_TYPES, smooth_activations=True, show_progress=False)
+    first = quant.quant_post(exe, str(folder), str(tmp_path / "first"), data_loader=_batches(program), **options)
+    again = quant.quant_post(exe, str(folder), str(tmp_path / "again"), scale_table=str(first.scale_table), **options)
+    assert again.params_file.read_bytes() == first.params_file.read_bytes()

@@ -8,6 +8,7 @@ with and without the option.
 
 from __future__ import annotations
 
+import json
 import logging
 
 import numpy as np
@@ -144,6 +145,25 @@ def test_bad_combinations_are_refused_by_name(tmp_path, rng):
     with pytest.raises(ConfigError, match="data_loader is an iterator that can be read once.*smooth_depthwise"):
         quant.quant_post(exe, str(folder), str(tmp_path / "q"), data_loader=iter([{"x": b} for b in batches]),
                          smooth_depthwise=True)
-    with pytest.raises(ConfigError, match="smooth_depthwise=True needs calibration data.*scale_table"):
-        quant.quant_post(exe, str(folder), str(tmp_path / "q"), scale_table=str(tmp_path / "table.json"),
-                         smooth_depthwise=True)
+
+
+def test_the_scale_table_records_the_smoothing_and_reapplies_it_without_data(tmp_path, rng):
+    folder, batches = save_built_model(tmp_path / "m", _net), _batches(rng)
+    exe, options = paddle.static.Executor(paddle.CPUPlace()), dict(quantizable_op_type=["depthwise_conv2d"],
+                                                                   show_progress=False)
+    first = quant.quant_post(exe, str(folder), str(tmp_path / "first"), data_loader=lambda: iter(
+        [{"x": b} for b in batches]), smooth_depthwise=True, **options)
+    table = json.loads(first.scale_table.read_text())
+    assert list(table["smoothing"]) == ["shifted"] and len(table["smoothing"]["shifted"]) == CHANNELS
+    again = quant.quant_post(exe, str(folder), str(tmp_path / "again"), scale_table=str(first.scale_table),
+                             smooth_depthwise=True, **options)
+    assert again.params_file.read_bytes() == first.params_file.read_bytes()
+    assert again.model_file.read_bytes() == first.model_file.read_bytes()
+    with pytest.raises(ConfigError, match=r"records smoothing scales for \['shifted'\].*smooth_depthwise=False"):
+        quant.quant_post(exe, str(folder), str(tmp_path / "q"), scale_table=str(first.scale_table), **options)
+    plain = quant.quant_post(exe, str(folder), str(tmp_path / "plain"), data_loader=lambda: iter(
+        [{"x": b} for b in batches]), **options)
+    assert "smoothing" not in json.loads(plain.scale_table.read_text())  # tables without smoothing keep their layout
+    with pytest.raises(ConfigError, match=r"records no smoothing scales for \['shifted'\]"):
+        quant.quant_post(exe, str(folder), str(tmp_path / "q"), scale_table=str(plain.scale_table),
+                         smooth_depthwise=True, **options)
