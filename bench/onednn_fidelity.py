@@ -25,7 +25,10 @@ Acceptance (issue 14), checked at the end: rec and cls |deployed - simulated| <=
 algorithm on >= 300 lines; rec's best deployed algorithm within 1 point of fp32; det
 1 - cosine(deployed, simulated) <= 0.005; rec int8 at batch 8 at least 2x faster than fp32
 (int8 / fp32 latency <= 0.5, median over the algorithms). On a CPU without VNNI/AMX the deployed
-figures are expected to fail (paddle_quant.deploy.cpu); the bench says so at the top. Exit status
+figures are expected to fail (paddle_quant.deploy.cpu); the bench says so at the top. On 300 lines
+a few lines that the two runtimes decide differently (3-15 % of rec's, in both directions) leave a
+net gap of 0.3-3 points by chance; ``--eval-lines 2000`` (rec) / ``3000`` (cls) bring that under the
+bar's 0.5 (docs/deploy.md). Exit status
 0 when every check passes, 2 when one fails. With ``--json`` the file is rewritten after every
 algorithm, so a run cut short leaves what it measured.
 
