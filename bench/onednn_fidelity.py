@@ -38,7 +38,7 @@ Run from the repository root (the full run is sized for a 16-core machine):
                                     [--eval-lines 300] [--batches 10] [--threads 8] [--jobs 16]
                                     [--repeats 20] [--det-pages 16] [--det-size 640] [--workdir DIR]
                                     [--onednn-cpu auto|vnni|avx2] [--output-scales all|int8_ops|none]
-                                    [--smooth-depthwise] [--fold-input-affine] [--bias-correction]
+                                    [--smooth-depthwise] [--fold-input-affine] [--bias-correction[-inputs]]
                                     [--json PATH]
 
 ``--jobs`` runs the (model, algorithm) pairs in that many spawned processes (calibration and the
@@ -117,6 +117,8 @@ def parse_args(argv=None):
     parser.add_argument("--smooth-depthwise", action="store_true",
                         help="quant_post smooth_depthwise=True (depthwise conv inputs brought to one range per channel)")
     parser.add_argument("--bias-correction", action="store_true", help="quant_post bias_correction=True")
+    parser.add_argument("--bias-correction-inputs", action="store_true",
+                        help="quant_post bias_correction=True, bias_correction_inputs=True")
     parser.add_argument("--fold-input-affine", action="store_true",
                         help="quant_post fold_input_affine=True (affine chains before unpadded 1x1 convs folded into them)")
     parser.add_argument("--workdir", default=None, help="where int8 models are written (default: a temp dir)")
@@ -166,8 +168,10 @@ def quantize(kind, fp32_dir, out_dir, algo, args):
         options["smooth_depthwise"] = True
     if args.fold_input_affine:
         options["fold_input_affine"] = True
-    if args.bias_correction:
+    if args.bias_correction or args.bias_correction_inputs:
         options["bias_correction"] = True
+    if args.bias_correction_inputs:
+        options["bias_correction_inputs"] = True
     start = time.perf_counter()
     quant.quant_post(executor=paddle.static.Executor(paddle.CPUPlace()), model_dir=str(fp32_dir),
                      quantize_model_path=str(out_dir), sample_generator=calibration_samples(kind, args),

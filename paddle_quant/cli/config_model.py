@@ -177,6 +177,9 @@ class QuantizationSection(_Section):
         Optional[Literal[ALGORITHMS]], BeforeValidator(_algorithm)] = Field(
         None, alias="OutputAlgorithm", description="Calibration algorithm of the observed outputs (unset: Algorithm).")
     bias_correction: Bool = Field(False, alias="BiasCorrection", description="Correct biases.")
+    bias_correction_inputs: Bool = Field(False, alias="BiasCorrectionInputs",
+                                         description="Bias correction also for the mean error of each op's input "
+                                         "quantization (with BiasCorrection).")
     round_type: Literal["round", "adaround"] = Field(
         "round", alias="RoundType", description="Weight rounding: to nearest, or AdaRound (learned per layer).")
     adaround_iterations: int = Field(500, ge=1, alias="AdaRoundIterations", description="AdaRound iterations per layer.")
@@ -245,6 +248,7 @@ _ALLOWED: Mapping[str, str] = {
     "IsFullQuantize": "true or false", "OutputScales": "'all', 'int8_ops' or 'none'",
     "OutputAlgorithm": f"one of {list(ALGORITHMS)} (with OutputScales all or int8_ops)",
     "BiasCorrection": "true or false",
+    "BiasCorrectionInputs": "true or false (with BiasCorrection true)",
     "RoundType": "'round' or 'adaround'", "AdaRoundIterations": "an int >= 1",
     "EqualizeLayers": "true or false", "SmoothActivations": "true or false", "FoldInputAffine": "true or false",
     "SmoothDepthwise": "true or false (needs per-channel weights)",
@@ -412,6 +416,7 @@ class RunConfig(_Section):
             weight_quantize_type="abs_max" if p.granularity == "per_tensor" else "channel_wise_abs_max",
             weight_method="abs_max" if p.weight_method == "channel_wise" else p.weight_method,
             skip_tensor_list=self.skip_tensor_list(), bias_correction=p.bias_correction,
+            bias_correction_inputs=p.bias_correction_inputs,
             batch_size=self.dataset.batch_size, batch_nums=self.dataset.batch_num, output_scales=p.output_scales,
             output_algo=p.output_algorithm,
             deploy_backend=p.deploy_backend, onednn_cpu=p.onednn_cpu, round_type=p.round_type, adaround_iterations=p.adaround_iterations,

@@ -123,6 +123,9 @@ _BOOL_FLAGS = (
      "quantize every supported op type (IsFullQuantize)"),
     ("--bias-correction", "QuantizationParameters", "BiasCorrection",
      "correct biases for the weight-quantization error (BiasCorrection)"),
+    ("--bias-correction-inputs", "QuantizationParameters", "BiasCorrectionInputs",
+     "with --bias-correction: also for the mean error of each corrected op's input quantization, one more pass "
+     "over the calibration data (BiasCorrectionInputs)"),
     ("--fold-input-affine", "QuantizationParameters", "FoldInputAffine",
      "fold the parameter multiply/add an unpadded conv reads into it before calibration, exact in fp32 "
      "(FoldInputAffine)"),

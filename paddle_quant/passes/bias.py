@@ -5,6 +5,12 @@ input and bias. Applying (:func:`apply_bias_corrections`) computes the shift
 from the frozen integer weights and the calibration means, writes
 ``{bias}@corrected`` to the scope and makes the bias add read it; the original
 bias tensor is left untouched.
+
+The shift is the weight's alone, ``(Ŵ - W) · E[x]``, or, given the means of the
+input as its quantizer leaves it (:func:`quantized_input_reducers`,
+``bias_correction_inputs``), the whole mean error of the op's output,
+``Ŵ · E[Q(x)] - W · E[x]``: the input's clipping at its scale shifts the mean of
+every output channel too.
 """
 
 from __future__ import annotations
@@ -19,10 +25,10 @@ import numpy as np
 from ..common import naming
 from ..common.program import read_tensor, write_tensor
 from ..ptq.bias_correction import conv_input_mean, conv_output_shift, matmul_input_mean, matmul_output_shift
-from ..common.numerics import dequantize_linear
+from ..common.numerics import dequantize_linear, fake_quant_dequant
 from .plan import QuantPlan
 
-__all__ = ["BiasCorrection", "bias_corrections", "apply_bias_corrections"]
+__all__ = ["BiasCorrection", "bias_corrections", "quantized_input_reducers", "apply_bias_corrections"]
 
 _logger = logging.getLogger(__name__)
 _CONV = ("conv2d", "depthwise_conv2d")
@@ -107,14 +113,37 @@ def _dequantized_weight(block, scope, weight: str) -> np.ndarray:
                              dequant.attr("quant_axis"))
 
 
-def apply_bias_corrections(frozen, corrections, means: dict[str, np.ndarray], scope, place) -> None:
-    """Write ``{bias}@corrected = bias - shift`` and point each bias add of ``frozen`` at it."""
-    block = frozen.global_block()
+def quantized_input_reducers(corrections, scales: dict[str, np.ndarray], bits: int) -> dict[str, Callable]:
+    """``{input: reducer}`` giving a batch's per-feature mean of each corrected op's input after its quantizer
+    (``bits``, the per-tensor ``scales[input]``); inputs without a scale are left out."""
+    reducers = {}
+    for correction in corrections:
+        if correction.input in scales:
+            scale = np.asarray(scales[correction.input], np.float32).reshape(-1)
+            reducers[correction.input] = functools.partial(_quantized_mean, correction.input_mean, scale, bits)
+    return reducers
+
+
+def _quantized_mean(input_mean, scale: np.ndarray, bits: int, x: np.ndarray) -> np.ndarray:
+    return input_mean(fake_quant_dequant(x, scale, bits, axis=None))
+
+
+def apply_bias_corrections(frozen, corrections, means: dict[str, np.ndarray], scope, place,
+                           quantized_means: dict[str, np.ndarray] | None = None) -> None:
+    """Write ``{bias}@corrected = bias - shift`` and point each bias add of ``frozen`` at it. With
+    ``quantized_means`` (input -> mean after its quantizer) the shift of an op whose input is there is
+    ``Ŵ · E[Q(x)] - W · E[x]``, else ``(Ŵ - W) · E[x]``."""
+    block, quantized_means = frozen.global_block(), quantized_means or {}
     for correction in corrections:
         weight = read_tensor(scope, correction.weight)
         delta = _dequantized_weight(block, scope, correction.weight) - weight
         bias = read_tensor(scope, correction.bias)
-        corrected = (bias - _shift(correction, delta, means[correction.input])).astype(bias.dtype)
+        mean = means[correction.input]
+        shift = _shift(correction, delta, mean)
+        if correction.input in quantized_means:
+            quantized = quantized_means[correction.input]
+            shift = _shift(correction, delta, quantized) + _shift(correction, weight, quantized - mean)
+        corrected = (bias - shift).astype(bias.dtype)
         name = naming.corrected_bias(correction.bias)
         write_tensor(scope, place, name, corrected)
         if not block.has_var(name):

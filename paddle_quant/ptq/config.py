@@ -52,6 +52,7 @@ _ALLOWED = {
     "skip_tensor_list": "a list of tensor names, or None",
     "onnx_format": "True (QDQ; the old fake-quant format is available from quant_aware/convert)",
     "bias_correction": "True or False",
+    "bias_correction_inputs": "True or False (with bias_correction=True)",
     "fold_affine": "True, False, or None (the deploy_backend's default: True for 'onednn')",
     "round_type": "'round' (to nearest) or 'adaround' (learned per layer, paddle_quant.ptq.adaround)",
     "adaround_iterations": "an int >= 1",
@@ -93,6 +94,11 @@ class PTQConfig(BaseModel):
     skip_tensor_list: tuple[str, ...] = Field((), description="Tensors left in float.")
     onnx_format: Literal[True] = Field(True, description="Emit the QDQ format.")
     bias_correction: bool = Field(False, description="Correct biases for the mean weight-quantization error.")
+    bias_correction_inputs: bool = Field(
+        False,
+        description="With bias_correction: also remove the mean error the quantization of each corrected op's input "
+        "(clipping at its scale, rounding) puts on its output; one more pass over the calibration data "
+        "(passes/bias.py).")
     fold_affine: Optional[bool] = Field(
         None,
         description="Fold the bias add and the mul/add-by-a-parameter ops after each conv into its weight "
@@ -197,6 +203,13 @@ class PTQConfig(BaseModel):
         if self.smooth_alpha is not None and not self.smooth_activations:
             raise ConfigError(f"config key 'smooth_alpha' got {self.smooth_alpha!r} but smooth_activations is False; "
                               "allowed: set smooth_activations=True, or leave smooth_alpha None")
+        return self
+
+    @model_validator(mode="after")
+    def _input_correction_needs_bias_correction(self) -> "PTQConfig":
+        if self.bias_correction_inputs and not self.bias_correction:
+            raise ConfigError("config key 'bias_correction_inputs' got True but bias_correction is False; allowed: "
+                              "set bias_correction=True, or bias_correction_inputs=False")
         return self
 
     @model_validator(mode="after")

@@ -30,7 +30,7 @@ from ..export.scale_table import (SCALE_TABLE_FILENAME, ScaleTable, make_entry, 
                                   table_json)
 from ..export.tensorrt_cache import TENSORRT_CACHE_FILENAME, tensorrt_cache_text
 from .feeds import check_reiterable, feed_batches
-from ..passes.bias import bias_corrections, apply_bias_corrections
+from ..passes.bias import bias_corrections, apply_bias_corrections, quantized_input_reducers
 from ..passes.fold_affine import fold_conv_affine
 from ..passes.freeze import freeze_in_place
 from ..passes.plan import QuantPlan
@@ -120,6 +120,18 @@ def _calibrated_scales(exe, program, scope, plan, ptq, feed_names, sources, corr
     scales = _Scales({n: o.compute_scale() for n, o in observers.items()}, weight_scales(plan, scope, ptq),
                      {n: observer_statistics(o) for n, o in observers.items()})
     return scales, stats
+
+
+def _quantized_input_means(exe, program, scope, ptq, corrections, scales: _Scales, feed_names, sources,
+                           batches: int) -> dict:
+    """With ``bias_correction_inputs``: each corrected op's input mean after its quantizer, from a second pass
+    over the first ``batches`` calibration batches of the fp32 ``program``; ``{}`` otherwise."""
+    if not (ptq.bias_correction_inputs and corrections):
+        return {}
+    reducers = quantized_input_reducers(corrections, scales.activations, ptq.activation_bits)
+    data = feed_batches(feed_names, batch_size=ptq.batch_size, **sources)
+    return calibrate(exe, program, scope, data, {}, feed_names=feed_names, batch_nums=batches,
+                     show_progress=ptq.show_progress, mean_of=reducers).channel_means
 
 
 def _table_scales(plan, table: ScaleTable) -> _Scales:
@@ -259,6 +271,8 @@ def run_post_training(exe, model_dir, quantize_model_path, ptq: PTQConfig, *, so
         check_reiterable(sources, "smooth_depthwise=True")
     if ptq.round_type == "adaround" and table_in is None:
         check_reiterable(sources, "round_type='adaround'")
+    if ptq.bias_correction_inputs:
+        check_reiterable(sources, "bias_correction_inputs=True")
     scope = paddle.static.Scope() if scope is None else scope
     place = getattr(exe, "place", None) or paddle.CPUPlace()
     with legacy_ir():
@@ -280,12 +294,14 @@ def run_post_training(exe, model_dir, quantize_model_path, ptq: PTQConfig, *, so
         roundings = _roundings(exe, program, scope, plan, ptq, program_scales, table_in, feed_names, sources,
                                stats.batches, half_grid)
         integers = _integers(scope, plan, program_scales, roundings, half_grid, anchored)
+        quantized_means = _quantized_input_means(exe, program, scope, ptq, corrections, program_scales, feed_names,
+                                                 sources, stats.batches)
         config, quantized = ptq.to_quant_config(), program  # loaded for inference: no copy needed
         apply_plan(quantized, plan, config, scope, place, mode="test", rewire_backward=False)
         write_scales(scope, place, program_scales.activations)
         write_scales(scope, place, program_scales.weights)
         frozen = freeze_in_place(quantized, config, scope, place, integers)
-        apply_bias_corrections(frozen, corrections, stats.channel_means, scope, place)
+        apply_bias_corrections(frozen, corrections, stats.channel_means, scope, place, quantized_means)
         if ptq.effective_fold_affine:
             fold_conv_affine(frozen, scope, place)
         if ptq.quantize_pool_inputs:
@@ -354,7 +370,7 @@ def quant_post(executor, model_dir, quantize_model_path, sample_generator=None, 
             compute within its ``max_drop`` of fp32 on its runtime; the options given here are the base
             of every candidate. The result's ``accuracy_control`` says what was chosen.
         **options: the other :class:`~paddle_quant.ptq.config.PTQConfig` fields (hist_percent,
-            weight_bits, activation_bits, weight_quantize_type, weight_method, bias_correction,
+            weight_bits, activation_bits, weight_quantize_type, weight_method, bias_correction, bias_correction_inputs,
             fold_affine, equalize_layers, smooth_activations, smooth_alpha, smooth_depthwise, skip_tensor_list,
             onnx_format, round_type, adaround_iterations, show_progress, ...). ``round_type="adaround"`` reads the
             calibration data a second time (the source must be re-iterable: a callable or a DataLoader).

@@ -594,6 +594,16 @@ def test_post_fold_input_affine_flag_reaches_the_config():
     assert build_parser().parse_args(["post", "--fold-input-affine"]).fold_input_affine is True
 
 
+def test_post_bias_correction_inputs_flag_reaches_the_config():
+    from paddle_quant.cli.config_file import build_configs
+
+    run = build_configs([{"Dataset": {}, "QuantizationParameters": {"BiasCorrection": "true",
+                                                                    "BiasCorrectionInputs": "true"}}], base_dir=".")[0]
+    assert run.ptq_config().bias_correction_inputs is True
+    assert build_parser().parse_args(["post", "--bias-correction-inputs"]).bias_correction_inputs is True
+    assert build_parser().parse_args(["post"]).bias_correction_inputs is None  # unset: the config file decides
+
+
 def test_post_smooth_depthwise_flag_reaches_the_config():
     from paddle_quant.cli.config_file import build_configs
 
