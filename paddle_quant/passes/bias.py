@@ -115,7 +115,8 @@ def _dequantized_weight(block, scope, weight: str) -> np.ndarray:
 
 def quantized_input_reducers(corrections, scales: dict[str, np.ndarray], bits: int) -> dict[str, Callable]:
     """``{input: reducer}`` giving a batch's per-feature mean of each corrected op's input after its quantizer
-    (``bits``, the per-tensor ``scales[input]``); inputs without a scale are left out."""
+    (``bits``, the per-tensor ``scales[input]``, on the signed grid: a tensor oneDNN stores unsigned clips at the
+    same scale and rounds on a finer grid, which moves its mean by far less); inputs without a scale are left out."""
     reducers = {}
     for correction in corrections:
         if correction.input in scales:
