@@ -140,10 +140,11 @@ def apply_bias_corrections(frozen, corrections, means: dict[str, np.ndarray], sc
         delta = _dequantized_weight(block, scope, correction.weight) - weight
         bias = read_tensor(scope, correction.bias)
         mean = means[correction.input]
-        shift = _shift(correction, delta, mean)
         if correction.input in quantized_means:
             quantized = quantized_means[correction.input]
             shift = _shift(correction, delta, quantized) + _shift(correction, weight, quantized - mean)
+        else:
+            shift = _shift(correction, delta, mean)
         corrected = (bias - shift).astype(bias.dtype)
         name = naming.corrected_bias(correction.bias)
         write_tensor(scope, place, name, corrected)
