@@ -41,6 +41,7 @@ import paddle  # noqa: E402
 import paddle_quant as quant  # noqa: E402
 import ppocr  # noqa: E402
 from _table import print_table  # noqa: E402
+from paddle_quant.common.model_files import model_files  # noqa: E402
 
 
 def parse_args(argv=None):
@@ -63,9 +64,9 @@ def parse_args(argv=None):
 def load(model_dir):
     """(executor, scope, program, feed names, fetch vars) of a saved model (model.pdmodel or inference.pdmodel)."""
     exe, scope = paddle.static.Executor(paddle.CPUPlace()), paddle.static.Scope()
-    prefix = "inference" if (Path(model_dir) / "inference.pdmodel").exists() else "model"
+    prefix = model_files(model_dir)[0].with_suffix("")
     with paddle.static.scope_guard(scope):
-        program, feeds, fetches = paddle.static.load_inference_model(str(Path(model_dir) / prefix), exe)
+        program, feeds, fetches = paddle.static.load_inference_model(str(prefix), exe)
     return exe, scope, program, feeds, fetches
 
 
