@@ -21,6 +21,9 @@ intra-op threads) runs:
 * ours, fused and selected: the same model, exported requantizing only the outputs
   ``select_requantized_outputs`` keeps within ``--max-drop`` points of the export that requantizes
   none, measured on a separate selection set (``--select-lines`` lines, seed 1, never evaluated);
+* with ``--round-float-readers``, both fused exports (and the exports the selection measures) are written with
+  ``round_float_readers=True``: a tensor quantized for an int8 op and also read in float (a residual add's
+  operand) is read rounded by every reader, so onnxruntime fuses its conv and the add into int8 kernels;
 * onnxruntime's ``quantize_static`` on our fp32 export (QDQ, per-channel weights, all op types it
   quantizes by default): u8s8 and s8s8, MinMax and Entropy calibration.
 
@@ -34,7 +37,8 @@ other QLinear*/QGemm ops, float Conv and MatMul.
     PYTHONPATH=. .venv/bin/python bench/onnx_vs_ort.py [--models cls,rec] [--eval-lines 300] [--batches 10]
         [--repeats 20] [--threads 2] [--ort-settings u8s8-minmax,u8s8-entropy,s8s8-minmax,s8s8-entropy]
         [--paddle2onnx-site DIR] [--weight-type auto|int8|uint8] [--select-lines 200] [--max-drop 0.5]
-        [--output-algo ALGO] [--fold-input-affine] [--op-types T,T] [--smooth-depthwise] [--out out/onnx_vs_ort]
+        [--algo ALGO] [--output-algo ALGO] [--fold-input-affine] [--op-types T,T] [--smooth-depthwise] [--round-float-readers]
+        [--out out/onnx_vs_ort]
 
 Issue 16's acceptance reads this table, and the bench prints its checks after it (PASS/FAIL per line): rec,
 ours (selected) within 0.5 point of fp32 exact match and no slower than onnxruntime's fastest quantize_static
@@ -101,12 +105,20 @@ def parse_args(argv=None):
     parser.add_argument("--output-algo", default=None,
                         help="calibration algorithm of the fused models' output observers (quant_post output_algo; the "
                              f"inputs keep the demo's algorithm); default per model: {OUTPUT_ALGOS}")
+    parser.add_argument("--algo", default=None,
+                        help="quant_post algo of our int8 models (default: bench/onnx_ppocr.py's per model)")
     parser.add_argument("--fold-input-affine", action="store_true",
-                        help="quantize our int8 models with fold_input_affine=True (the fp32 export is not rewritten)")
+                        help="quantize our int8 models with fold_input_affine=True and export the fp32 model with "
+                             "export_float_onnx(fold_input_affine=True): the fp32 baseline and onnxruntime's quantizer "
+                             "then read the same folded graph")
     parser.add_argument("--op-types", default=None,
                         help="comma-separated quantizable_op_type for our int8 models (default: bench/onnx_ppocr.py's)")
     parser.add_argument("--smooth-depthwise", action="store_true",
                         help="quantize our int8 models with smooth_depthwise=True (with depthwise_conv2d in --op-types)")
+    parser.add_argument("--round-float-readers", action="store_true",
+                        help="export our fused models with round_float_readers=True (and select on such exports): the "
+                             "float readers of runtime-quantized tensors read the rounded copy, so onnxruntime fuses the "
+                             "convs and residual adds they kept in float")
     parser.add_argument("--out", default=os.path.join("out", "onnx_vs_ort"), help="output folder")
     args = parser.parse_args(argv)
     args.models = [m.strip() for m in args.models.split(",") if m.strip()]
@@ -128,6 +140,8 @@ def quantize(kind, model_dir, out_dir, args, output_scales=None):
 
     settings = onnx_ppocr.settings(kind, onnx_ppocr.parse_args(["--models", kind]))
     settings["fold_input_affine"] = args.fold_input_affine
+    if args.algo:
+        settings["algo"] = args.algo
     settings["smooth_depthwise"] = args.smooth_depthwise
     if args.op_types:
         settings["quantizable_op_type"] = args.op_types.split(",")
@@ -170,13 +184,15 @@ def selected_export(kind, fused_dir, weight_type, args):
 
     feeds, labels = selection_set(kind, args)
     selection = select_requantized_outputs(fused_dir, selection_metric(kind, labels), feeds, max_drop=args.max_drop,
-                                           activation_type="uint8", weight_type=weight_type, threads=args.threads)
+                                           activation_type="uint8", weight_type=weight_type, threads=args.threads,
+                                           round_float_readers=args.round_float_readers)
     print(f"  [{kind}] selection: {len(selection.observers)} of {len(selection.alone)} outputs requantized; "
           f"selection-set metric {selection.metric:.1f} (none requantized {selection.baseline:.1f}); "
           f"{selection.seconds:.0f} s; harmful alone: "
           + ", ".join(f"{n} {v:.1f}" for n, v in sorted(selection.alone.items(), key=lambda kv: kv[1])[:4]))
     path = export_onnx(fused_dir, os.path.join(args.out, f"{kind}_ours_selected.onnx"), observers=selection.observers,
-                       activation_type="uint8", weight_type=weight_type).path
+                       activation_type="uint8", weight_type=weight_type,
+                       round_float_readers=args.round_float_readers).path
     return path
 
 
@@ -185,17 +201,19 @@ def our_exports(kind, model_dir, args):
     from paddle_quant.export.onnx import export_float_onnx, export_onnx
     from paddle_quant.export.onnx_requantize import default_weight_type
 
-    paths = {FP32_OURS: export_float_onnx(model_dir, os.path.join(args.out, f"{kind}_fp32.onnx")).path}
+    paths = {FP32_OURS: export_float_onnx(model_dir, os.path.join(args.out, f"{kind}_fp32.onnx"),
+                                          fold_input_affine=args.fold_input_affine).path}
     plain, fused = (os.path.join(args.out, f"{kind}_int8_{tag}") for tag in ("plain", "fused"))
     quantize(kind, model_dir, plain, args)
     paths["int8, ours, observers none"] = export_onnx(plain, os.path.join(args.out, f"{kind}_ours_none.onnx")).path
     quantize(kind, model_dir, fused, args, "int8_ops")
     weight_type = default_weight_type() if args.weight_type == "auto" else args.weight_type
-    paths[f"int8, ours, fused (u8 act, {weight_type.replace('uint8', 'u8').replace('int8', 's8')} w)"] = export_onnx(
+    storage = f"u8 act, {weight_type.replace('uint8', 'u8').replace('int8', 's8')} w" + (
+        ", rounded readers" if args.round_float_readers else "")
+    paths[f"int8, ours, fused ({storage})"] = export_onnx(
         fused, os.path.join(args.out, f"{kind}_ours_fused.onnx"), observers="int8_ops", activation_type="uint8",
-        weight_type=weight_type).path
-    short = weight_type.replace("uint8", "u8").replace("int8", "s8")
-    paths[f"int8, ours, fused, selected (u8 act, {short} w)"] = selected_export(kind, fused, weight_type, args)
+        weight_type=weight_type, round_float_readers=args.round_float_readers).path
+    paths[f"int8, ours, fused, selected ({storage})"] = selected_export(kind, fused, weight_type, args)
     return paths
 
 

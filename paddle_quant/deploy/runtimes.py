@@ -112,7 +112,8 @@ def _require_gpu() -> None:
                           "(use runtime='onednn' on CPU)")
 
 
-def _executor(model_file: Path, params_file: Path | None, *, threads: int, requantized: frozenset = frozenset()):
+def _executor(model_file: Path, params_file: Path | None, *, threads: int, requantized: frozenset = frozenset(),
+              rounded_readers: frozenset = frozenset()):
     import paddle
 
     from ..common.program import legacy_ir
@@ -127,6 +128,10 @@ def _executor(model_file: Path, params_file: Path | None, *, threads: int, requa
                 str(model_file.parent), exe, model_filename=model_file.name,
                 params_filename=None if params_file is None else params_file.name)
     make_observers_real(program, requantized)
+    if rounded_readers:
+        from ..passes.rounded_readers import round_float_readers
+
+        round_float_readers(program, rounded_readers)
 
     def run(feed):
         with legacy_ir():
@@ -164,11 +169,13 @@ def make_observers_real(program, tensors) -> None:
             op._set_attr("only_observer", False)
 
 
-def simulation_runner(model_file, params_file, *, requantized=()) -> Runner:
+def simulation_runner(model_file, params_file, *, requantized=(), rounded_readers=()) -> Runner:
     """The Executor simulation of a saved QDQ model, with the observers on ``requantized`` made real quantizers
-    (:func:`make_observers_real`); ``make_runner("executor", ...)`` when ``requantized`` is empty."""
+    (:func:`make_observers_real`) and the float readers of ``rounded_readers`` reading their rounded copies
+    (:func:`paddle_quant.passes.rounded_readers.round_float_readers`); ``make_runner("executor", ...)`` when
+    both are empty."""
     return _executor(Path(model_file), None if params_file is None else Path(params_file), threads=1,
-                     requantized=frozenset(requantized))
+                     requantized=frozenset(requantized), rounded_readers=frozenset(rounded_readers))
 
 
 RUNTIMES: dict[str, Callable[..., Runner]] = {

@@ -191,7 +191,8 @@ def verify(model_dir, runtime: str = "onednn", inputs=None, *, fp32_model=None, 
     model, params = model_files(folder, model_filename, params_filename)
     if runtime == "onnxruntime" and runtime_model is None:
         raise ConfigError("runtime 'onnxruntime' needs runtime_model= (the .onnx file exported from model_dir)")
-    simulation = simulation_runner(model, params, requantized=_requantized_in(runtime, runtime_model))
+    requantized, rounded_readers = _roundings_in(runtime, runtime_model)
+    simulation = simulation_runner(model, params, requantized=requantized, rounded_readers=rounded_readers)
     batches = _batches(items, simulation.input_names)
     target = make_runner(runtime, runtime_model or model, None if runtime_model else params, threads=threads)
     want, got = _collect(simulation, batches), _collect(target, batches)
@@ -208,15 +209,19 @@ def verify(model_dir, runtime: str = "onednn", inputs=None, *, fp32_model=None, 
     return VerifyReport(runtime, len(batches), outputs, latency, fp32_latency, dot_product, divergence)
 
 
-def _requantized_in(runtime, runtime_model) -> frozenset:
-    """Tensors the ONNX file quantizes at run time (its QuantizeLinear inputs): the observers among them are
-    requantized by onnxruntime, so the simulation must round them too."""
+def _roundings_in(runtime, runtime_model) -> tuple[frozenset, frozenset]:
+    """(tensors the ONNX file quantizes at run time, those of them it reads only through their QuantizeLinear).
+    onnxruntime requantizes the observers among the first, and the export's ``round_float_readers`` made the
+    float readers of the second read the rounded copy: the simulation must round both."""
     if runtime != "onnxruntime":
-        return frozenset()
+        return frozenset(), frozenset()
     from ..export.onnx import require_onnx
 
     graph = require_onnx().load(str(runtime_model), load_external_data=False).graph
-    return frozenset(node.input[0] for node in graph.node if node.op_type == "QuantizeLinear")
+    quantized = {node.input[0] for node in graph.node if node.op_type == "QuantizeLinear"}
+    read_otherwise = {name for node in graph.node if node.op_type != "QuantizeLinear" for name in node.input}
+    outputs = {output.name for output in graph.output}
+    return frozenset(quantized), frozenset(quantized - read_otherwise - outputs)
 
 
 def _fp32_latency(runtime, fp32_model, feed, threads, repeats) -> float | None:

@@ -41,6 +41,7 @@ from paddle.base.data_feeder import convert_dtype
 
 from ..common.program import is_observer, legacy_ir
 from ..common.errors import ConfigError, MissingDependencyError, ProgramStateError
+from ..passes.rounded_readers import float_read_quantized_tensors, round_float_readers as _round_float_readers
 from ..passes.unsigned_grid import is_unsigned_grid
 from ._onnx_fold import _emit_folded_conv, _index_maps, _plan_conv_folds, _through_observer
 from ._onnx_ops import OP_CONVERTERS, _Graph
@@ -88,6 +89,8 @@ class ONNXExportResult:
         weights: names of the weights stored int8 (with a DequantizeLinear each).
         activations: names of the activations quantized at run time (QuantizeLinear + DequantizeLinear).
         observers: names of the observer tensors written as QDQ pairs.
+        rounded_readers: names of the quantized tensors whose float readers read the rounded copy
+            (``round_float_readers``).
         inputs: graph input names (the model's feeds); outputs: graph output names (its fetches).
     """
 
@@ -98,6 +101,7 @@ class ONNXExportResult:
     observers: tuple[str, ...]
     inputs: tuple[str, ...]
     outputs: tuple[str, ...]
+    rounded_readers: tuple[str, ...] = ()
 
 
 def require_onnx():
@@ -154,6 +158,26 @@ def _check_observer_names(names, observed) -> None:
         raise ConfigError(f"observers names tensors without an output-scale observer in the model: {unknown[:8]}"
                           f"{' ...' if len(unknown) > 8 else ''}; observed tensors: {sorted(observed)[:8]}"
                           f"{' ...' if len(observed) > 8 else ''} (quantize with output_scales='int8_ops' or 'all')")
+
+
+def _apply_rounded_readers(program, round_float_readers) -> tuple[str, ...]:
+    """Point the float readers of the tensors ``round_float_readers`` names (True: all candidates) at their
+    rounded copies in the loaded program (never the files); ConfigError for a bad value or an unknown name."""
+    if round_float_readers is False:
+        return ()
+    candidates = float_read_quantized_tensors(program.global_block())
+    if round_float_readers is True:
+        return tuple(_round_float_readers(program))
+    if not isinstance(round_float_readers, (list, tuple, set, frozenset)) \
+            or not all(isinstance(n, str) for n in round_float_readers):
+        raise ConfigError(f"round_float_readers must be True, False or a list/tuple/set of tensor names (str), "
+                          f"got {round_float_readers!r}")
+    unknown = sorted(set(round_float_readers) - set(candidates))
+    if unknown:
+        raise ConfigError(f"round_float_readers names tensors that are not both quantized at run time and read in "
+                          f"float: {unknown[:8]}{' ...' if len(unknown) > 8 else ''}; such tensors in this model: "
+                          f"{list(candidates)[:8]}{' ...' if len(candidates) > 8 else ''}")
+    return tuple(_round_float_readers(program, round_float_readers))
 
 
 def _check_storage(field: str, value) -> None:
@@ -289,7 +313,7 @@ def _write_atomic(data: bytes, target: Path) -> None:
 
 
 def _export(model_dir, output_path, *, require_quantized, opset, observers, fold, model_filename, params_filename,
-            activation_type="int8", weight_type="int8"):
+            activation_type="int8", weight_type="int8", round_float_readers=False, fold_input_affine=False):
     onnx = require_onnx()
     _check_observers(observers)
     _check_storage("activation_type", activation_type)
@@ -307,6 +331,13 @@ def _export(model_dir, output_path, *, require_quantized, opset, observers, fold
                                     f"{hint}; export_onnx needs a model saved by quant_post or convert")
         _check_supported(block)
         _warn_saturating_pairs(scales, activation_type, weight_type)
+        rounded = _apply_rounded_readers(model.program, round_float_readers)
+        if fold_input_affine:
+            import paddle
+
+            from ..passes.input_affine import fold_input_affine as fold_affine_inputs
+
+            fold_affine_inputs(model.program, model.scope, paddle.CPUPlace())  # the loaded copy, never the files
         graph, written = _build_graph(onnx, model, scales, observers=observers, fold=fold,
                                       name=Path(model.model_file).stem, activation_type=activation_type,
                                       weight_type=weight_type)
@@ -316,7 +347,7 @@ def _export(model_dir, output_path, *, require_quantized, opset, observers, fold
                                    ir_version=onnx.helper.find_min_ir_version_for(opsets))
     onnx.checker.check_model(proto)
     _write_atomic(proto.SerializeToString(), target)
-    return _result(target, opset, scales, written, model)
+    return _result(target, opset, scales, written, model, rounded)
 
 
 U8S8_WITHOUT_VNNI_WARNING = (
@@ -341,18 +372,20 @@ def _warn_saturating_pairs(scales, activation_type: str, weight_type: str) -> No
         _logger.warning(U8S8_WITHOUT_VNNI_WARNING, what)
 
 
-def _result(target, opset, scales, observers, model) -> ONNXExportResult:
-    """The ExportResult; ``observers`` are the observer tensors actually written as QDQ pairs."""
+def _result(target, opset, scales, observers, model, rounded=()) -> ONNXExportResult:
+    """The ExportResult; ``observers`` are the observer tensors actually written as QDQ pairs, ``rounded`` the
+    tensors whose float readers read their rounded copy."""
     def names(kind):
         return tuple(s.name for s in scales.values() if s.kind == kind)
     return ONNXExportResult(path=target, opset=opset, weights=names("weight"), activations=names("activation"),
                             observers=tuple(observers),
-                            inputs=model.feed_names, outputs=model.fetch_names)
+                            inputs=model.feed_names, outputs=model.fetch_names, rounded_readers=tuple(rounded))
 
 
 def export_onnx(quantized_model_dir, output_path, *, opset: int = DEFAULT_OPSET,
                 observers: Literal["none", "int8_ops", "all"] | Collection[str] = "none", fold_conv: bool = True,
                 activation_type: Literal["int8", "uint8"] = "int8", weight_type: Literal["int8", "uint8"] = "int8",
+                round_float_readers: bool | Collection[str] = False,
                 model_filename: str | None = None, params_filename: str | None = None) -> ONNXExportResult:
     """Write a quantized Paddle inference model as an int8 QDQ ONNX model.
 
@@ -402,6 +435,15 @@ def export_onnx(quantized_model_dir, output_path, *, opset: int = DEFAULT_OPSET,
             (and the Paddle Executor) says. ``'uint8'`` weights take onnxruntime's u8u8 kernels, which
             widen to 16 bits before multiplying and are exact on every x86 CPU, at some speed cost
             on VNNI CPUs (docs/deploy_onnx.md).
+        round_float_readers: whether the ops that read a runtime-quantized tensor in float (a residual add,
+            a squeeze-and-excite multiply, an op left in float) read its rounded copy instead, as onnxruntime's
+            own quantizer writes (:mod:`paddle_quant.passes.rounded_readers`): ``False`` (default: the graph
+            computes what the Paddle Executor computes), ``True`` (every such tensor) or a list/tuple/set of
+            tensor names. onnxruntime then fuses a conv whose output a quantizer and a float op both read into
+            QLinearConv, and a residual add into QLinearAdd, and drops the layout transposes around them (PP-OCR
+            cls: 24 -> 2 transposes, 7 QLinearAdd). The rounded readers change what is computed; ``verify``
+            rounds them in its simulation too (it reads which tensors the file reads only through their
+            QuantizeLinear).
         model_filename / params_filename: file names inside the folder when it holds several models.
 
     Returns:
@@ -415,14 +457,25 @@ def export_onnx(quantized_model_dir, output_path, *, opset: int = DEFAULT_OPSET,
     """
     return _export(quantized_model_dir, output_path, require_quantized=True, opset=opset, observers=observers,
                    fold=fold_conv, model_filename=model_filename, params_filename=params_filename,
-                   activation_type=activation_type, weight_type=weight_type)
+                   activation_type=activation_type, weight_type=weight_type, round_float_readers=round_float_readers)
 
 
 def export_float_onnx(model_dir, output_path, *, opset: int = DEFAULT_OPSET, fold_conv: bool = True,
-                      model_filename: str | None = None, params_filename: str | None = None) -> ONNXExportResult:
+                      fold_input_affine: bool = False, model_filename: str | None = None,
+                      params_filename: str | None = None) -> ONNXExportResult:
     """Write an fp32 Paddle inference model as ONNX with the same converter (the baseline for int8).
 
-    Arguments and errors as :func:`export_onnx`, except that a model without quant ops is accepted.
+    Arguments and errors as :func:`export_onnx`, except that a model without quant ops is accepted, and:
+
+    Args:
+        fold_input_affine: fold the parameter multiply/add chains an unpadded one-group conv2d reads into that
+            conv (:func:`paddle_quant.passes.input_affine.fold_input_affine`, exact in fp32), as
+            ``quant_post(fold_input_affine=True)`` does before calibrating: PP-LCNetV3's learnable affine after
+            each ``hard_swish`` that feeds a 1x1 conv (12 in PP-OCRv4 rec). The fp32 baseline of an int8 model
+            quantized so, and the graph to hand another quantizer.
     """
+    if not isinstance(fold_input_affine, bool):
+        raise ConfigError(f"fold_input_affine must be True or False, got {fold_input_affine!r}")
     return _export(model_dir, output_path, require_quantized=False, opset=opset, observers="none",
-                   fold=fold_conv, model_filename=model_filename, params_filename=params_filename)
+                   fold=fold_conv, model_filename=model_filename, params_filename=params_filename,
+                   fold_input_affine=fold_input_affine)

@@ -48,6 +48,7 @@ class RequantizeSelection:
         metric: the metric with the chosen tensors requantized (>= baseline - max_drop).
         alone: tensor -> the metric with that tensor alone requantized (every candidate).
         activation_type / weight_type: the storage the measured exports used.
+        round_float_readers: whether the measured exports made float readers read rounded copies.
         seconds: time spent.
     """
 
@@ -58,6 +59,7 @@ class RequantizeSelection:
     activation_type: str
     weight_type: str
     seconds: float
+    round_float_readers: bool = False
 
 
 def default_weight_type() -> str:
@@ -115,7 +117,8 @@ def _candidates(model_dir, folder: Path, storage: dict) -> tuple[str, ...]:
 
 def select_requantized_outputs(quantized_model_dir, metric: Callable[[list], float], eval_batches: Sequence[dict],
                                *, max_drop: float = 0.5, activation_type: str = "uint8",
-                               weight_type: str | None = None, threads: int = 2) -> RequantizeSelection:
+                               weight_type: str | None = None, round_float_readers: bool = False,
+                               threads: int = 2) -> RequantizeSelection:
     """Choose the outputs of int8 ops to requantize in the ONNX export (so onnxruntime fuses those ops into
     QLinearConv / QLinearMatMul) while the metric stays within ``max_drop`` of the export that requantizes none.
 
@@ -128,10 +131,14 @@ def select_requantized_outputs(quantized_model_dir, metric: Callable[[list], flo
         max_drop: allowed drop from the baseline, in the metric's units.
         activation_type / weight_type: the storage the export will use (``weight_type`` None:
             :func:`default_weight_type`); measured as shipped.
+        round_float_readers: ``export_onnx(round_float_readers=True)`` for every export measured (the baseline
+            too): the float readers of runtime-quantized tensors read the rounded copy, so onnxruntime fuses
+            the convs and residual adds they kept in float.
         threads: onnxruntime intra-op threads.
 
     Returns:
-        RequantizeSelection; pass ``selection.observers`` with the same storage types to ``export_onnx``.
+        RequantizeSelection; pass ``selection.observers`` with the same storage types and ``round_float_readers``
+        to ``export_onnx``.
 
     Raises:
         ConfigError / ConfigTypeError: a bad argument (named), a model without output observers, batches that
@@ -139,8 +146,11 @@ def select_requantized_outputs(quantized_model_dir, metric: Callable[[list], flo
     """
     weight_type = default_weight_type() if weight_type is None else weight_type
     _check(metric, eval_batches, max_drop)
+    if not isinstance(round_float_readers, bool):
+        raise ConfigTypeError(f"round_float_readers must be True or False, got {round_float_readers!r}")
     started = time.perf_counter()
-    storage = {"activation_type": activation_type, "weight_type": weight_type}
+    storage = {"activation_type": activation_type, "weight_type": weight_type,
+               "round_float_readers": round_float_readers}
     with tempfile.TemporaryDirectory(prefix="paddle_quant_requantize_") as scratch:
         folder = Path(scratch)
         candidates = _candidates(quantized_model_dir, folder, storage)
@@ -151,7 +161,8 @@ def select_requantized_outputs(quantized_model_dir, metric: Callable[[list], flo
     seconds = time.perf_counter() - started
     _logger.info("requantized outputs: %d of %d chosen, metric %.4g (nothing requantized: %.4g), %d exports "
                  "scored in %.0f s", len(chosen), len(candidates), current, baseline, score.count, seconds)
-    return RequantizeSelection(tuple(chosen), baseline, current, alone, activation_type, weight_type, seconds)
+    return RequantizeSelection(tuple(chosen), baseline, current, alone, activation_type, weight_type, seconds,
+                               round_float_readers)
 
 
 def _greedy(candidates, alone, baseline: float, max_drop: float, score) -> tuple[list[str], float]:

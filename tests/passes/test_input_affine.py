@@ -93,3 +93,22 @@ def test_quant_post_quantizes_the_activation_the_folded_conv_reads(tmp_path, rng
     swish = next(op for op in ops if op.type == "hard_swish").output("Out")[0]
     assert swish in quantized and "shifted" not in quantized
     assert not any(op.type == "elementwise_mul" for op in ops)
+
+
+def test_the_fp32_onnx_export_folds_the_chain_on_request_and_computes_the_same(tmp_path, rng):
+    ort = pytest.importorskip("onnxruntime")
+    onnx = pytest.importorskip("onnx")
+    from paddle_quant.export.onnx import export_float_onnx
+
+    folder = save_built_model(tmp_path / "m", _net)
+    program, scope, fetches = _load(folder)
+    batch = rng.normal(0, 1, (4, 3, 9, 9)).astype("float32")
+    expected = _run(program, scope, fetches, batch)
+    for fold, elementwise in ((False, 2), (True, 0)):
+        path = export_float_onnx(folder, tmp_path / f"fold_{fold}.onnx", fold_input_affine=fold).path
+        nodes = [node.op_type for node in onnx.load(str(path)).graph.node]
+        assert sum(kind in ("Mul", "Add") for kind in nodes) == elementwise  # the convs' bias adds fold into them
+        got = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"]).run(None, {"x": batch})[0]
+        np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-5 * np.abs(expected).max())
+    with pytest.raises(quant.ConfigError, match="fold_input_affine must be True or False, got 'yes'"):
+        export_float_onnx(folder, tmp_path / "bad.onnx", fold_input_affine="yes")
