@@ -37,7 +37,7 @@ other QLinear*/QGemm ops, float Conv and MatMul.
     PYTHONPATH=. .venv/bin/python bench/onnx_vs_ort.py [--models cls,rec] [--eval-lines 300] [--batches 10]
         [--repeats 20] [--threads 2] [--ort-settings u8s8-minmax,u8s8-entropy,s8s8-minmax,s8s8-entropy]
         [--paddle2onnx-site DIR] [--weight-type auto|int8|uint8] [--select-lines 200] [--max-drop 0.5]
-        [--algo ALGO] [--output-algo ALGO] [--fold-input-affine] [--op-types T,T] [--smooth-depthwise] [--round-float-readers]
+        [--deploy-backend onednn|onnx] [--algo ALGO] [--output-algo ALGO] [--fold-input-affine] [--op-types T,T] [--smooth-depthwise] [--round-float-readers]
         [--out out/onnx_vs_ort]
 
 Issue 16's acceptance reads this table, and the bench prints its checks after it (PASS/FAIL per line): rec,
@@ -105,6 +105,9 @@ def parse_args(argv=None):
     parser.add_argument("--output-algo", default=None,
                         help="calibration algorithm of the fused models' output observers (quant_post output_algo; the "
                              f"inputs keep the demo's algorithm); default per model: {OUTPUT_ALGOS}")
+    parser.add_argument("--deploy-backend", default=None, choices=("onednn", "onnx"),
+                        help="quant_post deploy_backend of our int8 models (default: bench/onnx_ppocr.py's, onednn; "
+                             "onnx keeps no oneDNN rule and lets --op-types quantize mul/matmul_v2)")
     parser.add_argument("--algo", default=None,
                         help="quant_post algo of our int8 models (default: bench/onnx_ppocr.py's per model)")
     parser.add_argument("--fold-input-affine", action="store_true",
@@ -142,6 +145,8 @@ def quantize(kind, model_dir, out_dir, args, output_scales=None):
     settings["fold_input_affine"] = args.fold_input_affine
     if args.algo:
         settings["algo"] = args.algo
+    if args.deploy_backend:
+        settings["deploy_backend"] = args.deploy_backend
     settings["smooth_depthwise"] = args.smooth_depthwise
     if args.op_types:
         settings["quantizable_op_type"] = args.op_types.split(",")
