@@ -160,18 +160,22 @@ def _check_observer_names(names, observed) -> None:
                           f"{' ...' if len(observed) > 8 else ''} (quantize with output_scales='int8_ops' or 'all')")
 
 
+def _check_round_float_readers(value) -> None:
+    if isinstance(value, bool):
+        return
+    if not isinstance(value, (list, tuple, set, frozenset)) or not all(isinstance(n, str) for n in value):
+        raise ConfigError(f"round_float_readers must be True, False or a list/tuple/set of tensor names (str), "
+                          f"got {value!r}")
+
+
 def _apply_rounded_readers(program, round_float_readers) -> tuple[str, ...]:
-    """Point the float readers of the tensors ``round_float_readers`` names (True: all candidates) at their
-    rounded copies in the loaded program (never the files); ConfigError for a bad value or an unknown name."""
+    """Point the float readers of the tensors ``round_float_readers`` names (True: every candidate) at their
+    rounded copies in the loaded program (never the files); ConfigError for a name that is no candidate."""
     if round_float_readers is False:
         return ()
-    candidates = float_read_quantized_tensors(program.global_block())
     if round_float_readers is True:
         return tuple(_round_float_readers(program))
-    if not isinstance(round_float_readers, (list, tuple, set, frozenset)) \
-            or not all(isinstance(n, str) for n in round_float_readers):
-        raise ConfigError(f"round_float_readers must be True, False or a list/tuple/set of tensor names (str), "
-                          f"got {round_float_readers!r}")
+    candidates = float_read_quantized_tensors(program.global_block())
     unknown = sorted(set(round_float_readers) - set(candidates))
     if unknown:
         raise ConfigError(f"round_float_readers names tensors that are not both quantized at run time and read in "
@@ -316,6 +320,7 @@ def _export(model_dir, output_path, *, require_quantized, opset, observers, fold
             activation_type="int8", weight_type="int8", round_float_readers=False, fold_input_affine=False):
     onnx = require_onnx()
     _check_observers(observers)
+    _check_round_float_readers(round_float_readers)
     _check_storage("activation_type", activation_type)
     _check_storage("weight_type", weight_type)
     opset = _check_opset(opset)
