@@ -196,8 +196,9 @@ def _check_nchw(op, attr="data_format") -> None:
 
 def _conv_attrs(op) -> dict:
     """Conv attributes; with padding_algorithm SAME Paddle ignores the dilations (uses 1). ``kernel_shape`` is
-    optional in ONNX, but onnxruntime's conv kernels run slower without it (PP-OCR cls fp32: 0.94 of the
-    latency with it, as paddle2onnx writes it)."""
+    optional in ONNX; written as paddle2onnx writes it, so onnxruntime optimizes our PP-OCR cls export into the
+    graph it makes of paddle2onnx's, attribute for attribute (timed the same with or without it: 3.33 / 3.42 /
+    3.56 ms against 3.32 / 3.39 / 3.53, 300 interleaved runs each)."""
     same = _attr(op, "padding_algorithm", "EXPLICIT") == "SAME"
     dilations = [1, 1] if same else list(_attr(op, "dilations", [1, 1]))
     kernel = [int(d) for d in op.block.var(op.input("Filter")[0]).shape[2:]]

@@ -657,8 +657,7 @@ def test_per_tensor_scales_are_rank_0_so_onnxruntime_fuses_a_quantized_multiply(
 
 
 def test_every_conv_names_its_kernel_shape_as_paddle2onnx_does(digits_model, int8_dir, tmp_path):
-    """onnxruntime's conv kernels run slower without the optional kernel_shape (PP-OCR cls fp32: 0.94 of the
-    latency with it); folded and unfolded, fp32 and int8."""
+    """kernel_shape is optional in ONNX; written as paddle2onnx writes it, folded and unfolded, fp32 and int8."""
     exports = [export_float_onnx(digits_model.folder, tmp_path / "f.onnx"),
                export_onnx(int8_dir, tmp_path / "q.onnx", observers="int8_ops"),
                export_onnx(int8_dir, tmp_path / "u.onnx", fold_conv=False)]
