@@ -101,13 +101,14 @@ def test_onnxruntime_fuses_the_block_input_conv_and_the_residual_add_only_with_r
     assert not {"Conv", "FusedConv", "Add"} & set(after)
 
 
-def test_verify_rounds_the_same_readers_in_its_simulation(residual_int8, tmp_path):
-    result = export_onnx(residual_int8, tmp_path / "rounded.onnx", observers="int8_ops", activation_type="uint8",
-                         weight_type=default_weight_type(), round_float_readers=True)
+@pytest.mark.parametrize("rounded", [True, False])
+def test_verify_rounds_the_readers_the_file_rounds_and_no_others(residual_int8, tmp_path, rounded):
+    result = export_onnx(residual_int8, tmp_path / "m.onnx", observers="int8_ops", activation_type="uint8",
+                         weight_type=default_weight_type(), round_float_readers=rounded)
     rng = np.random.default_rng(11)
     batches = [{"x": rng.standard_normal((8, 4, 8, 8)).astype("float32")} for _ in range(4)]
     report = quant.verify(residual_int8, "onnxruntime", batches, runtime_model=str(result.path))
-    assert report.outputs[0].max_steps <= 1.0  # 3.0 steps (0.3 mean) with the simulation reading the float tensor
+    assert report.outputs[0].max_steps <= 1.0  # 3.0 steps (0.3 mean) when the simulation rounds otherwise
 
 
 @pytest.mark.parametrize("value, match", [
