@@ -119,3 +119,28 @@ def test_bad_round_float_readers_are_named(residual_int8, tmp_path, value, match
     with pytest.raises(ConfigError, match=match):
         export_onnx(residual_int8, tmp_path / "m.onnx", round_float_readers=value)
     assert not (tmp_path / "m.onnx").exists()
+
+
+def _pool_and_mean_net():
+    """conv -> hard_swish -> (global average pool -> 1x1 conv) and a float mean of the same activation."""
+    x = paddle.static.data("x", [None, 3, 9, 9], "float32")
+    features = paddle.nn.functional.hardswish(paddle.static.nn.conv2d(x, 8, 3, padding=1))
+    pooled = paddle.nn.functional.adaptive_avg_pool2d(features, 1)
+    return [x], [paddle.flatten(paddle.static.nn.conv2d(pooled, 4, 1), 1), paddle.mean(features, axis=[2, 3])]
+
+
+def test_a_pool_input_pair_at_the_pooled_scale_is_not_the_tensors_rounded_copy(tmp_path):
+    """oneDNN's pool input pair (pool_inputs.py) rounds at the pooled tensor's scale; pointing the float mean at
+    it would clip the activation at the pooled average's range."""
+    rng = np.random.default_rng(5)
+    batches = [{"x": rng.standard_normal((4, 3, 9, 9)).astype("float32")} for _ in range(3)]
+    with _static():
+        save_built_model(tmp_path / "fp32", _pool_and_mean_net)
+        quant.quant_post(paddle.static.Executor(paddle.CPUPlace()), str(tmp_path / "fp32"), str(tmp_path / "int8"),
+                         data_loader=lambda: iter(batches), algo="abs_max", quantizable_op_type=["conv2d"],
+                         skip_tensor_list=["x"], deploy_backend="onednn")
+        block = load_quantized_model(tmp_path / "int8").program.global_block()
+        pair = next(op for op in block.ops if op.type == "quantize_linear" and "@pool_input" in op.output("Y")[0])
+        activation = pair.input("X")[0]
+        assert any(op.type == "reduce_mean" for op in block.ops if activation in op.input_arg_names)
+        assert activation not in float_read_quantized_tensors(block)
