@@ -37,14 +37,15 @@ other QLinear*/QGemm ops, float Conv and MatMul.
     PYTHONPATH=. .venv/bin/python bench/onnx_vs_ort.py [--models cls,rec] [--eval-lines 300] [--batches 10]
         [--repeats 20] [--threads 2] [--ort-settings u8s8-minmax,u8s8-entropy,s8s8-minmax,s8s8-entropy]
         [--paddle2onnx-site DIR] [--weight-type auto|int8|uint8] [--select-lines 200] [--max-drop 0.5]
-        [--deploy-backend onednn|onnx] [--algo ALGO] [--output-algo ALGO] [--fold-input-affine] [--op-types T,T] [--smooth-depthwise] [--round-float-readers]
-        [--out out/onnx_vs_ort]
+        [--deploy-backend onednn|onnx] [--algo ALGO] [--output-algo ALGO] [--fold-input-affine] [--op-types T,T]
+        [--smooth-depthwise] [--round-float-readers] [--out out/onnx_vs_ort]
 
 Issue 16's acceptance reads this table, and the bench prints its checks after it (PASS/FAIL per line): rec,
 ours (selected) within 0.5 point of fp32 exact match and no slower than onnxruntime's fastest quantize_static
 setting; cls, ours no slower than its fastest setting; our fp32 export no slower than paddle2onnx's (when
 --paddle2onnx-site is given). One run's latencies move by several % on a shared machine: rerun before reading
-a close call.
+a close call. The settings docs/deploy_onnx.md recommends (and its latest table used): ``--eval-lines 1000
+--repeats 80 --round-float-readers --fold-input-affine --output-algo abs_max``.
 """
 
 import argparse
