@@ -8,7 +8,6 @@ Tolerances are in quantization steps of the output's observer scale (scale / 127
 
 from __future__ import annotations
 
-import contextlib
 import shutil
 import sys
 
@@ -27,20 +26,10 @@ ort = pytest.importorskip("onnxruntime")
 from paddle_quant.export.onnx import MissingDependencyError, export_float_onnx, export_onnx
 
 from support.digits_model import accuracy  # noqa: E402
-from support.inference import save_built_model  # noqa: E402
+from support.inference import legacy_static as _static, save_built_model  # noqa: E402
 
 WEIGHTS = {"conv2d_0.w_0": 0, "conv2d_1.w_0": 0, "fc_0.w_0": 1}
 ACTIVATIONS = {"image", "relu_0.tmp_0", "flatten_0.tmp_0"}
-
-
-@contextlib.contextmanager
-def _static():
-    with paddle.pir_utils.OldIrGuard():
-        paddle.enable_static()
-        try:
-            yield
-        finally:
-            paddle.disable_static()
 
 
 @pytest.fixture(scope="module")

@@ -7,7 +7,6 @@ of the output's scale.
 
 from __future__ import annotations
 
-import contextlib
 
 import numpy as np
 import paddle
@@ -24,17 +23,7 @@ ort = pytest.importorskip("onnxruntime")
 from paddle_quant.export.onnx import export_onnx  # noqa: E402
 from paddle_quant.export.onnx_requantize import default_weight_type  # noqa: E402
 
-from support.inference import save_built_model  # noqa: E402
-
-
-@contextlib.contextmanager
-def _static():
-    with paddle.pir_utils.OldIrGuard():
-        paddle.enable_static()
-        try:
-            yield
-        finally:
-            paddle.disable_static()
+from support.inference import legacy_static as _static, save_built_model  # noqa: E402
 
 
 def _residual_net():

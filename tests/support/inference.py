@@ -2,9 +2,22 @@
 
 from __future__ import annotations
 
+import contextlib
+
 import numpy as np
 import paddle
 from paddle import inference
+
+
+@contextlib.contextmanager
+def legacy_static():
+    """Legacy-IR static mode, for module-scoped fixtures (conftest.py's autouse fixture covers each test)."""
+    with paddle.pir_utils.OldIrGuard():
+        paddle.enable_static()
+        try:
+            yield
+        finally:
+            paddle.disable_static()
 
 
 def save_model(net, program, prefix, feed_names, fetch_names):
