@@ -17,8 +17,8 @@ for the tensors the ``.onnx`` file reads only through their QuantizeLinear.
 
 A tensor's own rounding pair is the non-observer ``quantize_linear`` that writes ``{tensor}.quantized``
 and the ``dequantize_linear`` that reads it (an average pool's ``@pool_input`` pair rounds at the pool's
-scale and is not one). Fetched tensors keep their fetch of the unrounded value, and a reader placed
-before the pair in the program keeps the unrounded tensor.
+scale and is not one). Fetched tensors keep their fetch of the unrounded value, and a tensor with a float
+reader placed before its pair in the program is left alone, all readers unrounded.
 """
 
 from __future__ import annotations
@@ -57,17 +57,18 @@ def round_float_readers(program, tensors: Collection[str] | None = None) -> list
     program order."""
     block = program.global_block()
     copies = float_read_quantized_tensors(block)
-    wanted = copies if tensors is None else {name: copies[name] for name in copies if name in set(tensors)}
+    named = None if tensors is None else set(tensors)
+    wanted = copies if named is None else {name: rounded for name, rounded in copies.items() if name in named}
     position = {id(op): index for index, op in enumerate(block.ops)}
     written_at = {name: index for index, op in enumerate(block.ops) for name in op.output_arg_names}
     readers, changed = readers_by_var(block), []
     for tensor, rounded in wanted.items():
-        later = [op for op in readers.get(tensor, []) if op.type not in _NOT_FLOAT_READERS
-                 and position[id(op)] > written_at[rounded]]  # a reader before the pair keeps the float tensor
-        for op in later:
+        floats = [op for op in readers.get(tensor, []) if op.type not in _NOT_FLOAT_READERS]
+        if any(position[id(op)] < written_at[rounded] for op in floats):
+            continue  # a reader before the pair: all keep the float tensor, so the .onnx shows it (verify reads that)
+        for op in floats:
             op._rename_input(tensor, rounded)
-        if later:
-            changed.append(tensor)
+        changed.append(tensor)
     if changed:
         program._sync_with_cpp()
     return changed
