@@ -1,4 +1,5 @@
-"""The subcommands' handlers: ``post``, ``inspect``, ``embedding``, ``analyze``, ``verify``, ``demo``.
+"""The subcommands' handlers: ``post``, ``inspect``, ``embedding``, ``analyze``, ``verify``, ``export-onnx``,
+``demo``.
 
 Each takes the parsed arguments and returns an exit code; Paddle and the workflow modules are
 imported inside the handler, so ``--help`` and config errors cost no Paddle import.
@@ -294,6 +295,41 @@ def _run_verify(args: argparse.Namespace) -> int:
     if args.min_cosine is not None and worst_cosine < args.min_cosine:
         _logger.error("verify: output cosine %.6f is below --min-cosine %.6f", worst_cosine, args.min_cosine)
         return EXIT_FAILURE
+    return EXIT_OK
+
+
+# ---------------------------------------------------------------- export-onnx
+def _run_export_onnx(args: argparse.Namespace) -> int:
+    from ..export.onnx import export_float_onnx, export_onnx
+
+    if args.fp32:
+        quantized_only = [flag for flag, given in (("--observers", args.observers != "none"),
+                                                   ("--activation-type", args.activation_type != "int8"),
+                                                   ("--weight-type", args.weight_type != "auto"),
+                                                   ("--round-float-readers", args.round_float_readers)) if given]
+        if quantized_only:
+            raise ConfigError(f"{', '.join(quantized_only)} apply to quantized models; --fp32 exports a float model")
+        result = export_float_onnx(args.model_dir, args.output, fold_conv=not args.no_fold,
+                                   fold_input_affine=args.fold_input_affine)
+        _say(f"export-onnx: fp32 model {args.model_dir} -> {result.path}")
+        return EXIT_OK
+    if args.fold_input_affine:
+        raise ConfigError("--fold-input-affine applies to --fp32 exports; a quantized model folds them in post "
+                          "(FoldInputAffine)")
+    observers = args.observers if args.observers in ("none", "int8_ops", "all") else \
+        [name.strip() for name in args.observers.split(",") if name.strip()]
+    if args.weight_type == "auto":
+        from ..export.onnx_requantize import default_weight_type
+
+        weight_type = default_weight_type()
+    else:
+        weight_type = args.weight_type
+    result = export_onnx(args.model_dir, args.output, observers=observers, fold_conv=not args.no_fold,
+                         activation_type=args.activation_type, weight_type=weight_type,
+                         round_float_readers=args.round_float_readers)
+    _say(f"export-onnx: {len(result.weights)} int8 weights, {len(result.activations)} quantized activations, "
+         f"{len(result.observers)} requantized outputs, {len(result.rounded_readers)} tensors with rounded readers "
+         f"(weights {weight_type}, activations {args.activation_type}) -> {result.path}")
     return EXIT_OK
 
 

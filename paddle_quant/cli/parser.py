@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from .commands import _run_analyze, _run_demo, _run_embedding, _run_inspect, _run_post, _run_verify
+from .commands import _run_analyze, _run_demo, _run_embedding, _run_export_onnx, _run_inspect, _run_post, _run_verify
 from .flags import _DATA_FLAGS, _MODEL_FLAGS, _QUANT_FLAGS, _add_config, _add_flags, _add_quant_options
 
 __all__ = ["build_parser"]
@@ -144,6 +144,32 @@ def _add_verify(subparsers) -> None:
     parser.set_defaults(handler=_run_verify)
 
 
+def _add_export_onnx(subparsers) -> None:
+    parser = _subparser(subparsers, "export-onnx", "write a quantized (or fp32) model as ONNX for onnxruntime", (
+        "Write a model saved by post as an int8 QDQ ONNX model (paddle_quant.export.onnx.export_onnx), or an fp32\n"
+        "model with --fp32 (export_float_onnx). Needs the onnx extra. The settings docs/deploy_onnx.md measures\n"
+        "fastest in onnxruntime: --observers int8_ops --activation-type uint8 --round-float-readers (the model\n"
+        "quantized with OutputScales int8_ops); check the file with `paddle-quant verify --runtime onnxruntime`."))
+    parser.add_argument("--model-dir", required=True, metavar="DIR", help="folder of the model to export")
+    parser.add_argument("--output", required=True, metavar="FILE", help="the .onnx file to write (atomically)")
+    parser.add_argument("--fp32", action="store_true", help="the model is fp32: export it as the float baseline")
+    parser.add_argument("--observers", default="none", metavar="MODE|NAMES",
+                        help="none (default), int8_ops, all, or comma-separated observed tensor names: which "
+                             "output-scale observers become QuantizeLinear/DequantizeLinear pairs")
+    parser.add_argument("--activation-type", choices=("int8", "uint8"), default="int8",
+                        help="storage of quantized activations (uint8: zero point 128, the same grid)")
+    parser.add_argument("--weight-type", choices=("auto", "int8", "uint8"), default="auto",
+                        help="storage of int8 weights (auto: int8 on a CPU with VNNI/AMX, uint8 without)")
+    parser.add_argument("--round-float-readers", action="store_true",
+                        help="ops that read a runtime-quantized tensor in float read its rounded copy, so "
+                             "onnxruntime fuses them (changes what is computed; verify simulates it)")
+    parser.add_argument("--fold-input-affine", action="store_true",
+                        help="with --fp32: fold the affine chains an unpadded conv reads, as post's "
+                             "FoldInputAffine does")
+    parser.add_argument("--no-fold", action="store_true", help="keep the conv bias adds and batch norms")
+    parser.set_defaults(handler=_run_export_onnx)
+
+
 def _add_demo(subparsers) -> None:
     parser = _subparser(subparsers, "demo", "run a demo from the source checkout's demos/ folder", (
         "Run demos/<NAME>.py with this Python (default cli_ppocr: renders text-line images, writes XML and\n"
@@ -163,6 +189,6 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-v", "--verbose", action="count", default=0, help="more logging (-vv: debug, tracebacks)")
     parser.add_argument("-q", "--quiet", action="store_true", help="only warnings and errors on stderr")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-    for add in (_add_post, _add_embedding, _add_inspect, _add_analyze, _add_verify, _add_demo):
+    for add in (_add_post, _add_embedding, _add_inspect, _add_analyze, _add_verify, _add_export_onnx, _add_demo):
         add(subparsers)
     return parser

@@ -18,7 +18,7 @@ from paddle_quant.cli.main import EXIT_FAILURE, EXIT_OK, EXIT_USAGE, build_parse
 from paddle_quant.common.errors import ConfigError, ConfigTypeError, ProgramStateError, ScopeError
 
 REPO = pathlib.Path(__file__).resolve().parents[2]
-SUBCOMMANDS = ("post", "embedding", "inspect", "analyze", "verify", "demo")
+SUBCOMMANDS = ("post", "embedding", "inspect", "analyze", "verify", "export-onnx", "demo")
 
 
 def _cli(*args, cwd):
@@ -154,6 +154,45 @@ def test_verify_runs_the_emitted_model_on_onednn(tiny_model, image_dir, tmp_path
     assert main(["verify", "--model-dir", str(out), "--runtime", "executor", "--min-cosine", "1.5",
                  *data]) == EXIT_FAILURE
     assert main(["verify", "--model-dir", str(out), "--verify-batches", "0", *data]) == EXIT_USAGE
+
+
+def _residual_net():
+    """a = conv(image); conv(a + conv(a)) -> flatten, on 'image' [-1, 3, 8, 8]: ``a`` is read by a quantized conv
+    and, in float, by the residual add (every op has an ONNX converter)."""
+    image = paddle.static.data("image", [-1, 3, 8, 8], "float32")
+    block_input = paddle.static.nn.conv2d(image, 4, 3, padding=1)
+    branch = paddle.static.nn.conv2d(block_input, 4, 1)
+    return [image], [paddle.flatten(paddle.static.nn.conv2d(block_input + branch, 2, 1), 1)]
+
+
+def test_export_onnx_writes_what_verify_finds_equal_to_the_simulation(image_dir, tmp_path, capsys):
+    pytest.importorskip("onnxruntime")
+    from support.inference import save_built_model
+
+    fp32, out = save_built_model(tmp_path / "fp32", _residual_net), tmp_path / "int8"
+    assert main(_post_args(fp32, image_dir, out, "--algo", "abs_max", "--batch-num", "3",
+                           "--output-scales", "int8_ops")) == EXIT_OK
+    onnx_file = tmp_path / "int8.onnx"
+    assert main(["export-onnx", "--model-dir", str(out), "--output", str(onnx_file), "--observers", "int8_ops",
+                 "--activation-type", "uint8", "--round-float-readers"]) == EXIT_OK
+    assert "requantized outputs, 1 tensors with rounded readers" in capsys.readouterr().out and onnx_file.is_file()
+    data = ["--data", str(image_dir), "--batch-size", "2", "--verify-batches", "1"]
+    assert main(["verify", "--model-dir", str(out), "--runtime", "onnxruntime", "--runtime-model", str(onnx_file),
+                 "--max-steps", "1", *data]) == EXIT_OK
+    assert main(["export-onnx", "--model-dir", str(fp32), "--output", str(tmp_path / "fp32.onnx"),
+                 "--fp32"]) == EXIT_OK
+    assert (tmp_path / "fp32.onnx").is_file()
+
+
+@pytest.mark.parametrize("extra, match", [
+    (["--fp32", "--round-float-readers"], "--round-float-readers apply to quantized models"),
+    (["--fold-input-affine"], "--fold-input-affine applies to --fp32 exports"),
+])
+def test_export_onnx_refuses_flags_of_the_other_kind_of_model(tiny_model, tmp_path, caplog, extra, match):
+    pytest.importorskip("onnx")
+    assert main(["export-onnx", "--model-dir", str(tiny_model), "--output", str(tmp_path / "m.onnx"),
+                 *extra]) == EXIT_USAGE
+    assert match in caplog.text and not (tmp_path / "m.onnx").exists()
 
 
 @pytest.mark.parametrize("verbose", [False, True])
