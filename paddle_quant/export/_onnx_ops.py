@@ -25,8 +25,8 @@ class _Graph:
     fresh names under ``paddle_quant.onnx/``.
     """
 
-    def __init__(self, onnx, block, scope, scales, *, activation_type="int8", weight_type="int8"):
-        self.onnx, self.block, self.scope, self.scales = onnx, block, scope, scales
+    def __init__(self, onnx, block, scope, scales, *, activation_type="int8", weight_type="int8", opset=17):
+        self.onnx, self.block, self.scope, self.scales, self.opset = onnx, block, scope, scales, opset
         self.activation_type, self.weight_type = activation_type, weight_type
         self.kept_observers: set[str] = set()
         self.written_observers: list[str] = []
@@ -417,6 +417,20 @@ def _unsqueeze2(g: _Graph, op) -> None:
     g.node("Unsqueeze", [_in(g, op, "X"), _int64(g, [int(a) for a in op.attr("axes")], "axes")], [_out(op, "Out")])
 
 
+def _reduce_mean(g: _Graph, op) -> None:
+    """Paddle's mean over ``dim`` (every axis with ``reduce_all`` or no ``dim``); the axes are an attribute up to
+    opset 17 and an input from 18."""
+    axes = [] if _attr(op, "reduce_all", False) else [int(a) for a in _attr(op, "dim", [])]
+    keepdims = int(bool(_attr(op, "keep_dim", False)))
+    x, out = _in(g, op, "X"), _out(op, "Out")
+    if not axes:
+        g.node("ReduceMean", [x], [out], keepdims=keepdims)
+    elif g.opset >= 18:
+        g.node("ReduceMean", [x, _int64(g, axes, "axes")], [out], keepdims=keepdims)
+    else:
+        g.node("ReduceMean", [x], [out], axes=axes, keepdims=keepdims)
+
+
 def _concat(g: _Graph, op) -> None:
     inputs = [g.param(name) for name in op.input("X")]
     g.node("Concat", inputs, [_out(op, "Out")], axis=int(_attr(op, "axis", 0)))
@@ -497,6 +511,7 @@ OP_CONVERTERS: dict[str, Callable] = {
     "squeeze2": _squeeze2,
     "unsqueeze2": _unsqueeze2,
     "concat": _concat,
+    "reduce_mean": _reduce_mean,
     "shape": _shape,
     "slice": _slice,
     "fill_constant": _fill_constant,

@@ -289,10 +289,11 @@ def _prune(nodes, initializers, outputs):
     return nodes, [tensor for tensor in initializers if tensor.name in used]
 
 
-def _build_graph(onnx, model, scales, *, observers, fold, name, activation_type="int8", weight_type="int8"):
+def _build_graph(onnx, model, scales, *, observers, fold, name, activation_type="int8", weight_type="int8",
+                 opset=DEFAULT_OPSET):
     """(ONNX graph, names of the observers written as QDQ pairs)."""
     g = _Graph(onnx, model.program.global_block(), model.scope, scales, activation_type=activation_type,
-               weight_type=weight_type)
+               weight_type=weight_type, opset=opset)
     plans = _plan_conv_folds(g) if fold else {}
     g.kept_observers = _kept_observers(g, plans, observers)
     _check_scales(scales, g.kept_observers)
@@ -345,7 +346,7 @@ def _export(model_dir, output_path, *, require_quantized, opset, observers, fold
             fold_affine_inputs(model.program, model.scope, paddle.CPUPlace())  # the loaded copy, never the files
         graph, written = _build_graph(onnx, model, scales, observers=observers, fold=fold,
                                       name=Path(model.model_file).stem, activation_type=activation_type,
-                                      weight_type=weight_type)
+                                      weight_type=weight_type, opset=opset)
     opsets = [onnx.helper.make_opsetid("", opset)]
     # the oldest IR that carries the opset, so older onnxruntime releases load the file too
     proto = onnx.helper.make_model(graph, opset_imports=opsets, producer_name="paddle_quant",

@@ -180,6 +180,8 @@ CONVERTER_CASES = {
     "activations": lambda x: (F.relu6(x) + F.leaky_relu(x, 0.1) + F.swish(x) + F.silu(x)
                               + F.hardswish(x) + F.hardsigmoid(x) + _legacy_op("sigmoid", {"X": [x]}) + _legacy_op("tanh", {"X": [x]})),
     "softmax_axis_1": lambda x: F.softmax(x, axis=1),
+    "reduce_mean": lambda x: paddle.mean(x, axis=[2, 3], keepdim=True) + paddle.mean(x, axis=1, keepdim=True)
+    + paddle.mean(x),
     "scale_bias_before_and_after": lambda x: (paddle.scale(x, 2.0, bias=1.0, bias_after_scale=False)
                                               + paddle.scale(x, 0.5, bias=-1.0)),
     "layer_norm": lambda x: paddle.nn.LayerNorm(6)(x),
@@ -200,9 +202,7 @@ CONVERTER_CASES = {
 }
 
 
-@pytest.mark.filterwarnings("ignore:no variable in your model")  # the parameterless cases
-@pytest.mark.parametrize("case", sorted(CONVERTER_CASES))
-def test_each_op_converter_matches_the_executor_in_fp32(case, tmp_path, rng):
+def _converter_case_matches_the_executor(case, tmp_path, rng, opset=17):
     paddle.seed(0)
     main, startup = paddle.static.Program(), paddle.static.Program()
     with paddle.static.program_guard(main, startup):
@@ -215,9 +215,22 @@ def test_each_op_converter_matches_the_executor_in_fp32(case, tmp_path, rng):
         paddle.static.save_inference_model(str(tmp_path / "m" / "model"), [x], [out], exe, program=main)
     images = rng.normal(0, 1, (3, 4, 6, 6)).astype("float32")
     expected = _paddle(tmp_path / "m", images)
-    got = _ort(export_float_onnx(tmp_path / "m", tmp_path / "m.onnx").path, images)
+    got = _ort(export_float_onnx(tmp_path / "m", tmp_path / "m.onnx", opset=opset).path, images)
     assert got.shape == expected.shape
     np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-5 * max(1.0, np.abs(expected).max()))
+
+
+@pytest.mark.filterwarnings("ignore:no variable in your model")  # the parameterless cases
+@pytest.mark.parametrize("case", sorted(CONVERTER_CASES))
+def test_each_op_converter_matches_the_executor_in_fp32(case, tmp_path, rng):
+    _converter_case_matches_the_executor(case, tmp_path, rng)
+
+
+@pytest.mark.filterwarnings("ignore:no variable in your model")
+def test_reduce_mean_takes_its_axes_as_an_input_from_opset_18(tmp_path, rng):
+    _converter_case_matches_the_executor("reduce_mean", tmp_path, rng, opset=18)
+    nodes = [node for node in onnx.load(str(tmp_path / "m.onnx")).graph.node if node.op_type == "ReduceMean"]
+    assert len(nodes) == 3 and not any(attr.name == "axes" for node in nodes for attr in node.attribute)
 
 
 # ---------------------------------------------------------------- structure
