@@ -25,7 +25,7 @@ class _Graph:
     fresh names under ``paddle_quant.onnx/``.
     """
 
-    def __init__(self, onnx, block, scope, scales, *, activation_type="int8", weight_type="int8", opset=17):
+    def __init__(self, onnx, block, scope, scales, *, opset: int, activation_type="int8", weight_type="int8"):
         self.onnx, self.block, self.scope, self.scales, self.opset = onnx, block, scope, scales, opset
         self.activation_type, self.weight_type = activation_type, weight_type
         self.kept_observers: set[str] = set()

@@ -289,8 +289,7 @@ def _prune(nodes, initializers, outputs):
     return nodes, [tensor for tensor in initializers if tensor.name in used]
 
 
-def _build_graph(onnx, model, scales, *, observers, fold, name, activation_type="int8", weight_type="int8",
-                 opset=DEFAULT_OPSET):
+def _build_graph(onnx, model, scales, *, observers, fold, name, opset, activation_type="int8", weight_type="int8"):
     """(ONNX graph, names of the observers written as QDQ pairs)."""
     g = _Graph(onnx, model.program.global_block(), model.scope, scales, activation_type=activation_type,
                weight_type=weight_type, opset=opset)
