@@ -128,14 +128,15 @@ def anchor_convs(program, scope, place, weights: Collection[str]) -> list[Anchor
         One :class:`AnchoredConv` per convolution, in program order.
     """
     block = program.global_block()
-    wanted, done, inputs, former = set(weights), [], {}, []
+    wanted = {_weight_name(w): w for w in weights}  # a smoothed weight is named "<float name>@smoothed"
+    done, inputs, former = [], {}, []
     writers = writer_by_var(block)  # the names looked up below are the frozen program's, never rewritten here
     for conv in [op for op in block.ops if op.type == "conv2d"]:
         filter_dq = writers.get(conv.input("Filter")[0])
         if filter_dq is None or filter_dq.type != "dequantize_linear" or \
                 _weight_name(filter_dq.input("X")[0]) not in wanted:
             continue
-        weight = _weight_name(filter_dq.input("X")[0])
+        weight = wanted[_weight_name(filter_dq.input("X")[0])]
         input_dq = writers.get(conv.input("Input")[0])
         input_q = writers.get(input_dq.input("X")[0]) if input_dq is not None else None
         if not anchorable(conv) or input_dq is None or input_dq.type != "dequantize_linear" or \
@@ -151,7 +152,7 @@ def anchor_convs(program, scope, place, weights: Collection[str]) -> list[Anchor
         conv._rename_input(conv.input("Input")[0], inputs[key])
         _anchor_weight(block, scope, place, filter_dq)
         done.append(AnchoredConv(weight, source, inputs[key]))
-    missing = sorted(wanted - {conv.weight for conv in done})
+    missing = sorted(set(wanted.values()) - {conv.weight for conv in done})
     if missing:
         raise ValueError(f"no conv2d reads the int8 weights {missing[:10]} through a dequantize_linear; "
                          "anchor_convs takes a frozen QDQ program and the float names of its conv weights")

@@ -321,3 +321,15 @@ def test_oneDNN_int8_runs_what_the_program_states_on_relu_outputs(tmp_path):
                               deploy_backend="onednn", onednn_cpu="avx2")
     # <= 1e-4 steps measured on AVX2; 1.75 with the relu output on the 127-level grid
     assert _deviation_in_steps(result, feeds[0]) <= 0.01
+
+
+def test_avx2_anchors_a_conv_whose_weight_smoothing_renamed(tmp_path):
+    # smooth_depthwise scales the producer conv's weight into "<name>@smoothed"; anchoring must still find it
+    model = _linear_conv_model(tmp_path / "fp32")
+    rng = np.random.default_rng(2)
+    feeds = [{"x": rng.standard_normal((4, 16, 8, 8)).astype("float32")} for _ in range(2)]
+    exe = paddle.static.Executor(paddle.CPUPlace())
+    result = quant.quant_post(exe, str(model), str(tmp_path / "avx2"), data_loader=lambda: feeds, algo="abs_max",
+                              quantizable_op_type=["conv2d", "depthwise_conv2d"], deploy_backend="onednn",
+                              onednn_cpu="avx2", smooth_depthwise=True)
+    assert any(name.endswith("@smoothed") for name in result.quantized_tensors)
