@@ -52,8 +52,9 @@ def parse_args(argv=None):
                         help="eval batches of 8 the skip-list search ranks layers on (each count of layers in float: all)")
     parser.add_argument("--onednn-cpu", default=None, choices=("auto", "vnni", "avx2"),
                         help="quant_post onednn_cpu (default unset: built for VNNI/AMX); avx2 on a CPU without VNNI")
-    parser.add_argument("--fold-input-affine", action="store_true",
-                        help="quant_post fold_input_affine=True for every candidate (rec: faster int8)")
+    parser.add_argument("--fold-input-affine", action=argparse.BooleanOptionalAction, default=None,
+                        help="quant_post fold_input_affine=True / False for every candidate (rec: faster int8); "
+                             "unset: the onednn backend's default (on)")
     parser.add_argument("--workdir", default=None, help="where the int8 models go (default: a temporary folder)")
     return parser.parse_args(argv)
 
@@ -94,8 +95,8 @@ def run_model(kind, args, workdir):
                                     skip_search_batches=args.skip_search_batches)
     feeds = list(ppocr.calibration_feeds(kind, 10, 8, 0))
     options = {"quantizable_op_type": REC_OPS} if kind == "rec" else {}
-    if args.fold_input_affine:
-        options["fold_input_affine"] = True
+    if args.fold_input_affine is not None:
+        options["fold_input_affine"] = args.fold_input_affine
     started = time.perf_counter()
     result = quant.quant_post(paddle.static.Executor(paddle.CPUPlace()), str(models[kind]), os.path.join(workdir, kind),
                               data_loader=lambda: iter(feeds), batch_nums=10, deploy_backend="onednn",

@@ -41,13 +41,14 @@ def parse_args(argv=None):
     parser.add_argument("--iterations", type=int, default=500, help="adaround_iterations")
     parser.add_argument("--rec-ops", default="conv2d", help="op types quantized in rec (default conv2d)")
     parser.add_argument("--algo", default=None, help="calibration algorithm (default: the demo's, hist for cls, avg for rec)")
-    parser.add_argument("--smooth-depthwise", action="store_true", help="quant_post smooth_depthwise=True")
+    parser.add_argument("--smooth-depthwise", action=argparse.BooleanOptionalAction, default=None,
+                        help="quant_post smooth_depthwise=True / False; unset: the onednn backend's default (on)")
     parser.add_argument("--out", default=None, help="output folder (default: a temporary one)")
     return parser.parse_args(argv)
 
 
 def _options(kind, args):
-    extra = {"smooth_depthwise": True} if args.smooth_depthwise else {}
+    extra = {} if args.smooth_depthwise is None else {"smooth_depthwise": args.smooth_depthwise}
     if kind == "cls":
         return dict(algo=args.algo or "hist", quantizable_op_type=["conv2d", "depthwise_conv2d", "mul"],
                     output_scales="all", **extra)

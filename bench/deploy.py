@@ -45,13 +45,16 @@ import paddle_quant as quant  # noqa: E402
 import ppocr  # noqa: E402
 from _table import print_table  # noqa: E402
 
+_AS_MEASURED = {"smooth_depthwise": False, "fold_input_affine": False}
+"""onednn's defaults since 2026-12-06, off as in the runs docs/deploy.md reports (and the demo)."""
 SETTINGS = {
     "cls": {"algo": "hist", "quantizable_op_type": ["conv2d", "depthwise_conv2d"], "output_scales": "all",
-            "deploy_backend": "onednn"},
-    "rec": {"algo": "avg", "quantizable_op_type": ["conv2d"], "output_scales": "none", "deploy_backend": "onednn"},
+            "deploy_backend": "onednn", **_AS_MEASURED},
+    "rec": {"algo": "avg", "quantizable_op_type": ["conv2d"], "output_scales": "none", "deploy_backend": "onednn",
+            **_AS_MEASURED},
     # det needs output scales: with 'none' oneDNN int8 returns an all-zero probability map (cosine 0.07 to fp32)
     "det": {"algo": "avg", "quantizable_op_type": ["conv2d", "depthwise_conv2d"], "output_scales": "all",
-            "deploy_backend": "onednn"},
+            "deploy_backend": "onednn", **_AS_MEASURED},
 }
 
 

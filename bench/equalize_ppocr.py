@@ -37,6 +37,8 @@ SETTINGS = {"cls": {"algo": "hist", "quantizable_op_type": ["conv2d", "depthwise
                     "output_scales": "all"},
             "rec": {"algo": "avg", "quantizable_op_type": ["conv2d"], "output_scales": "none"}}
 """The demo's settings per model (demos/ptq_ppocr.py defaults)."""
+for _settings in SETTINGS.values():  # onednn's defaults since 2026-12-06, off as in the demo
+    _settings.update(smooth_depthwise=False, fold_input_affine=False)
 CONFIGS = {
     "baseline": {},
     "equalize": {"equalize_layers": True},

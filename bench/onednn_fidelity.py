@@ -38,8 +38,11 @@ Run from the repository root (the full run is sized for a 16-core machine):
                                     [--eval-lines 300] [--batches 10] [--threads 8] [--jobs 16]
                                     [--repeats 20] [--det-pages 16] [--det-size 640] [--workdir DIR]
                                     [--onednn-cpu auto|vnni|avx2] [--output-scales all|int8_ops|none]
-                                    [--smooth-depthwise] [--fold-input-affine] [--bias-correction[-inputs]]
+                                    [--[no-]smooth-depthwise] [--[no-]fold-input-affine] [--bias-correction[-inputs]]
                                     [--json PATH]
+
+``--smooth-depthwise`` / ``--fold-input-affine`` unset: the onednn backend's defaults (both on since 2026-12-06;
+runs documented before then had both off unless named: ``--no-smooth-depthwise --no-fold-input-affine``).
 
 ``--jobs`` runs the (model, algorithm) pairs in that many spawned processes (calibration and the
 Executor's simulation are mostly single-threaded; each process's oneDNN predictors get ``threads // jobs``
@@ -114,13 +117,15 @@ def parse_args(argv=None):
                         help="quant_post onednn_cpu (default unset: built for VNNI/AMX); avx2 on a CPU without VNNI")
     parser.add_argument("--output-scales", default=None, choices=("all", "int8_ops", "none"),
                         help="quant_post output_scales (default unset: the onednn backend's default)")
-    parser.add_argument("--smooth-depthwise", action="store_true",
-                        help="quant_post smooth_depthwise=True (depthwise conv inputs brought to one range per channel)")
+    parser.add_argument("--smooth-depthwise", action=argparse.BooleanOptionalAction, default=None,
+                        help="quant_post smooth_depthwise=True / False (--no-...); unset: the onednn backend's "
+                             "default (on, from 2026-12-06)")
     parser.add_argument("--bias-correction", action="store_true", help="quant_post bias_correction=True")
     parser.add_argument("--bias-correction-inputs", action="store_true",
                         help="quant_post bias_correction=True, bias_correction_inputs=True")
-    parser.add_argument("--fold-input-affine", action="store_true",
-                        help="quant_post fold_input_affine=True (affine chains before unpadded 1x1 convs folded into them)")
+    parser.add_argument("--fold-input-affine", action=argparse.BooleanOptionalAction, default=None,
+                        help="quant_post fold_input_affine=True / False (affine chains before unpadded 1x1 convs "
+                             "folded into them); unset: the onednn backend's default (on, from 2026-12-06)")
     parser.add_argument("--workdir", default=None, help="where int8 models are written (default: a temp dir)")
     parser.add_argument("--json", default=None, help="also write every figure to this JSON file")
     args = parser.parse_args(argv)
@@ -164,10 +169,9 @@ def quantize(kind, fp32_dir, out_dir, algo, args):
     options = {} if OP_TYPES[kind] is None else {"quantizable_op_type": OP_TYPES[kind]}
     if args.output_scales is not None:
         options["output_scales"] = args.output_scales
-    if args.smooth_depthwise:
-        options["smooth_depthwise"] = True
-    if args.fold_input_affine:
-        options["fold_input_affine"] = True
+    for option in ("smooth_depthwise", "fold_input_affine"):
+        if getattr(args, option) is not None:
+            options[option] = getattr(args, option)
     if args.bias_correction or args.bias_correction_inputs:
         options["bias_correction"] = True
     if args.bias_correction_inputs:

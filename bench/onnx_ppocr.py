@@ -46,8 +46,9 @@ BATCH_SIZE = 8
 PADDLE, ORT, EXECUTOR = "Paddle Inference (oneDNN)", "onnxruntime (CPU)", "Paddle Executor (simulation)"
 QUANT_SETTINGS = {
     "cls": {"algo": "hist", "quantizable_op_type": ["conv2d", "depthwise_conv2d", "mul"], "output_scales": "all",
-            "deploy_backend": "onednn"},
-    "rec": {"algo": "avg", "quantizable_op_type": ["conv2d"], "output_scales": "none", "deploy_backend": "onednn"},
+            "deploy_backend": "onednn", "smooth_depthwise": False, "fold_input_affine": False},
+    "rec": {"algo": "avg", "quantizable_op_type": ["conv2d"], "output_scales": "none", "deploy_backend": "onednn",
+            "smooth_depthwise": False, "fold_input_affine": False},
 }
 """quant_post settings per model: those of demos/ptq_ppocr.py (see its docstring for why), so 'our Paddle int8
 model' is the demo's. deploy_backend='onednn' folds conv/affine chains and writes oneDNN's int8 average pools

@@ -50,7 +50,8 @@ def parse_args(argv=None):
     parser.add_argument("--channel", type=int, default=16)
     parser.add_argument("--deltas", default="-0.1,-0.03,0.03,0.1", help="comma-separated shifts of the channel")
     parser.add_argument("--algo", default="avg")
-    parser.add_argument("--smooth-depthwise", action="store_true", help="quant_post smooth_depthwise=True")
+    parser.add_argument("--smooth-depthwise", action=argparse.BooleanOptionalAction, default=None,
+                        help="quant_post smooth_depthwise=True / False; unset: the onednn backend's default (on)")
     parser.add_argument("--input", default="tmp_40", help="activation tensor whose scale --input-scales sets")
     parser.add_argument("--input-scales", default="", help="comma-separated scales of --input to try (int8)")
     parser.add_argument("--eval-lines", type=int, default=300)
@@ -121,7 +122,8 @@ def main(argv=None):
     work = Path(args.workdir or tempfile.mkdtemp(prefix="paddle_quant_bias_"))
     fp32_dir = ppocr.fetch_models()["rec"]
     quant_args = fidelity.parse_args(["--models", "rec", "--algos", args.algo, "--eval-lines", str(args.eval_lines)]
-                                     + (["--smooth-depthwise"] if args.smooth_depthwise else []))
+                                     + ([] if args.smooth_depthwise is None else
+                                        ["--smooth-depthwise" if args.smooth_depthwise else "--no-smooth-depthwise"]))
     data = fidelity.evaluation_data("rec", quant_args)
     rows = []
     with paddle.pir_utils.OldIrGuard():
@@ -155,7 +157,7 @@ def main(argv=None):
             rows.append(("int8", f"none, {args.input} scale {scale:g} (own {own[0]:.4g})", "-",
                          *exact(model, "onednn", data)))
     print(f"\nPP-OCRv4 rec, {args.eval_lines} lines; int8: algo {args.algo}"
-          f"{', smooth_depthwise' if args.smooth_depthwise else ''}, oneDNN int8 "
+          f"{'' if args.smooth_depthwise is None else f', smooth_depthwise={args.smooth_depthwise}'}, oneDNN int8 "
           f"(|{args.bias}[{args.channel}]| = {abs(fp32_bias[args.channel]):.4f} in fp32)")
     print_table(("model", "bias", "bias change (max)", "exact %", "char %"), rows)
     print(f"models in {work}")

@@ -28,10 +28,11 @@ differently from the simulation (paddle_quant/deploy/cpu.py), the simulated accu
 deployed one printed beside it and a note.
 
 Why rec quantizes conv2d only: deployed with oneDNN int8, quantizing PP-OCRv4 rec's
-depthwise_conv2d ops costs about 15 points of exact match unless ``smooth_depthwise=True`` brings
-their inputs' channels to one range (then avg reads fp32's accuracy on 300 lines, docs/ptq.md; the
-demo's own settings and lines were not remeasured with it), and its matmul_v2 ops (the SVTR attention
-and the head) about 18 points, while conv2d alone stays within a few points of fp32.
+depthwise_conv2d ops costs about 15 points of exact match unless ``smooth_depthwise`` brings
+their inputs' channels to one range (then avg reads fp32's accuracy on 300 and 2000 lines, docs/ptq.md;
+``deploy_backend="onednn"`` smooths by default since 2026-12-06; the demo's own settings and lines were not
+remeasured with it), and its matmul_v2 ops (the SVTR attention and the head; oneDNN's int8 fc is why
+deploy_backend="onednn" leaves them in float) about 18 points, while conv2d alone stays within a few points of fp32.
 
 Why the two models differ in ``output_scales``: with ``'all'`` (PaddleSlim's behaviour) every
 supported op's output is calibrated and saved as an observer QDQ pair, and Paddle Inference's
@@ -52,6 +53,12 @@ Both runs pass ``deploy_backend="onednn"``, which also folds each conv's bias ad
 "learnable affine" mul/add into the conv (``fold_affine``): on rec it lets oneDNN fuse the int8
 convs with their hard_swish (docs/deploy.md); cls has no such chains. It also writes oneDNN's int8
 average pools into the program, so the Executor and an ONNX export compute what oneDNN runs.
+
+Both also pass ``smooth_depthwise=False, fold_input_affine=False``, which ``deploy_backend="onednn"`` turns on
+by default since 2026-12-06 (docs/ptq.md): with them on, this demo read (one run, this machine) cls 93.5 % deployed /
+94.5 % simulated and rec 87.5 / 88.0 % at int8/fp32 latency 0.50, against cls 95.5 / 93.0 and rec 90.5 / 91.5 % at
+0.56 without (fp32 94.5 and 90.0 %); on 1000 other lines fold_input_affine costs rec 1.4 points for 0.46 against
+0.56 of fp32's latency (docs/ptq.md). Smoothing matters where rec's depthwise convs are quantized (not here).
 """
 
 import argparse
@@ -75,8 +82,8 @@ from _table import print_table  # demos/_table.py
 
 BATCH_SIZE = 8
 REC_OPS_NOTE = ("rec quantizes conv2d only: on oneDNN int8, also quantizing its depthwise_conv2d costs "
-                "~15 points of exact match (fp32's accuracy with smooth_depthwise=True and avg, docs/ptq.md) and "
-                "matmul_v2 ~18 points; conv2d alone stays within a few points")
+                "~15 points of exact match without smooth_depthwise (with it, onednn's default: fp32's accuracy "
+                "with avg, docs/ptq.md) and matmul_v2 ~18 points; conv2d alone stays within a few points")
 NO_VNNI_NOTE = ("NOTE: this CPU has no VNNI/AMX, so oneDNN's int8 kernels here compute differently from the "
                 "simulation of these models (built for a VNNI/AMX CPU) and lose accuracy; the check below uses the "
                 "simulated accuracy instead. quant_post(..., onednn_cpu='avx2') builds models this CPU runs as "
@@ -133,6 +140,7 @@ def quantize(exe, kind, model_dir, out_dir, args, ops, output_scales, algo):
         data_loader=lambda: ppocr.calibration_feeds(kind, args.batches, BATCH_SIZE, args.seed),
         algo=algo, batch_nums=args.batches, quantizable_op_type=ops,
         output_scales=output_scales, deploy_backend="onednn",  # onednn: also folds conv/affine chains
+        smooth_depthwise=False, fold_input_affine=False,  # onednn's defaults; lower on this demo (docstring)
         onednn_cpu="vnni")  # 8-bit weights for a VNNI/AMX CPU; on one without, NO_VNNI_NOTE says what changes
     seconds = time.perf_counter() - start
     print(f"  [{kind}] algo={algo}, {len(result.quantized_tensors)} tensors quantized ({','.join(ops)}), "

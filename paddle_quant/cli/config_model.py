@@ -183,14 +183,18 @@ class QuantizationSection(_Section):
     round_type: Literal["round", "adaround"] = Field(
         "round", alias="RoundType", description="Weight rounding: to nearest, or AdaRound (learned per layer).")
     adaround_iterations: int = Field(500, ge=1, alias="AdaRoundIterations", description="AdaRound iterations per layer.")
-    fold_input_affine: Bool = Field(False, alias="FoldInputAffine",
-                                    description="Fold the parameter multiply/add an unpadded conv reads into it.")
+    fold_input_affine: Optional[Bool] = Field(
+        None, alias="FoldInputAffine",
+        description="Fold the parameter multiply/add an unpadded conv reads into it; unset: the deploy backend's "
+        "default (on for onednn).")
     equalize_layers: Bool = Field(False, alias="EqualizeLayers",
                                   description="Cross-layer equalization of conv pairs before calibration.")
     smooth_activations: Bool = Field(False, alias="SmoothActivations",
                                      description="SmoothQuant-style smoothing of weight-op inputs before calibration.")
-    smooth_depthwise: Bool = Field(False, alias="SmoothDepthwise",
-                                   description="Bring every input channel of a quantized depthwise conv to one range.")
+    smooth_depthwise: Optional[Bool] = Field(
+        None, alias="SmoothDepthwise",
+        description="Bring every input channel of a quantized depthwise conv to one range; unset: the deploy "
+        "backend's default (on for onednn with per-channel weights).")
     smooth_alpha: Optional[float] = Field(None, ge=0, le=1, alias="SmoothAlpha",
                                           description="Smoothing strength alpha in [0, 1]; unset: searched per layer.")
     skip_tensors: Text = Field(None, alias="SkipTensors", description="File with tensor names to leave in float.")

@@ -126,18 +126,22 @@ _BOOL_FLAGS = (
     ("--bias-correction-inputs", "QuantizationParameters", "BiasCorrectionInputs",
      "with --bias-correction: also for the mean error of each corrected op's input quantization, one more pass "
      "over the calibration data (BiasCorrectionInputs)"),
-    ("--fold-input-affine", "QuantizationParameters", "FoldInputAffine",
-     "fold the parameter multiply/add an unpadded conv reads into it before calibration, exact in fp32 "
-     "(FoldInputAffine)"),
     ("--equalize-layers", "QuantizationParameters", "EqualizeLayers",
      "balance the weight ranges of conv -> relu/affine/batch_norm -> conv pairs, exact in fp32 (EqualizeLayers)"),
     ("--smooth-activations", "QuantizationParameters", "SmoothActivations",
      "move activation range of matmul/mul/conv inputs into their weights, SmoothQuant-style, exact in fp32 "
      "(SmoothActivations)"),
+)
+_BACKEND_BOOL_FLAGS = (
+    ("--fold-input-affine", "QuantizationParameters", "FoldInputAffine",
+     "fold the parameter multiply/add an unpadded conv reads into it before calibration, exact in fp32 "
+     "(FoldInputAffine; default: the deploy backend's, on for onednn)"),
     ("--smooth-depthwise", "QuantizationParameters", "SmoothDepthwise",
      "bring every input channel of a quantized depthwise conv to one range, moving it into the conv's per-channel "
-     "weight scales, exact in fp32 (SmoothDepthwise)"),
+     "weight scales, exact in fp32 (SmoothDepthwise; default: the deploy backend's, on for onednn with per-channel "
+     "weights)"),
 )
+"""Switches whose unset value is the deploy backend's default: --X turns it on, --no-X off."""
 _PATH_ELEMENTS = {"ModelDir", "PathPrefix", "Path", "SaveDir", "SkipTensors", "ScaleTable"}
 
 
@@ -166,18 +170,20 @@ def _add_quant_options(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("switches")
     for flag, _block, _element, text in _BOOL_FLAGS:
         group.add_argument(flag, dest=_dest(flag), action="store_true", default=None, help=text)
+    for flag, _block, _element, text in _BACKEND_BOOL_FLAGS:
+        group.add_argument(flag, dest=_dest(flag), action=argparse.BooleanOptionalAction, default=None, help=text)
 
 
 def _overrides(args: argparse.Namespace) -> tuple[dict, dict]:
     """(block, element) -> value for every flag given, and 'Block/Element' -> flag for error messages."""
     values, origins = {}, {}
-    for flag, block, element, _ in (*_MODEL_FLAGS, *_DATA_FLAGS, *_QUANT_FLAGS, *_BOOL_FLAGS):
+    for flag, block, element, _ in (*_MODEL_FLAGS, *_DATA_FLAGS, *_QUANT_FLAGS, *_BOOL_FLAGS, *_BACKEND_BOOL_FLAGS):
         value = getattr(args, _dest(flag), None)
         if value is None:
             continue
         if element in _PATH_ELEMENTS:
             value = str(Path(value).expanduser().resolve())
-        values[(block, element)] = "true" if value is True else value
+        values[(block, element)] = {True: "true", False: "false"}.get(value, value) if isinstance(value, bool) else value
         origins[f"{block}/{element}"] = flag
         if block == "QuantizationParameters":
             origins[f"Parameters/{element}"] = flag

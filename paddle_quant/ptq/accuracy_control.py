@@ -88,7 +88,8 @@ class AccuracyControl(BaseModel):
         None,
         description="quant_post option sets tried with each algorithm (accuracy-recovery methods on/off). None: "
         "bias correction off and on (DEFAULT_RECOVERY), each also with smooth_depthwise when the call quantizes "
-        "depthwise convs with per-channel weights (DEPTHWISE_RECOVERY).")
+        "depthwise convs with per-channel weights and leaves smooth_depthwise unset (DEPTHWISE_RECOVERY; without "
+        "it where the deploy_backend smooths by default).")
     search_skip_list: bool = Field(True, description="Leave the most sensitive layers in float if no candidate "
                                    "meets the target.")
     skip_search_batches: Optional[int] = Field(
@@ -164,8 +165,13 @@ def recovery_sets(control: "AccuracyControl", base_options: Mapping[str, Any], m
         return control.recovery
     base = PTQConfig(**base_options)
     depthwise = ("depthwise_conv2d" in model_ops and "depthwise_conv2d" in base.to_quant_config().weight_op_types
-                 and base.weight_quantize_type == "channel_wise_abs_max" and not base.smooth_depthwise)
-    return DEFAULT_RECOVERY + (DEPTHWISE_RECOVERY if depthwise else ())
+                 and base.weight_quantize_type == "channel_wise_abs_max" and base.smooth_depthwise is None
+                 and not base.onednn_without_vnni)
+    if not depthwise:
+        return DEFAULT_RECOVERY
+    if base.effective_smooth_depthwise:  # the backend smooths by default (onednn): the sets try it off as well
+        return DEFAULT_RECOVERY + tuple({**options, "smooth_depthwise": False} for options in DEPTHWISE_RECOVERY)
+    return DEFAULT_RECOVERY + DEPTHWISE_RECOVERY
 
 
 @dataclass(frozen=True)

@@ -90,11 +90,16 @@ def feed_batches(feed_names: Sequence[str], *, sample_generator=None, batch_gene
     return (as_feed(item, feed_names, f"batch {i} of {name}") for i, item in enumerate(items))
 
 
+def one_shot_sources(sources: dict) -> tuple[str, ...]:
+    """The names of the given calibration sources that can be read only once (an iterator or generator object)."""
+    return tuple(name for name, source in sources.items()
+                 if source is not None and not callable(source) and iter(source) is source)
+
+
 def check_reiterable(sources: dict, reason: str) -> None:
     """ConfigError when the given calibration source can be read only once (an iterator or generator object)
     and ``reason`` needs a second pass over it."""
-    for name, source in sources.items():
-        if source is not None and not callable(source) and iter(source) is source:
-            raise ConfigError(f"{name} is an iterator that can be read once, but {reason} reads the calibration "
-                              f"data twice; pass a callable returning a fresh iterable (e.g. lambda: batches) "
-                              f"or a re-iterable such as a list or paddle.io.DataLoader")
+    for name in one_shot_sources(sources):
+        raise ConfigError(f"{name} is an iterator that can be read once, but {reason} reads the calibration "
+                          f"data twice; pass a callable returning a fresh iterable (e.g. lambda: batches) "
+                          f"or a re-iterable such as a list or paddle.io.DataLoader")

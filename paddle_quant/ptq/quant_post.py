@@ -29,7 +29,7 @@ from ..common.errors import ConfigError, ConfigTypeError
 from ..export.scale_table import (SCALE_TABLE_FILENAME, ScaleTable, make_entry, observer_statistics, read_scale_table,
                                   table_json)
 from ..export.tensorrt_cache import TENSORRT_CACHE_FILENAME, tensorrt_cache_text
-from .feeds import check_reiterable, feed_batches
+from .feeds import check_reiterable, feed_batches, one_shot_sources
 from ..passes.bias import bias_corrections, apply_bias_corrections, quantized_input_reducers
 from ..passes.fold_affine import fold_conv_affine
 from ..passes.freeze import freeze_in_place
@@ -247,6 +247,24 @@ def _half_scale_weights(scope, tensors: dict, scales: _Scales, names) -> dict:
     return result
 
 
+def _without_unrunnable_smoothing_default(ptq: PTQConfig, sources: dict, table_in) -> PTQConfig:
+    """``ptq`` with ``smooth_depthwise=False`` where the backend's default smoothing cannot or must not run: the
+    calibration data can be read only once (smoothing reads it twice), or the scale table re-applied records no
+    smoothing (it was written without). An explicit ``smooth_depthwise`` is left as given."""
+    if ptq.smooth_depthwise is not None or not ptq.effective_smooth_depthwise:
+        return ptq
+    if table_in is not None and not table_in.smoothing:
+        reason = "the scale table re-applied records no smoothing scales"
+    elif table_in is None and one_shot_sources(sources):
+        reason = (f"{one_shot_sources(sources)[0]} can be read only once and smoothing reads the calibration data "
+                  "twice (pass a callable or a list to have it)")
+    else:
+        return ptq
+    _logger.warning("smooth_depthwise (deploy_backend=%r's default) is off for this run: %s", ptq.deploy_backend,
+                    reason)
+    return ptq.model_copy(update={"smooth_depthwise": False})
+
+
 # ---------------------------------------------------------------- the run
 def run_post_training(exe, model_dir, quantize_model_path, ptq: PTQConfig, *, sources: dict, scope=None,
                       model_filename=None, params_filename=None, save_model_filename="model.pdmodel",
@@ -265,6 +283,7 @@ def run_post_training(exe, model_dir, quantize_model_path, ptq: PTQConfig, *, so
     model, params = model_files(model_dir, model_filename, params_filename)
     target = _check_output(model_dir, quantize_model_path, allow_output_in_model_dir)
     table_in = _table_argument(scale_table, ptq)
+    ptq = _without_unrunnable_smoothing_default(ptq, sources, table_in)
     if ptq.smooth_activations and table_in is None:
         check_reiterable(sources, "smooth_activations=True")
     if ptq.smooth_depthwise and table_in is None:

@@ -138,9 +138,10 @@ def prepare_fp32(exe, program, scope, place, ptq: PTQConfig, batches, feed_names
     Returns:
         The smoothing scales applied, per tensor (float64 arrays).
     """
-    if ptq.fold_input_affine:
+    if ptq.effective_fold_input_affine:
         folds = fold_input_affine(program, scope, place)
-        _logger.log(logging.INFO if folds else logging.WARNING, "fold_input_affine: %d affine chain(s) folded into "
+        _logger.log(logging.INFO if folds or ptq.fold_input_affine is None else logging.WARNING,
+                    "fold_input_affine: %d affine chain(s) folded into "
                     "the conv reading them%s", len(folds), "" if folds else " (no unpadded one-group conv2d with a "
                     "bias add reads a parameter multiply/add)")
     if ptq.equalize_layers:
@@ -148,14 +149,15 @@ def prepare_fp32(exe, program, scope, place, ptq: PTQConfig, batches, feed_names
         _logger.log(logging.INFO if pairs else logging.WARNING, "equalize_layers: %d conv pair(s) equalized%s",
                     len(pairs), "" if pairs else " (no conv -> relu/affine/batch_norm -> conv pair in the model)")
     applied = {}
-    if ptq.smooth_depthwise:
+    if ptq.effective_smooth_depthwise:
         applied.update(_smooth_depthwise(exe, program, scope, place, ptq, batches, feed_names, recorded))
     if ptq.smooth_activations:
         applied.update(_smooth(exe, program, scope, place, ptq, batches, feed_names, tuple(applied), recorded))
     if recorded is not None and set(recorded) != set(applied):
         raise ConfigError(
             f"scale_table records smoothing scales for {sorted(set(recorded) - set(applied))[:10]}, which this run "
-            f"does not smooth (smooth_depthwise={ptq.smooth_depthwise}, smooth_activations={ptq.smooth_activations}); "
+            f"does not smooth (smooth_depthwise={ptq.effective_smooth_depthwise}, "
+            f"smooth_activations={ptq.smooth_activations}); "
             "re-apply a table with the smoothing options it was written with")
     return applied
 
@@ -175,8 +177,9 @@ def _smooth_depthwise(exe, program, scope, place, ptq: PTQConfig, batches, feed_
     divided by its calibration maximum, the convolution's channel multiplied by it. Returns the scales applied."""
     targets = depthwise_targets(program, ptq.to_quant_config().weight_op_types)
     if not targets:
-        _logger.warning("smooth_depthwise: no tensor to smooth (no input of a quantized depthwise conv made by a "
-                        "batch_norm, per-channel or scalar affine, or weight op through relu)")
+        _logger.log(logging.INFO if ptq.smooth_depthwise is None else logging.WARNING,
+                    "smooth_depthwise: no tensor to smooth (no input of a quantized depthwise conv made by a "
+                    "batch_norm, per-channel or scalar affine, or weight op through relu)")
         return {}
     scales, _ = _smoothing_scales(exe, program, scope, ptq, batches, feed_names, targets, 1.0, recorded)
     apply_smoothing(program, scope, place, targets, scales)

@@ -650,3 +650,21 @@ def test_post_smooth_depthwise_flag_reaches_the_config():
     assert run.ptq_config().smooth_depthwise is True
     assert build_parser().parse_args(["post", "--smooth-depthwise"]).smooth_depthwise is True
     assert build_parser().parse_args(["post"]).smooth_depthwise is None  # unset: the config file decides
+
+
+def test_post_backend_default_switches_turn_off_with_no_and_stay_unset_otherwise():
+    from paddle_quant.cli.config_file import build_configs
+    from paddle_quant.cli.flags import _overrides
+
+    def ptq(*flags):
+        args = build_parser().parse_args(["post", "--deploy-backend", "onednn", *flags])
+        return build_configs([{"Dataset": {}}], base_dir=".", overrides=_overrides(args)[0])[0].ptq_config()
+
+    unset = ptq()
+    assert unset.smooth_depthwise is None and unset.fold_input_affine is None  # the backend decides: on for onednn
+    assert unset.effective_smooth_depthwise and unset.effective_fold_input_affine
+    off = ptq("--no-smooth-depthwise", "--no-fold-input-affine")
+    assert off.smooth_depthwise is False and off.fold_input_affine is False
+    assert not off.effective_smooth_depthwise and not off.effective_fold_input_affine
+    on = ptq("--smooth-depthwise", "--fold-input-affine")
+    assert on.smooth_depthwise is True and on.fold_input_affine is True

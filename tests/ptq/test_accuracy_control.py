@@ -107,6 +107,11 @@ def test_default_recovery_adds_depthwise_smoothing_only_where_depthwise_convs_ar
     assert recovery_sets(control, {"quantizable_op_type": ["conv2d", "mul"]}, ops) == DEFAULT_RECOVERY
     assert recovery_sets(control, {"weight_quantize_type": "abs_max"}, ops) == DEFAULT_RECOVERY  # per-tensor weights
     assert recovery_sets(control, {"smooth_depthwise": True}, ops) == DEFAULT_RECOVERY  # already asked for
+    assert recovery_sets(control, {"smooth_depthwise": False}, ops) == DEFAULT_RECOVERY  # refused by the caller
+    onednn = recovery_sets(control, {"deploy_backend": "onednn"}, ops)  # smooths by default: tried off as well
+    assert onednn == DEFAULT_RECOVERY + ({"smooth_depthwise": False}, {"smooth_depthwise": False,
+                                                                       "bias_correction": True})
+    assert recovery_sets(control, {"deploy_backend": "onednn", "onednn_cpu": "avx2"}, ops) == DEFAULT_RECOVERY
     digits_ops = model_op_types(next(digits_model.folder.glob("*.pdmodel")))
     assert "conv2d" in digits_ops and "depthwise_conv2d" not in digits_ops
     assert recovery_sets(control, {}, digits_ops) == DEFAULT_RECOVERY  # the model has none

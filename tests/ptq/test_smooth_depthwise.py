@@ -167,3 +167,64 @@ def test_the_scale_table_records_the_smoothing_and_reapplies_it_without_data(tmp
     with pytest.raises(ConfigError, match=r"records no smoothing scales for \['shifted'\]"):
         quant.quant_post(exe, str(folder), str(tmp_path / "q"), scale_table=str(plain.scale_table),
                          smooth_depthwise=True, **options)
+
+
+# ---------------------------------------------------------------- deploy_backend="onednn"'s default
+def test_onednn_smooths_and_folds_by_default_and_explicit_values_win():
+    onednn = PTQConfig(deploy_backend="onednn")
+    assert onednn.effective_smooth_depthwise and onednn.effective_fold_input_affine
+    assert not PTQConfig().effective_smooth_depthwise and not PTQConfig().effective_fold_input_affine
+    assert not PTQConfig(deploy_backend="onnx").effective_smooth_depthwise
+    assert not PTQConfig(deploy_backend="onednn", smooth_depthwise=False).effective_smooth_depthwise
+    assert not PTQConfig(deploy_backend="onednn", fold_input_affine=False).effective_fold_input_affine
+    # a per-tensor weight scale cannot take a channel's range; oneDNN without VNNI runs depthwise convs in float
+    assert not PTQConfig(deploy_backend="onednn", weight_quantize_type="abs_max").effective_smooth_depthwise
+    assert not PTQConfig(deploy_backend="onednn", onednn_cpu="avx2").effective_smooth_depthwise
+
+
+def _onednn_post(folder, out, data_loader, **options):
+    return quant.quant_post(paddle.static.Executor(paddle.CPUPlace()), str(folder), str(out), algo="abs_max",
+                            data_loader=data_loader, quantizable_op_type=["conv2d", "depthwise_conv2d"],
+                            deploy_backend="onednn", show_progress=False, **options)
+
+
+def _net_with_a_foldable_affine():
+    """:func:`_net` with a second learnable affine between the depthwise conv and the 1x1 conv (foldable into it)."""
+    (x,), _ = _net()
+    block = paddle.static.default_main_program().global_block()
+    depthwise = _depthwise_output(paddle.static.default_main_program())
+    constant = paddle.nn.initializer.Constant
+    a = paddle.static.create_parameter([1], "float32", name="lab2_a", default_initializer=constant(0.7))
+    b = paddle.static.create_parameter([1], "float32", name="lab2_b", default_initializer=constant(-0.2))
+    lab = _elementwise("elementwise_add", _elementwise("elementwise_mul", a, block.var(depthwise), "scaled2"), b,
+                       "shifted2")
+    return [x], [paddle.flatten(paddle.static.nn.conv2d(lab, 4, 1), 1)]
+
+
+def test_onednn_by_default_smooths_the_depthwise_input_and_folds_the_affine_into_the_1x1_conv(tmp_path, rng):
+    folder, batches = save_built_model(tmp_path / "m", _net_with_a_foldable_affine), _batches(rng)
+    feeds = [{"x": b} for b in batches]
+    default = _onednn_post(folder, tmp_path / "default", lambda: iter(feeds))
+    assert list(json.loads(default.scale_table.read_text())["smoothing"]) == ["shifted"]
+    reads = {n for op in _load(tmp_path / "default")[0].global_block().ops for n in op.input_arg_names}
+    assert "lab_a@smoothed" in reads and not {"lab2_a", "shifted2"} & reads  # smoothed; the 1x1 conv's chain folded
+    off = _onednn_post(folder, tmp_path / "off", lambda: iter(feeds), smooth_depthwise=False, fold_input_affine=False)
+    assert "smoothing" not in json.loads(off.scale_table.read_text())
+    reads = {n for op in _load(tmp_path / "off")[0].global_block().ops for n in op.input_arg_names}
+    assert {"lab_a", "lab2_a", "shifted2"} <= reads
+
+
+def test_onednn_default_smoothing_stays_off_where_it_cannot_run_and_says_why(tmp_path, rng, caplog):
+    folder, batches = save_built_model(tmp_path / "m", _net), _batches(rng)
+    feeds = [{"x": b} for b in batches]
+    with caplog.at_level(logging.WARNING, logger="paddle_quant"):
+        once = _onednn_post(folder, tmp_path / "once", iter(feeds))  # an explicit True refuses this data
+    assert "smooth_depthwise (deploy_backend='onednn''s default) is off for this run: data_loader can be read only " \
+           "once" in caplog.text
+    assert "smoothing" not in json.loads(once.scale_table.read_text())
+    caplog.clear()
+    off = _onednn_post(folder, tmp_path / "off", lambda: iter(feeds), smooth_depthwise=False)
+    with caplog.at_level(logging.WARNING, logger="paddle_quant"):
+        again = _onednn_post(folder, tmp_path / "again", None, scale_table=str(off.scale_table))
+    assert "the scale table re-applied records no smoothing scales" in caplog.text
+    assert again.params_file.read_bytes() == off.params_file.read_bytes()
