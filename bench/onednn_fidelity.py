@@ -39,6 +39,7 @@ Run from the repository root (the full run is sized for a 16-core machine):
                                     [--repeats 20] [--det-pages 16] [--det-size 640] [--workdir DIR]
                                     [--onednn-cpu auto|vnni|avx2] [--output-scales all|int8_ops|none]
                                     [--[no-]smooth-depthwise] [--[no-]fold-input-affine] [--bias-correction[-inputs]]
+                                    [--equalize-layers] [--smooth-activations]
                                     [--json PATH]
 
 ``--smooth-depthwise`` / ``--fold-input-affine`` unset: the onednn backend's defaults (both on since 2026-12-06;
@@ -121,6 +122,9 @@ def parse_args(argv=None):
                         help="quant_post smooth_depthwise=True / False (--no-...); unset: the onednn backend's "
                              "default (on, from 2026-12-06)")
     parser.add_argument("--bias-correction", action="store_true", help="quant_post bias_correction=True")
+    parser.add_argument("--equalize-layers", action="store_true", help="quant_post equalize_layers=True")
+    parser.add_argument("--smooth-activations", action="store_true",
+                        help="quant_post smooth_activations=True (alpha searched per layer)")
     parser.add_argument("--bias-correction-inputs", action="store_true",
                         help="quant_post bias_correction=True, bias_correction_inputs=True")
     parser.add_argument("--fold-input-affine", action=argparse.BooleanOptionalAction, default=None,
@@ -172,6 +176,9 @@ def quantize(kind, fp32_dir, out_dir, algo, args):
     for option in ("smooth_depthwise", "fold_input_affine"):
         if getattr(args, option) is not None:
             options[option] = getattr(args, option)
+    for option in ("equalize_layers", "smooth_activations"):
+        if getattr(args, option):
+            options[option] = True
     if args.bias_correction or args.bias_correction_inputs:
         options["bias_correction"] = True
     if args.bias_correction_inputs:

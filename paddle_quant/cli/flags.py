@@ -183,7 +183,7 @@ def _overrides(args: argparse.Namespace) -> tuple[dict, dict]:
             continue
         if element in _PATH_ELEMENTS:
             value = str(Path(value).expanduser().resolve())
-        values[(block, element)] = {True: "true", False: "false"}.get(value, value) if isinstance(value, bool) else value
+        values[(block, element)] = str(value).lower() if isinstance(value, bool) else value
         origins[f"{block}/{element}"] = flag
         if block == "QuantizationParameters":
             origins[f"Parameters/{element}"] = flag

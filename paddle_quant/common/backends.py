@@ -3,8 +3,9 @@
 ``deploy_backend`` on ``quant_aware``/``convert``/``quant_post`` picks a profile:
 the options it allows (bits, weight granularity, format), whether output-scale
 observers are emitted by default, whether ``quant_post`` folds conv/affine chains
-(``fold_affine``; measured on oneDNN only), whether it folds the affine chains a conv reads and smooths
-depthwise conv inputs before calibrating (``fold_input_affine``, ``smooth_depthwise``; oneDNN), whether the program states a runtime's own
+(``fold_affine``; measured on oneDNN only), whether it folds the affine chains a conv reads and
+smooths depthwise conv inputs before calibrating (``fold_input_affine``, ``smooth_depthwise``;
+oneDNN), whether the program states a runtime's own
 requantization of average-pool inputs (``quantize_pool_inputs``, oneDNN) and its unsigned grid for relu outputs
 (``unsigned_grid``, oneDNN), and which side files a post-training
 run writes next to the model. A config a runtime cannot run is refused when it is
@@ -104,7 +105,8 @@ BACKENDS: dict[str, BackendProfile] = {
     "onednn": BackendProfile(
         "onednn", "onednn", (8,), _WEIGHT_BITS, _ANY_WEIGHT_TYPE, (True,), "none", (),
         "Paddle Inference on CPU, enable_onednn() + enable_onednn_int8()", fold_affine=True,
-        fold_input_affine=True, smooth_depthwise=True, quantize_pool_inputs=True, round_requantized_outputs=True, unsigned_grid=True,
+        fold_input_affine=True, smooth_depthwise=True, quantize_pool_inputs=True, round_requantized_outputs=True,
+        unsigned_grid=True,
         float_readers_bypass_observers=("conv2d", "depthwise_conv2d", "fused_conv2d", "mul", "matmul", "matmul_v2"),
         float_op_types=("mul", "matmul", "matmul_v2"), float_reason=ONEDNN_FC_REASON),
     "tensorrt": BackendProfile(

@@ -260,8 +260,8 @@ def _without_unrunnable_smoothing_default(ptq: PTQConfig, sources: dict, table_i
                   "twice (pass a callable or a list to have it)")
     else:
         return ptq
-    _logger.warning("smooth_depthwise (deploy_backend=%r's default) is off for this run: %s", ptq.deploy_backend,
-                    reason)
+    _logger.warning("smooth_depthwise (the default of deploy_backend=%r) is off for this run: %s",
+                    ptq.deploy_backend, reason)
     return ptq.model_copy(update={"smooth_depthwise": False})
 
 

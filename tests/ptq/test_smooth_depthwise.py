@@ -219,8 +219,8 @@ def test_onednn_default_smoothing_stays_off_where_it_cannot_run_and_says_why(tmp
     feeds = [{"x": b} for b in batches]
     with caplog.at_level(logging.WARNING, logger="paddle_quant"):
         once = _onednn_post(folder, tmp_path / "once", iter(feeds))  # an explicit True refuses this data
-    assert "smooth_depthwise (deploy_backend='onednn''s default) is off for this run: data_loader can be read only " \
-           "once" in caplog.text
+    assert "smooth_depthwise (the default of deploy_backend='onednn') is off for this run: data_loader can be read " \
+           "only once" in caplog.text
     assert "smoothing" not in json.loads(once.scale_table.read_text())
     caplog.clear()
     off = _onednn_post(folder, tmp_path / "off", lambda: iter(feeds), smooth_depthwise=False)
