@@ -10,7 +10,7 @@ metric of the written model, ``target_met``, the search time and the int8 / fp32
     python bench/accuracy_control_ppocr.py [--models rec,cls] [--max-drop 0.5] [--eval-lines 300]
                                            [--runtime onednn|executor] [--algos hist,avg,emd,mse] [--workdir DIR]
                                            [--skip-search-batches 8] [--onednn-cpu auto|vnni|avx2]
-                                           [--fold-input-affine]
+                                           [--[no-]fold-input-affine]
 
 On a CPU without VNNI/AMX oneDNN's int8 differs from the simulation (docs/deploy.md), so ``--runtime onednn``
 searches on numbers that do not transfer to other CPUs; the bench says which CPU it ran on.

@@ -592,15 +592,17 @@ def latency_ms(predictor, batch, repeats=10, warmup=2):
 
 
 def paired_latency(predictors, batch, repeats):
-    """Median ms per run of each predictor on batch, the runs interleaved so shared-CPU load hits all alike."""
+    """Median ms per run of each predictor on batch, the runs interleaved so shared-CPU load hits all alike, and
+    the order rotated every round so no predictor always runs first or after the same other one."""
     for predictor in predictors:
         predict(predictor, batch)  # warm-up
     times = [[] for _ in predictors]
-    for _ in range(repeats):
-        for predictor, spent in zip(predictors, times):
+    for round_index in range(repeats):
+        first = round_index % len(predictors)
+        for index in (*range(first, len(predictors)), *range(first)):
             start = time.perf_counter()
-            predict(predictor, batch)
-            spent.append(1000.0 * (time.perf_counter() - start))
+            predict(predictors[index], batch)
+            times[index].append(1000.0 * (time.perf_counter() - start))
     return [statistics.median(spent) for spent in times]
 
 
