@@ -253,21 +253,24 @@ class PTQConfig(BaseModel):
         profile = backend_profile(self.deploy_backend)
         return profile.output_scales if profile else "all"
 
+    def _switch(self, name: str) -> bool:
+        """The boolean option ``name``, or the deploy_backend profile's value of the same name when it is None
+        (False without a backend)."""
+        value = getattr(self, name)
+        if value is not None:
+            return value
+        profile = backend_profile(self.deploy_backend)
+        return bool(getattr(profile, name)) if profile else False
+
     @property
     def effective_fold_affine(self) -> bool:
         """``fold_affine``, or the deploy_backend's default when it is None (False without a backend)."""
-        if self.fold_affine is not None:
-            return self.fold_affine
-        profile = backend_profile(self.deploy_backend)
-        return profile.fold_affine if profile else False
+        return self._switch("fold_affine")
 
     @property
     def effective_fold_input_affine(self) -> bool:
         """``fold_input_affine``, or the deploy_backend's default when it is None (False without a backend)."""
-        if self.fold_input_affine is not None:
-            return self.fold_input_affine
-        profile = backend_profile(self.deploy_backend)
-        return profile.fold_input_affine if profile else False
+        return self._switch("fold_input_affine")
 
     @property
     def effective_smooth_depthwise(self) -> bool:
@@ -276,9 +279,8 @@ class PTQConfig(BaseModel):
         ``onednn_cpu='avx2'``); False without a backend."""
         if self.smooth_depthwise is not None:
             return self.smooth_depthwise
-        profile = backend_profile(self.deploy_backend)
-        return bool(profile and profile.smooth_depthwise and self.weight_quantize_type == "channel_wise_abs_max"
-                    and not self.onednn_without_vnni)  # oneDNN without VNNI runs depthwise convs in float
+        return (self._switch("smooth_depthwise") and self.weight_quantize_type == "channel_wise_abs_max"
+                and not self.onednn_without_vnni)  # oneDNN without VNNI runs depthwise convs in float
 
     @property
     def quantize_pool_inputs(self) -> bool:
