@@ -99,7 +99,8 @@ def one_shot_sources(sources: dict) -> tuple[str, ...]:
 def check_reiterable(sources: dict, reason: str) -> None:
     """ConfigError when the given calibration source can be read only once (an iterator or generator object)
     and ``reason`` needs a second pass over it."""
-    for name in one_shot_sources(sources):
-        raise ConfigError(f"{name} is an iterator that can be read once, but {reason} reads the calibration "
+    one_shot = one_shot_sources(sources)
+    if one_shot:
+        raise ConfigError(f"{one_shot[0]} is an iterator that can be read once, but {reason} reads the calibration "
                           f"data twice; pass a callable returning a fresh iterable (e.g. lambda: batches) "
                           f"or a re-iterable such as a list or paddle.io.DataLoader")

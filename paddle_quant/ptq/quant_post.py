@@ -253,11 +253,12 @@ def _without_unrunnable_smoothing_default(ptq: PTQConfig, sources: dict, table_i
     smoothing (it was written without). An explicit ``smooth_depthwise`` is left as given."""
     if ptq.smooth_depthwise is not None or not ptq.effective_smooth_depthwise:
         return ptq
+    one_shot = one_shot_sources(sources) if table_in is None else ()
     if table_in is not None and not table_in.smoothing:
         reason = "the scale table re-applied records no smoothing scales"
-    elif table_in is None and one_shot_sources(sources):
-        reason = (f"{one_shot_sources(sources)[0]} can be read only once and smoothing reads the calibration data "
-                  "twice (pass a callable or a list to have it)")
+    elif one_shot:
+        reason = (f"{one_shot[0]} can be read only once and smoothing reads the calibration data twice (pass a "
+                  "callable or a list to have it)")
     else:
         return ptq
     _logger.warning("smooth_depthwise (the default of deploy_backend=%r) is off for this run: %s",
