@@ -55,24 +55,42 @@ def evaluation(kind, n):
     return ppocr.cls_batch(images), list(labels)
 
 
-def outputs(runtime, files, batch, threads):
-    runner = make_runner(runtime, *files, threads=threads)
-    return np.concatenate([runner.run({runner.input_names[0]: batch[i:i + BATCH_SIZE]})[0]
-                           for i in range(0, len(batch), BATCH_SIZE)])
-
-
 def decisions(kind, probs):
     return ppocr.ctc_decode(probs, ppocr.load_charset(ppocr.fetch_models()["rec_dict"])) if kind == "rec" \
         else list(probs.argmax(-1))
 
 
+def compare(kind, first_files, second_files, batch, threads, first="onednn", second="executor"):
+    """Run two (runtime, model) pairs batch by batch (rec outputs are ~1 MB a line, so nothing is kept but
+    the decisions): (first's decisions, second's decisions, mean |output difference|)."""
+    runners = [make_runner(first, *first_files, threads=threads), make_runner(second, *second_files, threads=threads)]
+    decided, diff_sum, count = ([], []), 0.0, 0
+    for i in range(0, len(batch), BATCH_SIZE):
+        out = [runner.run({runner.input_names[0]: batch[i:i + BATCH_SIZE]})[0] for runner in runners]
+        for mine, probs in zip(decided, out):
+            mine.extend(decisions(kind, probs))
+        diff_sum += float(np.abs(out[0] - out[1]).sum())
+        count += out[0].size
+    return decided[0], decided[1], diff_sum / count
+
+
+def share(pairs):
+    return 100.0 * float(np.mean([a == b for a, b in pairs]))
+
+
 def measure(kind, folder, batch, labels, threads):
     files = model_files(Path(folder))
-    deployed, simulated = (outputs(runtime, files, batch, threads) for runtime in ("onednn", "executor"))
-    dep, sim = decisions(kind, deployed), decisions(kind, simulated)
-    share = lambda pairs: 100.0 * float(np.mean([a == b for a, b in pairs]))  # noqa: E731
+    dep, sim, diff = compare(kind, files, files, batch, threads)
     return {"deployed": share(zip(dep, labels)), "simulated": share(zip(sim, labels)),
-            "agreement": share(zip(dep, sim)), "mean_abs_diff": float(np.abs(deployed - simulated).mean())}
+            "agreement": share(zip(dep, sim)), "mean_abs_diff": diff, **net_lines(dep, sim, labels)}
+
+
+def net_lines(first, second, labels):
+    """Lines only the first / only the second decides right: their difference is the accuracy gap, and
+    when the two disagree at random it is a draw with standard deviation sqrt(their sum)."""
+    only_first = sum(a == t != b for a, b, t in zip(first, second, labels))
+    only_second = sum(b == t != a for a, b, t in zip(first, second, labels))
+    return {"only_first": only_first, "only_second": only_second}
 
 
 def perturbed_copy(files, target: Path, seed=0):
@@ -93,13 +111,15 @@ def perturbed_copy(files, target: Path, seed=0):
         return save_inference_atomically(exe, scope, program, feed_names, fetch_names, target)
 
 
-def noise_floor(kind, folder, batch, threads):
-    """% of decisions the simulation keeps when its float parameters move by a few ulps."""
+def noise_floor(kind, folder, batch, labels, threads):
+    """The simulation against itself with its float parameters moved by a few ulps: the share of decisions
+    it keeps, the perturbed copy's accuracy, and the lines only one of the two decides right."""
     files = model_files(Path(folder))
     with tempfile.TemporaryDirectory(prefix="agreement_noise_") as work:
         noisy = perturbed_copy(files, Path(work) / "noisy")
-        base, moved = (decisions(kind, outputs("executor", f, batch, threads)) for f in (files, noisy))
-    return 100.0 * float(np.mean([a == b for a, b in zip(base, moved)]))
+        base, moved, _ = compare(kind, files, noisy, batch, threads, first="executor", second="executor")
+    return {"agreement": share(zip(base, moved)), "perturbed": share(zip(moved, labels)),
+            **net_lines(base, moved, labels)}
 
 
 def main(argv=None):
@@ -118,9 +138,15 @@ def main(argv=None):
           "(% correct), agreement (% decided alike), mean |output difference|")
     for folder in args.folders:
         row = measure(args.kind, folder, batch, labels, args.threads)
-        floor = f", noise floor {noise_floor(args.kind, folder, batch, args.threads):.2f}" if args.noise_floor else ""
         print(f"{folder}: {row['deployed']:.2f} / {row['simulated']:.2f}, agreement {row['agreement']:.2f}, "
-              f"mean |diff| {row['mean_abs_diff']:.3g}{floor}", flush=True)
+              f"mean |diff| {row['mean_abs_diff']:.3g}; right only deployed {row['only_first']}, only simulated "
+              f"{row['only_second']} (net {row['only_first'] - row['only_second']:+d}, chance sd "
+              f"{np.sqrt(row['only_first'] + row['only_second']):.1f})", flush=True)
+        if args.noise_floor:
+            floor = noise_floor(args.kind, folder, batch, labels, args.threads)
+            print(f"  noise floor: simulated vs perturbed simulated agreement {floor['agreement']:.2f}, perturbed "
+                  f"{floor['perturbed']:.2f}; right only simulated {floor['only_first']}, only perturbed "
+                  f"{floor['only_second']} (net {floor['only_first'] - floor['only_second']:+d})", flush=True)
 
 
 if __name__ == "__main__":
