@@ -31,10 +31,13 @@ def save_model(net, program, prefix, feed_names, fetch_names):
     return f"{prefix}.pdmodel", f"{prefix}.pdiparams"
 
 
-def save_built_model(folder, build):
+def save_built_model(folder, build, *, seed=None):
     """Build a program with ``build() -> (feed vars, fetch vars)``, initialise it in a fresh scope and save it
-    as ``folder/model.pdmodel`` + ``.pdiparams``; returns ``folder``."""
+    as ``folder/model.pdmodel`` + ``.pdiparams``; returns ``folder``. ``seed`` fixes the initial parameters
+    (None: Paddle's global generator, whose state depends on the tests run before)."""
     main, startup = paddle.static.Program(), paddle.static.Program()
+    if seed is not None:
+        main.random_seed = startup.random_seed = seed
     with paddle.static.program_guard(main, startup):
         feeds, fetches = build()
     exe = paddle.static.Executor(paddle.CPUPlace())
