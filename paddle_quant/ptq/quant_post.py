@@ -24,7 +24,7 @@ import paddle
 from ..common.model_files import load_inference_program, model_files, save_inference_atomically
 from ..common.program import legacy_ir, read_tensor
 from .calibration import CalibrationStats, calibrate
-from ..common.backends import ONEDNN_INT8_OPS_WARNING, ONEDNN_OUTPUT_SCALES_WARNING
+from ..common.backends import NO_BACKEND_OUTPUT_SCALES_WARNING, ONEDNN_INT8_OPS_WARNING, ONEDNN_OUTPUT_SCALES_WARNING
 from ..common.errors import ConfigError, ConfigTypeError
 from ..export.scale_table import (SCALE_TABLE_FILENAME, ScaleTable, make_entry, observer_statistics, read_scale_table,
                                   table_json)
@@ -281,6 +281,8 @@ def run_post_training(exe, model_dir, quantize_model_path, ptq: PTQConfig, *, so
         _logger.warning(onednn_cpu.OUTPUT_SCALES_WARNING if ptq.onednn_without_vnni else ONEDNN_OUTPUT_SCALES_WARNING)
     if ptq.deploy_backend == "onednn" and ptq.output_scales == "int8_ops":
         _logger.warning(ONEDNN_INT8_OPS_WARNING)
+    if ptq.deploy_backend is None and ptq.output_scales in ("none", "int8_ops"):
+        _logger.warning(NO_BACKEND_OUTPUT_SCALES_WARNING, ptq.output_scales)
     model, params = model_files(model_dir, model_filename, params_filename)
     target = _check_output(model_dir, quantize_model_path, allow_output_in_model_dir)
     table_in = _table_argument(scale_table, ptq)

@@ -4,7 +4,8 @@ import paddle
 import pytest
 
 import paddle_quant as quant
-from paddle_quant.common.backends import BACKENDS, ONEDNN_INT8_OPS_WARNING, ONEDNN_OUTPUT_SCALES_WARNING
+from paddle_quant.common.backends import (BACKENDS, NO_BACKEND_OUTPUT_SCALES_WARNING, ONEDNN_INT8_OPS_WARNING,
+                                         ONEDNN_OUTPUT_SCALES_WARNING)
 from paddle_quant.common.errors import ConfigError, ConfigTypeError
 from paddle_quant.export.tensorrt_cache import TENSORRT_CACHE_FILENAME
 
@@ -72,6 +73,17 @@ def test_explicit_output_scales_all_on_onednn_is_kept_with_a_warning(digits_mode
         assert bool(_observer_pairs(result.model_file)[0]) is (scales is not None)
         assert (ONEDNN_OUTPUT_SCALES_WARNING in caplog.text) is (scales == "all")
         assert (ONEDNN_INT8_OPS_WARNING in caplog.text) is (scales == "int8_ops")
+
+
+def test_output_scales_none_or_int8_ops_without_a_backend_warn_that_onednn_runs_it_otherwise(digits_model, tmp_path,
+                                                                                                caplog):
+    for backend, scales in ((None, "none"), (None, "int8_ops"), (None, "all"), (None, None), ("onnx", "none")):
+        caplog.clear()
+        quant.quant_post(paddle.static.Executor(paddle.CPUPlace()), str(digits_model.folder),
+                         str(tmp_path / f"{backend}_{scales}"), algo="abs_max", deploy_backend=backend,
+                         output_scales=scales, data_loader=digits_model.calibration_batches())
+        warned = (NO_BACKEND_OUTPUT_SCALES_WARNING % scales) in caplog.text
+        assert warned is (backend is None and scales in ("none", "int8_ops")), (backend, scales)
 
 
 def test_fold_affine_follows_the_backend_unless_given():
