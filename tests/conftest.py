@@ -1,4 +1,4 @@
-"""Shared fixtures: legacy static mode for every test, seeded RNG, a trained digits model."""
+"""Shared fixtures: legacy static mode for every test, seeded generators, a trained digits model."""
 
 import os
 import pathlib
@@ -20,6 +20,29 @@ sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1] / "demos"))
 
 NO_VNNI_REASON = ("compares int8 kernels with the simulation: they agree only on CPUs with VNNI/AMX, and this one "
                   "has none (docs/deploy.md, 'CPUs without VNNI'; tests/deploy/test_cpu.py covers this case)")
+
+
+PADDLE_TEST_SEED = 20261206
+
+
+def _seed_global_generators():
+    """Paddle's global generator starts from a random seed in every process, and numpy's legacy one moves
+    with every test that draws from it: an unseeded parameter initialiser or ``np.random`` call would give
+    each run (and each test order) other values. Seed both before every module and every test."""
+    paddle.seed(PADDLE_TEST_SEED)
+    np.random.seed(PADDLE_TEST_SEED % 2**32)
+
+
+@pytest.fixture(autouse=True, scope="module")
+def seeded_module():
+    """Seeded generators for the module-scoped fixtures (built before any test's own seeding)."""
+    _seed_global_generators()
+
+
+@pytest.fixture(autouse=True)
+def seeded_test(seeded_module):
+    """Seeded generators for each test, whatever ran before it."""
+    _seed_global_generators()
 
 
 @pytest.fixture(autouse=True)
