@@ -9,10 +9,12 @@ images flipping at random, is the square root of their sum).
 
 Each variant is ``quant_post(executor, cls_dir, out, data_loader=<--batches of 8 calibration images>,
 batch_size=8, batch_nums=--batches, **options)``; ``default`` passes no options (KL, PaddleSlim's op types
-and output scales, no backend).
+and output scales, no backend). ``--analyze-images N`` also runs ``analyze`` on the default call's settings with
+the deployed accuracy on the first N images as its metric, and prints the units that gain most in float.
 
     PYTHONPATH=. .venv/bin/python bench/cls_default_call.py [--variants default,bias_correction_inputs,...]
                                    [--eval-images 10000] [--batches 10] [--workdir DIR] [--threads 1]
+                                   [--analyze-images 1000]
 """
 
 import argparse
@@ -51,7 +53,9 @@ VARIANTS = {
     "output_scales_none": {"output_scales": "none"},
     "onednn": {"deploy_backend": "onednn"},
     "onednn_plain": {"deploy_backend": "onednn", "smooth_depthwise": False, "fold_input_affine": False},
+    "se_float": {"skip_tensor_list": list(SE_INPUTS)},
     "onednn_se_float": {"deploy_backend": "onednn", "skip_tensor_list": list(SE_INPUTS)},
+    "weights_only": {"algo": "abs_max", "activation_bits": 16},  # the Executor only: oneDNN takes 8-bit activations
 }
 
 
@@ -63,12 +67,15 @@ def parse_args(argv=None):
     parser.add_argument("--batches", type=int, default=10, help=f"calibration batches of {BATCH_SIZE}")
     parser.add_argument("--threads", type=int, default=1, help="CPU threads of every runtime")
     parser.add_argument("--workdir", default=None, help="where the int8 models are written (default: a temp dir)")
+    parser.add_argument("--analyze-images", type=int, default=0,
+                        help="also analyze the default call, deployed accuracy on this many images (0: no)")
     args = parser.parse_args(argv)
     args.variants = args.variants.split(",")
     unknown = sorted(set(args.variants) - set(VARIANTS))
-    if unknown or args.eval_images < BATCH_SIZE or args.batches < 1 or args.threads < 1:
+    if unknown or args.eval_images < BATCH_SIZE or args.batches < 1 or args.threads < 1 \
+            or not 0 <= args.analyze_images <= args.eval_images:
         parser.error(f"unknown variants {unknown} (known: {sorted(VARIANTS)}); need --eval-images >= {BATCH_SIZE}, "
-                     "--batches >= 1, --threads >= 1")
+                     "--batches >= 1, --threads >= 1, 0 <= --analyze-images <= --eval-images")
     return args
 
 
@@ -85,6 +92,28 @@ def quantize(cls_dir, out, options, batches):
                      model_filename="inference.pdmodel", params_filename="inference.pdiparams",
                      batch_size=BATCH_SIZE, batch_nums=batches, **options)
     return time.perf_counter() - start
+
+
+def analyze_default(cls_dir, images, labels, args, workdir):
+    """Per-layer deployed sensitivity of the default call (accuracy on the first ``--analyze-images``)."""
+    from paddle_quant.analysis.analyze import analyze
+    from paddle_quant.analysis.sensitivity import onednn_runner
+
+    n = args.analyze_images
+    evals = [{ppocr.input_name("cls"): images[i:i + BATCH_SIZE]} for i in range(0, n, BATCH_SIZE)]
+
+    def accuracy(outputs_per_batch):
+        predicted = np.concatenate([outputs[0] for outputs in outputs_per_batch]).argmax(-1)
+        return 100.0 * float((predicted == labels[:len(predicted)]).mean())
+
+    result = analyze(str(cls_dir), list(ppocr.calibration_feeds("cls", args.batches, BATCH_SIZE, 0)),
+                     quant.PTQConfig(batch_size=BATCH_SIZE, batch_nums=args.batches), report_dir=workdir / "analysis",
+                     metric=accuracy, runner=onednn_runner(threads=args.threads), eval_batches=evals, plots=False,
+                     model_filename="inference.pdmodel", params_filename="inference.pdiparams")
+    gains = sorted(result.units, key=lambda unit: -unit.gain_float)
+    print(f"analyze ({n} images, deployed): fp32 {result.fp32_metric:.2f}, int8 {result.quantized_metric:.2f}; "
+          f"{sum(unit.gain_float >= 0.3 - 1e-9 for unit in gains)} of {len(gains)} units gain >= 0.3 point in float; "
+          "most: " + ", ".join(f"{unit.name} {unit.gain_float:+.1f}" for unit in gains[:5]), flush=True)
 
 
 def row(name, runtime, predicted, fp32_right, labels):
@@ -111,10 +140,13 @@ def main(argv=None):
         for name in args.variants:
             seconds = quantize(cls_dir, workdir / name, VARIANTS[name], args.batches)
             print(f"{name}: {VARIANTS[name]}, quant_post {seconds:.1f} s", flush=True)
-            for runtime in ("onednn", "executor"):
+            runtimes = ("onednn", "executor") if VARIANTS[name].get("activation_bits", 8) == 8 else ("executor",)
+            for runtime in runtimes:
                 predicted = predictions(runtime, model_files(workdir / name), images, args.threads)
                 print(row(name, "deployed" if runtime == "onednn" else "simulated", predicted, fp32_right, labels),
                       flush=True)
+        if args.analyze_images:
+            analyze_default(cls_dir, images, labels, args, workdir)
 
 
 if __name__ == "__main__":
