@@ -103,7 +103,7 @@ NO_BACKEND_OUTPUT_SCALES_WARNING = (
     "oneDNN int8 runs such a model far from its simulation (among other rules, it requantizes an int8 conv's output "
     "at the scale of a pool that reads it, for every reader; PP-OCR cls, KL, on an AMX CPU: 52.86 %% deployed against "
     "93.87 %% simulated, fp32 94.48 %%, 10000 images); pass deploy_backend='onednn' for Paddle Inference on CPU "
-    "(93.44 / 93.58 %% there), and check verify(runtime=...) on the runtime you deploy on")
+    "(93.20 / 93.13 %% there: deployed as simulated), and check verify(runtime=...) on the runtime you deploy on")
 """Logged (%-formatted with the value) when output_scales 'none' or 'int8_ops' is given without a deploy_backend."""
 
 _ANY_WEIGHT_TYPE = ("channel_wise_abs_max", "abs_max", "range_abs_max", "moving_average_abs_max")
