@@ -301,3 +301,34 @@ def test_the_observer_keeps_onednn_from_clipping_the_other_readers_at_the_pooled
     assert error["plain"] >= 3 * error["onednn"]  # oneDNN requantized F at the pooled scale for every reader
     # the multiply reads F rounded: 2.3 % of the output's range apart with an identity pair there (checked)
     assert np.abs(_executor(onednn, batch) - deployed).max() <= 1e-3 * np.abs(deployed).max()
+
+
+def _relu_se_net(folder):
+    """conv -> relu -> F (u8 in oneDNN); F -> pool -> conv 1x1 -> hard_sigmoid -> gate; F * gate -> conv 1x1:
+    MobileNetV3's first squeeze-and-excite block, whose multiply oneDNN runs in float (PP-OCR cls's ``tmp_0``)."""
+    main, startup = paddle.static.Program(), paddle.static.Program()
+    main.random_seed = startup.random_seed = 6
+    block = main.global_block()
+    with paddle.static.program_guard(main, startup):
+        x = paddle.static.data("x", [None, 3, 11, 11], "float32")
+        features = _append(block, "relu", {"X": [paddle.static.nn.conv2d(x, 8, 3, padding=1)]})
+        pooled = _global_pool(block, features, "avg")
+        gate = _append(block, "hard_sigmoid", {"X": [paddle.static.nn.conv2d(pooled, 8, 1)]},
+                       {"slope": 0.2, "offset": 0.5})
+        excited = _append(block, "elementwise_mul", {"X": [features], "Y": [gate]}, {"axis": -1})
+        out = paddle.flatten(paddle.mean(paddle.static.nn.conv2d(excited, 5, 1), axis=[2, 3]), 1)
+    return _save(folder, main, startup, x, [out])
+
+
+def test_with_output_scales_all_the_float_multiply_reads_the_observed_tensor_rounded_as_onednn_hands_it_over(
+        tmp_path):
+    """output_scales='all' (PaddleSlim's; kept with a warning for oneDNN): F's observer pair is the scale oneDNN's
+    int8 conv writes F at (u8), because the int8 pool reads it; the float multiply reads it dequantized from there.
+    The program's multiply read the observer's identity copy of F (observer pairs on the conv's bias add hid the
+    conv from the requantized-output rule) until the rule looked past observer pairs."""
+    model = _relu_se_net(tmp_path / "fp32")
+    onednn = _quantize(tmp_path, "onednn_all", model, deploy_backend="onednn", output_scales="all",
+                       skip_tensor_list=[])
+    batch = _batch(15)
+    deployed = _onednn_int8(onednn, batch)
+    assert np.abs(_executor(onednn, batch) - deployed).max() <= 1e-3 * np.abs(deployed).max()
