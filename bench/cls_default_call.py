@@ -51,6 +51,7 @@ VARIANTS = {
     "adaround": {"round_type": "adaround"},
     "hist": {"algo": "hist"}, "avg": {"algo": "avg"}, "emd": {"algo": "emd"}, "mse": {"algo": "mse"},
     "output_scales_none": {"output_scales": "none"},
+    "output_scales_int8_ops": {"output_scales": "int8_ops"},
     "onednn": {"deploy_backend": "onednn"},
     "onednn_plain": {"deploy_backend": "onednn", "smooth_depthwise": False, "fold_input_affine": False},
     "se_float": {"skip_tensor_list": list(SE_INPUTS)},
