@@ -195,11 +195,12 @@ def made_by_quantized_conv(block, name: str, writers: dict, readers: dict, int8_
 def _single_reader_producer(block, name: str, writers: dict, readers: dict):
     """The op writing ``name`` when ``name`` has exactly one reader, else None; past observer pairs
     (``output_scales='all'``), which oneDNN drops before it fuses the chain."""
-    op = block.ops[writers[name]] if name in writers and len(readers.get(name, [])) == 1 else None
-    while op is not None and op.type in ("quantize_linear", "dequantize_linear") and is_observer(op):
+    while name in writers and len(readers.get(name, [])) == 1:
+        op = block.ops[writers[name]]
+        if op.type not in ("quantize_linear", "dequantize_linear") or not is_observer(op):
+            return op
         name = op.input("X")[0]
-        op = block.ops[writers[name]] if name in writers and len(readers.get(name, [])) == 1 else None
-    return op
+    return None
 
 
 def tensor_operand(block, op):

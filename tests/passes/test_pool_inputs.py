@@ -324,8 +324,8 @@ def test_with_output_scales_all_the_float_multiply_reads_the_observed_tensor_rou
         tmp_path):
     """output_scales='all' (PaddleSlim's; kept with a warning for oneDNN): F's observer pair is the scale oneDNN's
     int8 conv writes F at (u8), because the int8 pool reads it; the float multiply reads it dequantized from there.
-    The program's multiply read the observer's identity copy of F (observer pairs on the conv's bias add hid the
-    conv from the requantized-output rule) until the rule looked past observer pairs."""
+    The program's multiply read the observer's identity copy of F until pool_inputs' rule, which makes such an
+    observer round, looked past the observer pairs on the conv's and bias add's outputs (oneDNN drops them)."""
     model = _relu_se_net(tmp_path / "fp32")
     onednn = _quantize(tmp_path, "onednn_all", model, deploy_backend="onednn", output_scales="all",
                        skip_tensor_list=[])
