@@ -19,6 +19,7 @@ network's own rounding thresholds, not an arithmetic rule oneDNN applies and the
 """
 
 import argparse
+import functools
 import logging
 import os
 import sys
@@ -55,9 +56,14 @@ def evaluation(kind, n):
     return ppocr.cls_batch(images), list(labels)
 
 
+@functools.lru_cache(maxsize=None)
+def rec_charset():
+    """The rec dictionary, read once (decisions are made batch by batch)."""
+    return ppocr.load_charset(ppocr.fetch_models()["rec_dict"])
+
+
 def decisions(kind, probs):
-    return ppocr.ctc_decode(probs, ppocr.load_charset(ppocr.fetch_models()["rec_dict"])) if kind == "rec" \
-        else list(probs.argmax(-1))
+    return ppocr.ctc_decode(probs, rec_charset()) if kind == "rec" else list(probs.argmax(-1))
 
 
 def compare(kind, first_files, second_files, batch, threads, first="onednn", second="executor"):

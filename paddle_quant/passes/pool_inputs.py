@@ -197,7 +197,7 @@ def _single_reader_producer(block, name: str, writers: dict, readers: dict):
     (``output_scales='all'``), which oneDNN drops before it fuses the chain."""
     while name in writers and len(readers.get(name, [])) == 1:
         op = block.ops[writers[name]]
-        if op.type not in ("quantize_linear", "dequantize_linear") or not is_observer(op):
+        if not is_observer(op):  # only QDQ ops carry only_observer
             return op
         name = op.input("X")[0]
     return None
