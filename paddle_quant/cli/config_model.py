@@ -180,6 +180,8 @@ class QuantizationSection(_Section):
     bias_correction_inputs: Bool = Field(False, alias="BiasCorrectionInputs",
                                          description="Bias correction also for the mean error of each op's input "
                                          "quantization (with BiasCorrection).")
+    tune_scales: Bool = Field(False, alias="TuneScales",
+                              description="Search each activation scale against the fp32 outputs after calibration.")
     round_type: Literal["round", "adaround"] = Field(
         "round", alias="RoundType", description="Weight rounding: to nearest, or AdaRound (learned per layer).")
     adaround_iterations: int = Field(500, ge=1, alias="AdaRoundIterations", description="AdaRound iterations per layer.")
@@ -253,6 +255,7 @@ _ALLOWED: Mapping[str, str] = {
     "OutputAlgorithm": f"one of {list(ALGORITHMS)} (with OutputScales all or int8_ops)",
     "BiasCorrection": "true or false",
     "BiasCorrectionInputs": "true or false (with BiasCorrection true)",
+    "TuneScales": "true or false",
     "RoundType": "'round' or 'adaround'", "AdaRoundIterations": "an int >= 1",
     "EqualizeLayers": "true or false", "SmoothActivations": "true or false", "FoldInputAffine": "true or false",
     "SmoothDepthwise": "true or false (needs per-channel weights)",
@@ -420,7 +423,7 @@ class RunConfig(_Section):
             weight_quantize_type="abs_max" if p.granularity == "per_tensor" else "channel_wise_abs_max",
             weight_method="abs_max" if p.weight_method == "channel_wise" else p.weight_method,
             skip_tensor_list=self.skip_tensor_list(), bias_correction=p.bias_correction,
-            bias_correction_inputs=p.bias_correction_inputs,
+            bias_correction_inputs=p.bias_correction_inputs, tune_scales=p.tune_scales,
             batch_size=self.dataset.batch_size, batch_nums=self.dataset.batch_num, output_scales=p.output_scales,
             output_algo=p.output_algorithm,
             deploy_backend=p.deploy_backend, onednn_cpu=p.onednn_cpu, round_type=p.round_type, adaround_iterations=p.adaround_iterations,

@@ -126,6 +126,9 @@ _BOOL_FLAGS = (
     ("--bias-correction-inputs", "QuantizationParameters", "BiasCorrectionInputs",
      "with --bias-correction: also for the mean error of each corrected op's input quantization, one more pass "
      "over the calibration data (BiasCorrectionInputs)"),
+    ("--tune-scales", "QuantizationParameters", "TuneScales",
+     "after calibration, search each activation scale (0.7-1.25x) for the lowest output error against fp32 on the "
+     "calibration data; quantizers x 5 runs of the quantized model (TuneScales)"),
     ("--equalize-layers", "QuantizationParameters", "EqualizeLayers",
      "balance the weight ranges of conv -> relu/affine/batch_norm -> conv pairs, exact in fp32 (EqualizeLayers)"),
     ("--smooth-activations", "QuantizationParameters", "SmoothActivations",

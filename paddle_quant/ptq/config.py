@@ -54,6 +54,8 @@ _ALLOWED = {
     "bias_correction": "True or False",
     "bias_correction_inputs": "True or False (with bias_correction=True)",
     "fold_affine": "True, False, or None (the deploy_backend's default: True for 'onednn')",
+    "tune_scales": "True or False",
+    "tune_scales_batches": "an int >= 1, or None (the calibration batches)",
     "round_type": "'round' (to nearest) or 'adaround' (learned per layer, paddle_quant.ptq.adaround)",
     "adaround_iterations": "an int >= 1",
     "adaround_rows": "an int >= 1",
@@ -106,6 +108,14 @@ class PTQConfig(BaseModel):
         "and bias (passes/fold_affine.py); exact algebra. None: the deploy_backend's default (True for "
         "'onednn', where it lets PP-OCRv4 rec/det convs fuse their activation in int8; False otherwise, "
         "so the graph is PaddleSlim's).")
+    tune_scales: bool = Field(
+        False,
+        description="After calibration, search each activation quantizer's scale (0.7-1.25 of the calibrated one, "
+        "one quantizer at a time) for the lowest error of the quantized program's outputs against fp32 on the "
+        "calibration batches (paddle_quant.ptq.scale_tuning); the scale table records the tuned scales. Reads the "
+        "calibration data once more; quantizers x 5 runs of the quantized program.")
+    tune_scales_batches: Optional[int] = Field(
+        None, ge=1, description="tune_scales: calibration batches the search runs on (None: all calibrated).")
     round_type: Literal["round", "adaround"] = Field(
         "round", description="Weight rounding: to nearest, or AdaRound (learned up/down per weight, layer by layer, "
         "on the calibration data; never worse than nearest on it). Same scales, ordinary int8 weights.")
@@ -222,6 +232,13 @@ class PTQConfig(BaseModel):
             raise ConfigError(f"config key 'smooth_depthwise' got True but weight_quantize_type is "
                               f"{self.weight_quantize_type!r}: a per-tensor weight scale would take every channel's "
                               "range; allowed: weight_quantize_type='channel_wise_abs_max', or smooth_depthwise=False")
+        return self
+
+    @model_validator(mode="after")
+    def _tuning_batches_need_tuning(self) -> "PTQConfig":
+        if self.tune_scales_batches is not None and not self.tune_scales:
+            raise ConfigError(f"config key 'tune_scales_batches' got {self.tune_scales_batches!r} but tune_scales is "
+                              "False; allowed: set tune_scales=True, or leave tune_scales_batches None")
         return self
 
     @model_validator(mode="after")

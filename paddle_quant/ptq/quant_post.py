@@ -44,6 +44,7 @@ from . import onednn_cpu
 from ..common.numerics import scaled_weight, weight_to_int
 from .adaround import AdaRoundOptions, nearest_rounding, pack_rounding, rounded_weight, unpack_rounding
 from .adaround_layers import learn_roundings
+from .scale_tuning import program_outputs, tune_activation_scales
 from .config import QUANT_POST_OP_TYPES, QUANT_POST_STATIC_OP_TYPES, PTQConfig
 from .steps import (input_scaled, make_observers, observed_names, observer_algorithm, plan_post_training,
                     prepare_fp32, weight_scales, write_scales)
@@ -132,6 +133,13 @@ def _quantized_input_means(exe, program, scope, ptq, corrections, scales: _Scale
     data = feed_batches(feed_names, batch_size=ptq.batch_size, **sources)
     return calibrate(exe, program, scope, data, {}, feed_names=feed_names, batch_nums=batches,
                      show_progress=ptq.show_progress, mean_of=reducers).channel_means
+
+
+def _multiplied(scales: _Scales, multipliers: dict) -> _Scales:
+    """``scales`` with each activation scale named in ``multipliers`` times its multiplier (tune_scales)."""
+    activations = {name: (np.asarray(value) * multipliers[name]).astype(np.asarray(value).dtype)
+                   if name in multipliers else value for name, value in scales.activations.items()}
+    return dataclasses.replace(scales, activations=activations)
 
 
 def _table_scales(plan, table: ScaleTable) -> _Scales:
@@ -270,8 +278,13 @@ def _without_unrunnable_smoothing_default(ptq: PTQConfig, sources: dict, table_i
 def run_post_training(exe, model_dir, quantize_model_path, ptq: PTQConfig, *, sources: dict, scope=None,
                       model_filename=None, params_filename=None, save_model_filename="model.pdmodel",
                       save_params_filename="model.pdiparams", allow_output_in_model_dir=False,
-                      scale_table=None) -> PTQResult:
-    """The post-training run behind ``quant_post``/``quant_post_static`` (see them for the arguments)."""
+                      scale_table=None, tuned_multipliers: dict | None = None) -> PTQResult:
+    """The post-training run behind ``quant_post``/``quant_post_static`` (see them for the arguments).
+
+    With ``tune_scales`` the run searches the activation scales on the model it built
+    (:mod:`paddle_quant.ptq.scale_tuning`) and then builds it again from the start with the calibrated scales
+    times ``tuned_multipliers`` (``{tensor: multiplier}``), so every pass that derives from an activation scale
+    reads the tuned one, and the scale table re-applies to the same model."""
     if ptq.activation_bits != 8:
         _logger.warning("activation_bits=%d: the model runs in the Paddle Executor, but Paddle Inference's oneDNN "
                         "int8 pass accepts only 8-bit activations", ptq.activation_bits)
@@ -295,6 +308,9 @@ def run_post_training(exe, model_dir, quantize_model_path, ptq: PTQConfig, *, so
         check_reiterable(sources, "round_type='adaround'")
     if ptq.bias_correction_inputs:
         check_reiterable(sources, "bias_correction_inputs=True")
+    searching = ptq.tune_scales and table_in is None and tuned_multipliers is None
+    if searching:
+        check_reiterable(sources, "tune_scales=True")
     scope = paddle.static.Scope() if scope is None else scope
     place = getattr(exe, "place", None) or paddle.CPUPlace()
     with legacy_ir():
@@ -310,6 +326,8 @@ def run_post_training(exe, model_dir, quantize_model_path, ptq: PTQConfig, *, so
             scales, stats = _calibrated_scales(exe, program, scope, plan, ptq, feed_names, sources, corrections)
         else:
             scales, stats = _table_scales(plan, table_in), CalibrationStats()
+        if tuned_multipliers:
+            scales = _multiplied(scales, tuned_multipliers)
         half_grid = _half_grid_weights(plan, ptq, program.global_block())  # plan indices: before apply_plan
         anchored = _anchored_weights(plan, program.global_block(), half_grid)
         program_scales = _with_anchored_scales(scales, anchored)  # the table keeps the calibrated ones
@@ -318,6 +336,10 @@ def run_post_training(exe, model_dir, quantize_model_path, ptq: PTQConfig, *, so
         integers = _integers(scope, plan, program_scales, roundings, half_grid, anchored)
         quantized_means = _quantized_input_means(exe, program, scope, ptq, corrections, program_scales, feed_names,
                                                  sources, stats.batches)
+        if searching:  # fp32 outputs on the tuning batches, before the program is quantized in place
+            tuning_batches = list(itertools.islice(feed_batches(feed_names, batch_size=ptq.batch_size, **sources),
+                                                   ptq.tune_scales_batches or stats.batches))
+            reference = program_outputs(exe, program, scope, tuning_batches, fetch_names)
         config, quantized = ptq.to_quant_config(), program  # loaded for inference: no copy needed
         apply_plan(quantized, plan, config, scope, place, mode="test", rewire_backward=False)
         write_scales(scope, place, program_scales.activations)
@@ -335,6 +357,15 @@ def run_post_training(exe, model_dir, quantize_model_path, ptq: PTQConfig, *, so
         if ptq.unsigned_grid:
             _logger.info("oneDNN stores these quantized tensors unsigned (u8 at 255 / scale), as the program now "
                          "states: %s", state_unsigned_grid(frozen))
+        if searching:
+            multipliers = tune_activation_scales(exe, frozen, scope, place, tuning_batches, reference, fetch_names,
+                                                 list(scales.activations))
+    if searching:
+        return run_post_training(exe, model_dir, quantize_model_path, ptq, sources=sources, scope=None,
+                                 model_filename=model_filename, params_filename=params_filename,
+                                 save_model_filename=save_model_filename, save_params_filename=save_params_filename,
+                                 allow_output_in_model_dir=allow_output_in_model_dir, tuned_multipliers=multipliers)
+    with legacy_ir():
         table = _scale_table(plan, ptq, scales, model.name, roundings, half_grid, smoothing)
         files = save_inference_atomically(exe, scope, frozen, feed_names, fetch_names, target, save_model_filename,
                                           save_params_filename, _extra_files(table, ptq))

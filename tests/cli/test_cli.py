@@ -643,6 +643,15 @@ def test_post_bias_correction_inputs_flag_reaches_the_config():
     assert build_parser().parse_args(["post"]).bias_correction_inputs is None  # unset: the config file decides
 
 
+def test_post_tune_scales_flag_reaches_the_config():
+    from paddle_quant.cli.config_file import build_configs
+
+    run = build_configs([{"Dataset": {}, "QuantizationParameters": {"TuneScales": "true"}}], base_dir=".")[0]
+    assert run.ptq_config().tune_scales is True
+    assert build_parser().parse_args(["post", "--tune-scales"]).tune_scales is True
+    assert build_parser().parse_args(["post"]).tune_scales is None  # unset: the config file decides
+
+
 def test_post_smooth_depthwise_flag_reaches_the_config():
     from paddle_quant.cli.config_file import build_configs
 
