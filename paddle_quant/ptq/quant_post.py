@@ -275,16 +275,8 @@ def _without_unrunnable_smoothing_default(ptq: PTQConfig, sources: dict, table_i
 
 
 # ---------------------------------------------------------------- the run
-def run_post_training(exe, model_dir, quantize_model_path, ptq: PTQConfig, *, sources: dict, scope=None,
-                      model_filename=None, params_filename=None, save_model_filename="model.pdmodel",
-                      save_params_filename="model.pdiparams", allow_output_in_model_dir=False,
-                      scale_table=None, tuned_multipliers: dict | None = None) -> PTQResult:
-    """The post-training run behind ``quant_post``/``quant_post_static`` (see them for the arguments).
-
-    With ``tune_scales`` the run searches the activation scales on the model it built
-    (:mod:`paddle_quant.ptq.scale_tuning`) and then builds it again from the start with the calibrated scales
-    times ``tuned_multipliers`` (``{tensor: multiplier}``), so every pass that derives from an activation scale
-    reads the tuned one, and the scale table re-applies to the same model."""
+def _warn_about_settings(ptq: PTQConfig) -> None:
+    """The warnings a post-training run logs about its options before it starts."""
     if ptq.activation_bits != 8:
         _logger.warning("activation_bits=%d: the model runs in the Paddle Executor, but Paddle Inference's oneDNN "
                         "int8 pass accepts only 8-bit activations", ptq.activation_bits)
@@ -296,6 +288,20 @@ def run_post_training(exe, model_dir, quantize_model_path, ptq: PTQConfig, *, so
         _logger.warning(ONEDNN_INT8_OPS_WARNING)
     if ptq.deploy_backend is None and ptq.output_scales in ("none", "int8_ops"):
         _logger.warning(NO_BACKEND_OUTPUT_SCALES_WARNING, ptq.output_scales)
+
+
+def run_post_training(exe, model_dir, quantize_model_path, ptq: PTQConfig, *, sources: dict, scope=None,
+                      model_filename=None, params_filename=None, save_model_filename="model.pdmodel",
+                      save_params_filename="model.pdiparams", allow_output_in_model_dir=False,
+                      scale_table=None, tuned_multipliers: dict | None = None) -> PTQResult:
+    """The post-training run behind ``quant_post``/``quant_post_static`` (see them for the arguments).
+
+    With ``tune_scales`` the run searches the activation scales on the model it built
+    (:mod:`paddle_quant.ptq.scale_tuning`) and then builds it again from the start with the calibrated scales
+    times ``tuned_multipliers`` (``{tensor: multiplier}``), so every pass that derives from an activation scale
+    reads the tuned one, and the scale table re-applies to the same model."""
+    if tuned_multipliers is None:  # the rebuild after tune_scales' search has said it once
+        _warn_about_settings(ptq)
     model, params = model_files(model_dir, model_filename, params_filename)
     target = _check_output(model_dir, quantize_model_path, allow_output_in_model_dir)
     table_in = _table_argument(scale_table, ptq)

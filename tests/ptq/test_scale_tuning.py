@@ -1,5 +1,7 @@
 """tune_scales: the activation scale search against the fp32 outputs (paddle_quant/ptq/scale_tuning.py)."""
 
+import logging
+
 import numpy as np
 import paddle
 import pytest
@@ -54,6 +56,13 @@ def test_tuning_lowers_the_output_error_of_a_clipping_scale_and_moves_the_scale_
     plain_error, tuned_error = _error_on_calibration(fp32, plain), _error_on_calibration(fp32, tuned)
     assert tuned_error < 0.8 * plain_error, (plain_error, tuned_error)
     assert _input_scale(tuned) > _input_scale(plain)
+
+
+def test_the_rebuild_after_the_search_does_not_repeat_the_settings_warnings(tmp_path, caplog):
+    fp32 = _fc_model(tmp_path / "fp32")
+    with caplog.at_level(logging.WARNING, logger="paddle_quant"):
+        _quantize(fp32, tmp_path / "tuned", tune_scales=True)  # output_scales='none' without a backend warns
+    assert sum("output_scales" in record.getMessage() for record in caplog.records) == 1
 
 
 def test_the_scale_table_of_a_tuned_model_re_applies_byte_identically(tmp_path):
