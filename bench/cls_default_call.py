@@ -13,7 +13,7 @@ and output scales, no backend). ``--analyze-images N`` also runs ``analyze`` on 
 the deployed accuracy on the first N images as its metric, and prints the units that gain most in float.
 
     PYTHONPATH=. .venv/bin/python bench/cls_default_call.py [--variants default,bias_correction_inputs,...]
-                                   [--eval-images 10000] [--batches 10] [--workdir DIR] [--threads 1]
+                                   [--eval-images 10000] [--batches 10] [--calibration-seed 0] [--workdir DIR] [--threads 1]
                                    [--analyze-images 1000]
 """
 
@@ -70,6 +70,8 @@ def parse_args(argv=None):
                         help=f"comma-separated, of {sorted(VARIANTS)}")
     parser.add_argument("--eval-images", type=int, default=10000)
     parser.add_argument("--batches", type=int, default=10, help=f"calibration batches of {BATCH_SIZE}")
+    parser.add_argument("--calibration-seed", type=int, default=0,
+                        help="seed of the calibration images (ppocr.calibration_feeds; never an evaluation image)")
     parser.add_argument("--threads", type=int, default=1, help="CPU threads of every runtime")
     parser.add_argument("--workdir", default=None, help="where the int8 models are written (default: a temp dir)")
     parser.add_argument("--analyze-images", type=int, default=0,
@@ -90,10 +92,10 @@ def predictions(runtime, files, images, threads):
                            for i in range(0, len(images), BATCH_SIZE)])
 
 
-def quantize(cls_dir, out, options, batches):
+def quantize(cls_dir, out, options, batches, seed=0):
     start = time.perf_counter()
     quant.quant_post(paddle.static.Executor(paddle.CPUPlace()), str(cls_dir), str(out),
-                     data_loader=lambda: ppocr.calibration_feeds("cls", batches, BATCH_SIZE, 0),
+                     data_loader=lambda: ppocr.calibration_feeds("cls", batches, BATCH_SIZE, seed),
                      model_filename="inference.pdmodel", params_filename="inference.pdiparams",
                      batch_size=BATCH_SIZE, batch_nums=batches, **options)
     return time.perf_counter() - start
@@ -143,7 +145,7 @@ def main(argv=None):
     with tempfile.TemporaryDirectory(prefix="cls_default_call_") as temp, legacy_ir():
         workdir = Path(args.workdir or temp)
         for name in args.variants:
-            seconds = quantize(cls_dir, workdir / name, VARIANTS[name], args.batches)
+            seconds = quantize(cls_dir, workdir / name, VARIANTS[name], args.batches, args.calibration_seed)
             print(f"{name}: {VARIANTS[name]}, quant_post {seconds:.1f} s", flush=True)
             runtimes = ("onednn", "executor") if VARIANTS[name].get("activation_bits", 8) == 8 else ("executor",)
             for runtime in runtimes:
