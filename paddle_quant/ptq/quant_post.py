@@ -299,7 +299,8 @@ def run_post_training(exe, model_dir, quantize_model_path, ptq: PTQConfig, *, so
     With ``tune_scales`` the run searches the activation scales on the model it built
     (:mod:`paddle_quant.ptq.scale_tuning`) and then builds it again from the start with the calibrated scales
     times ``tuned_multipliers`` (``{tensor: multiplier}``), so every pass that derives from an activation scale
-    reads the tuned one, and the scale table re-applies to the same model."""
+    reads the tuned one, and the scale table re-applies to the same model. The rebuild loads into a fresh
+    private scope (``scope`` holds the searched build), so nothing of the first build is read by the second."""
     if tuned_multipliers is None:  # the rebuild after tune_scales' search has said it once
         _warn_about_settings(ptq)
     model, params = model_files(model_dir, model_filename, params_filename)
