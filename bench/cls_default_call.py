@@ -13,7 +13,8 @@ and output scales, no backend). ``--analyze-images N`` also runs ``analyze`` on 
 the deployed accuracy on the first N images as its metric, and prints the units that gain most in float.
 
     PYTHONPATH=. .venv/bin/python bench/cls_default_call.py [--variants default,bias_correction_inputs,...]
-                                   [--eval-images 10000] [--batches 10] [--calibration-seed 0] [--workdir DIR] [--threads 1]
+                                   [--eval-images 10000] [--batches 10] [--calibration-seed 0]
+                                   [--workdir DIR] [--threads 1]
                                    [--analyze-images 1000]
 """
 

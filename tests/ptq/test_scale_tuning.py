@@ -39,7 +39,8 @@ def _quantize(fp32, out, **options):
 def _error_on_calibration(fp32, result):
     expected = make_runner("executor", fp32 / "model.pdmodel", fp32 / "model.pdiparams")
     quantized = make_runner("executor", result.model_file, result.params_file)
-    return output_error([expected.run(feed) for feed in _calibration()], [quantized.run(feed) for feed in _calibration()])
+    return output_error([expected.run(feed) for feed in _calibration()],
+                        [quantized.run(feed) for feed in _calibration()])
 
 
 def _input_scale(result):
