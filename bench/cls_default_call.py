@@ -59,6 +59,8 @@ VARIANTS = {
     "onednn_se_float": {"deploy_backend": "onednn", "skip_tensor_list": list(SE_INPUTS)},
     "tune_scales": {"tune_scales": True},
     "onednn_tune_scales": {"deploy_backend": "onednn", "tune_scales": True},
+    "onednn_bias_correction_inputs_tune_scales": {"deploy_backend": "onednn", "bias_correction": True,
+                                                  "bias_correction_inputs": True, "tune_scales": True},
     "onednn_plain_tune_scales": {"deploy_backend": "onednn", "smooth_depthwise": False, "fold_input_affine": False,
                                  "tune_scales": True},
     "weights_only": {"algo": "abs_max", "activation_bits": 16},  # the Executor only: oneDNN takes 8-bit activations
