@@ -4,8 +4,8 @@ A calibration algorithm picks every activation scale from that tensor's own valu
 it cannot see what clipping or rounding there costs at the model's output. ``tune_scales=True`` starts from
 those scales and, one quantizer at a time in program order, tries a few multiples of its scale
 (:data:`MULTIPLIERS`), keeping one only when it lowers the output error of the quantized program on the
-calibration batches (:func:`output_error`: squared error against the fp32 outputs, relative to their energy;
-a coordinate descent in the spirit of loss-aware PTQ, Nahshan et al., 2019). The search runs the program the
+calibration batches (:func:`output_error` against the fp32 outputs: log-probabilities for a softmax output,
+else relative squared error; a coordinate descent in the spirit of loss-aware PTQ, Nahshan et al., 2019). The search runs the program the
 model is saved as, so it measures what the Executor simulation computes (with ``deploy_backend='onednn'``:
 what oneDNN computes, docs/deploy.md); observer scales (``output_scales``) are identities there and are not
 tuned. It never ends above the error it started from on those batches. Each candidate is one run of the
@@ -49,13 +49,12 @@ def output_error(reference: list[list], outputs: list[list]) -> float:
         ref = [np.asarray(batch[index], np.float64) for batch in reference]
         out = [np.asarray(batch[index], np.float64) for batch in outputs]
         if all(_is_probability(r) for r in ref):
-            ref, out = [np.log(np.maximum(r, PROBABILITY_FLOOR)) for r in ref], \
-                [np.log(np.maximum(o, PROBABILITY_FLOOR)) for o in out]
-            size = sum(r.size for r in ref)
-            errors.append(sum(float(np.square(o - r).sum()) for o, r in zip(out, ref)) / size)
-            continue
-        energy = sum(float(np.square(r).sum()) for r in ref)
-        errors.append(sum(float(np.square(o - r).sum()) for o, r in zip(out, ref)) / max(energy, 1e-30))
+            ref = [np.log(np.maximum(r, PROBABILITY_FLOOR)) for r in ref]
+            out = [np.log(np.maximum(o, PROBABILITY_FLOOR)) for o in out]
+            scale = float(sum(r.size for r in ref))
+        else:
+            scale = max(sum(float(np.square(r).sum()) for r in ref), 1e-30)
+        errors.append(sum(float(np.square(o - r).sum()) for o, r in zip(out, ref)) / scale)
     return float(np.mean(errors))
 
 
@@ -89,9 +88,10 @@ def tune_activation_scales(exe, program, scope, place, batches: Sequence[dict], 
     def error() -> float:
         return output_error(reference, program_outputs(exe, program, scope, batches, fetch_names))
 
+    tunable = tunable_scales(program, activations)
     best = start = error()
     chosen = {}
-    for name in tunable_scales(program, activations):
+    for name in tunable:
         var = naming.scale(name)
         calibrated = read_tensor(scope, var)
         kept = 1.0
@@ -104,5 +104,5 @@ def tune_activation_scales(exe, program, scope, place, batches: Sequence[dict], 
         if kept != 1.0:
             chosen[name] = kept
     _logger.info("tune_scales: %d of %d activation scales changed; output error %.4g -> %.4g on %d batches",
-                 len(chosen), len(tunable_scales(program, activations)), start, best, len(batches))
+                 len(chosen), len(tunable), start, best, len(batches))
     return chosen
