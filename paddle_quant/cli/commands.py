@@ -306,7 +306,8 @@ def _run_export_onnx(args: argparse.Namespace) -> int:
         quantized_only = [flag for flag, given in (("--observers", args.observers != "none"),
                                                    ("--activation-type", args.activation_type != "int8"),
                                                    ("--weight-type", args.weight_type != "auto"),
-                                                   ("--round-float-readers", args.round_float_readers)) if given]
+                                                   ("--round-float-readers", args.round_float_readers),
+                                                   ("--float-conv-weights", args.float_conv_weights)) if given]
         if quantized_only:
             raise ConfigError(f"{', '.join(quantized_only)} apply to quantized models; --fp32 exports a float model")
         result = export_float_onnx(args.model_dir, args.output, fold_conv=not args.no_fold,
@@ -326,9 +327,10 @@ def _run_export_onnx(args: argparse.Namespace) -> int:
         weight_type = args.weight_type
     result = export_onnx(args.model_dir, args.output, observers=observers, fold_conv=not args.no_fold,
                          activation_type=args.activation_type, weight_type=weight_type,
-                         round_float_readers=args.round_float_readers)
+                         round_float_readers=args.round_float_readers, float_conv_weights=args.float_conv_weights)
     _say(f"export-onnx: {len(result.weights)} int8 weights, {len(result.activations)} quantized activations, "
-         f"{len(result.observers)} requantized outputs, {len(result.rounded_readers)} tensors with rounded readers "
+         f"{len(result.observers)} requantized outputs, {len(result.rounded_readers)} tensors with rounded readers, "
+         f"{len(result.float_conv_weights)} float convs with float32 weights "
          f"(weights {weight_type}, activations {args.activation_type}) -> {result.path}")
     return EXIT_OK
 

@@ -163,6 +163,9 @@ def _add_export_onnx(subparsers) -> None:
     parser.add_argument("--round-float-readers", action="store_true",
                         help="ops that read a runtime-quantized tensor in float read its rounded copy, so "
                              "onnxruntime fuses them (changes what is computed; verify simulates it)")
+    parser.add_argument("--float-conv-weights", action="store_true",
+                        help="the convs onnxruntime runs in float (outputs not requantized) read float32 weights "
+                             "(the same values), which it runs on its faster float kernels; a larger file")
     parser.add_argument("--fold-input-affine", action="store_true",
                         help="with --fp32: fold the affine chains an unpadded conv reads, as post's "
                              "FoldInputAffine does")

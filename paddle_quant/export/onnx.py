@@ -43,6 +43,7 @@ from ..common.program import is_observer, legacy_ir
 from ..common.errors import ConfigError, MissingDependencyError, ProgramStateError
 from ..passes.rounded_readers import float_read_quantized_tensors, round_float_readers as _round_float_readers
 from ..passes.unsigned_grid import is_unsigned_grid
+from ._onnx_float_convs import store_float_conv_weights
 from ._onnx_fold import _emit_folded_conv, _index_maps, _plan_conv_folds, _through_observer
 from ._onnx_ops import OP_CONVERTERS, _Graph
 from .qdq_scales import load_quantized_model, read_qdq_scales
@@ -91,6 +92,8 @@ class ONNXExportResult:
         observers: names of the observer tensors written as QDQ pairs.
         rounded_readers: names of the quantized tensors whose float readers read the rounded copy
             (``round_float_readers``).
+        float_conv_weights: output names of the convs whose weight is stored as float32 values of its int8
+            grid (``float_conv_weights``: the convs onnxruntime runs in float).
         inputs: graph input names (the model's feeds); outputs: graph output names (its fetches).
     """
 
@@ -102,6 +105,7 @@ class ONNXExportResult:
     inputs: tuple[str, ...]
     outputs: tuple[str, ...]
     rounded_readers: tuple[str, ...] = ()
+    float_conv_weights: tuple[str, ...] = ()
 
 
 def require_onnx():
@@ -289,8 +293,9 @@ def _prune(nodes, initializers, outputs):
     return nodes, [tensor for tensor in initializers if tensor.name in used]
 
 
-def _build_graph(onnx, model, scales, *, observers, fold, name, opset, activation_type="int8", weight_type="int8"):
-    """(ONNX graph, names of the observers written as QDQ pairs)."""
+def _build_graph(onnx, model, scales, *, observers, fold, name, opset, activation_type="int8", weight_type="int8",
+                 float_conv_weights=False):
+    """(ONNX graph, names of the observers written as QDQ pairs, output names of the convs given float weights)."""
     g = _Graph(onnx, model.program.global_block(), model.scope, scales, activation_type=activation_type,
                weight_type=weight_type, opset=opset)
     plans = _plan_conv_folds(g) if fold else {}
@@ -298,11 +303,12 @@ def _build_graph(onnx, model, scales, *, observers, fold, name, opset, activatio
     _check_scales(scales, g.kept_observers)
     _emit_ops(g, plans)
     _check_named_observers_written(observers, g.written_observers)
+    float_convs = store_float_conv_weights(g, model.fetch_names) if float_conv_weights else ()
     nodes, initializers = _prune(g.nodes, g.initializers, model.fetch_names)
     inputs = [_value_info(g, n, "batch") for n in model.feed_names]
     outputs = [_value_info(g, n, "batch") for n in model.fetch_names]
     graph = onnx.helper.make_graph(nodes, name, inputs, outputs, initializer=initializers)
-    return graph, tuple(g.written_observers)
+    return graph, tuple(g.written_observers), float_convs
 
 
 def _write_atomic(data: bytes, target: Path) -> None:
@@ -317,10 +323,13 @@ def _write_atomic(data: bytes, target: Path) -> None:
 
 
 def _export(model_dir, output_path, *, require_quantized, opset, observers, fold, model_filename, params_filename,
-            activation_type="int8", weight_type="int8", round_float_readers=False, fold_input_affine=False):
+            activation_type="int8", weight_type="int8", round_float_readers=False, fold_input_affine=False,
+            float_conv_weights=False):
     onnx = require_onnx()
     _check_observers(observers)
     _check_round_float_readers(round_float_readers)
+    if not isinstance(float_conv_weights, bool):
+        raise ConfigError(f"float_conv_weights must be True or False, got {float_conv_weights!r}")
     _check_storage("activation_type", activation_type)
     _check_storage("weight_type", weight_type)
     opset = _check_opset(opset)
@@ -343,16 +352,17 @@ def _export(model_dir, output_path, *, require_quantized, opset, observers, fold
             from ..passes.input_affine import fold_input_affine as fold_affine_inputs
 
             fold_affine_inputs(model.program, model.scope, paddle.CPUPlace())  # the loaded copy, never the files
-        graph, written = _build_graph(onnx, model, scales, observers=observers, fold=fold,
-                                      name=Path(model.model_file).stem, activation_type=activation_type,
-                                      weight_type=weight_type, opset=opset)
+        graph, written, float_convs = _build_graph(
+            onnx, model, scales, observers=observers, fold=fold, name=Path(model.model_file).stem,
+            activation_type=activation_type, weight_type=weight_type, opset=opset,
+            float_conv_weights=float_conv_weights)
     opsets = [onnx.helper.make_opsetid("", opset)]
     # the oldest IR that carries the opset, so older onnxruntime releases load the file too
     proto = onnx.helper.make_model(graph, opset_imports=opsets, producer_name="paddle_quant",
                                    ir_version=onnx.helper.find_min_ir_version_for(opsets))
     onnx.checker.check_model(proto)
     _write_atomic(proto.SerializeToString(), target)
-    return _result(target, opset, scales, written, model, rounded)
+    return _result(target, opset, scales, written, model, rounded, float_convs)
 
 
 U8S8_WITHOUT_VNNI_WARNING = (
@@ -377,20 +387,21 @@ def _warn_saturating_pairs(scales, activation_type: str, weight_type: str) -> No
         _logger.warning(U8S8_WITHOUT_VNNI_WARNING, what)
 
 
-def _result(target, opset, scales, observers, model, rounded=()) -> ONNXExportResult:
+def _result(target, opset, scales, observers, model, rounded=(), float_convs=()) -> ONNXExportResult:
     """The ExportResult; ``observers`` are the observer tensors actually written as QDQ pairs, ``rounded`` the
-    tensors whose float readers read their rounded copy."""
+    tensors whose float readers read their rounded copy, ``float_convs`` the convs given float weights."""
     def names(kind):
         return tuple(s.name for s in scales.values() if s.kind == kind)
     return ONNXExportResult(path=target, opset=opset, weights=names("weight"), activations=names("activation"),
                             observers=tuple(observers),
-                            inputs=model.feed_names, outputs=model.fetch_names, rounded_readers=tuple(rounded))
+                            inputs=model.feed_names, outputs=model.fetch_names, rounded_readers=tuple(rounded),
+                            float_conv_weights=tuple(float_convs))
 
 
 def export_onnx(quantized_model_dir, output_path, *, opset: int = DEFAULT_OPSET,
                 observers: Literal["none", "int8_ops", "all"] | Collection[str] = "none", fold_conv: bool = True,
                 activation_type: Literal["int8", "uint8"] = "int8", weight_type: Literal["int8", "uint8"] = "int8",
-                round_float_readers: bool | Collection[str] = False,
+                round_float_readers: bool | Collection[str] = False, float_conv_weights: bool = False,
                 model_filename: str | None = None, params_filename: str | None = None) -> ONNXExportResult:
     """Write a quantized Paddle inference model as an int8 QDQ ONNX model.
 
@@ -449,6 +460,14 @@ def export_onnx(quantized_model_dir, output_path, *, opset: int = DEFAULT_OPSET,
             cls: 24 -> 2 transposes, 7 QLinearAdd). The rounded readers change what is computed; ``verify``
             rounds them in its simulation too (it reads which tensors the file reads only through their
             QuantizeLinear).
+        float_conv_weights: store the weight of every conv onnxruntime runs in float (no QuantizeLinear after
+            it, alone or behind a relu, so no QLinearConv: the outputs ``observers`` leaves unrequantized, most
+            convs with ``'none'``) as the float32 values of its int8 grid, computed as onnxruntime's DequantizeLinear
+            computes them, instead of int8 + DequantizeLinear (:mod:`paddle_quant.export._onnx_float_convs`).
+            The graph computes the same values (bit for bit before onnxruntime optimizes it), but onnxruntime
+            pre-packs the weight and runs such a conv on its NCHWc kernels with the activation fused instead of
+            dequantizing the weight every run (PP-OCRv4 rec, selected outputs: docs/deploy_onnx.md); those
+            weights take 4 bytes per value in the file instead of 1. Default ``False``.
         model_filename / params_filename: file names inside the folder when it holds several models.
 
     Returns:
@@ -462,7 +481,8 @@ def export_onnx(quantized_model_dir, output_path, *, opset: int = DEFAULT_OPSET,
     """
     return _export(quantized_model_dir, output_path, require_quantized=True, opset=opset, observers=observers,
                    fold=fold_conv, model_filename=model_filename, params_filename=params_filename,
-                   activation_type=activation_type, weight_type=weight_type, round_float_readers=round_float_readers)
+                   activation_type=activation_type, weight_type=weight_type, round_float_readers=round_float_readers,
+                   float_conv_weights=float_conv_weights)
 
 
 def export_float_onnx(model_dir, output_path, *, opset: int = DEFAULT_OPSET, fold_conv: bool = True,
