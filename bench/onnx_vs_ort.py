@@ -116,9 +116,9 @@ def parse_args(argv=None):
     parser.add_argument("--algo", default=None,
                         help="quant_post algo of our int8 models (default: bench/onnx_ppocr.py's per model)")
     parser.add_argument("--fold-input-affine", action="store_true",
-                        help="quantize our int8 models with fold_input_affine=True and export the fp32 model with "
-                             "export_float_onnx(fold_input_affine=True): the fp32 baseline and onnxruntime's quantizer "
-                             "then read the same folded graph")
+                        help="quantize our int8 models with fold_input_affine=True, export them with "
+                             "fold_input_scales=True and the fp32 model with export_float_onnx(fold_input_affine=True): "
+                             "the fp32 baseline and onnxruntime's quantizer then read the same folded graph")
     parser.add_argument("--op-types", default=None,
                         help="comma-separated quantizable_op_type for our int8 models (default: bench/onnx_ppocr.py's)")
     parser.add_argument("--smooth-depthwise", action="store_true",
@@ -205,7 +205,7 @@ def selected_export(kind, fused_dir, weight_type, args):
           + ", ".join(f"{n} {v:.1f}" for n, v in sorted(selection.alone.items(), key=lambda kv: kv[1])[:4]))
     path = export_onnx(fused_dir, os.path.join(args.out, f"{kind}_ours_selected.onnx"), observers=selection.observers,
                        activation_type="uint8", weight_type=weight_type, round_float_readers=args.round_float_readers,
-                       float_conv_weights=args.float_conv_weights).path
+                       float_conv_weights=args.float_conv_weights, fold_input_scales=args.fold_input_affine).path
     return path
 
 
@@ -218,7 +218,8 @@ def our_exports(kind, model_dir, args):
                                           fold_input_affine=args.fold_input_affine).path}
     plain, fused = (os.path.join(args.out, f"{kind}_int8_{tag}") for tag in ("plain", "fused"))
     quantize(kind, model_dir, plain, args)
-    paths["int8, ours, observers none"] = export_onnx(plain, os.path.join(args.out, f"{kind}_ours_none.onnx")).path
+    paths["int8, ours, observers none"] = export_onnx(plain, os.path.join(args.out, f"{kind}_ours_none.onnx"),
+                                                      fold_input_scales=args.fold_input_affine).path
     quantize(kind, model_dir, fused, args, "int8_ops")
     weight_type = default_weight_type() if args.weight_type == "auto" else args.weight_type
     storage = f"u8 act, {weight_type.replace('uint8', 'u8').replace('int8', 's8')} w" + (
@@ -226,7 +227,7 @@ def our_exports(kind, model_dir, args):
     paths[f"int8, ours, fused ({storage})"] = export_onnx(
         fused, os.path.join(args.out, f"{kind}_ours_fused.onnx"), observers="int8_ops", activation_type="uint8",
         weight_type=weight_type, round_float_readers=args.round_float_readers,
-        float_conv_weights=args.float_conv_weights).path
+        float_conv_weights=args.float_conv_weights, fold_input_scales=args.fold_input_affine).path
     paths[f"int8, ours, fused, selected ({storage})"] = selected_export(kind, fused, weight_type, args)
     return paths
 

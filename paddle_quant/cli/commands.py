@@ -307,9 +307,11 @@ def _run_export_onnx(args: argparse.Namespace) -> int:
                                                    ("--activation-type", args.activation_type != "int8"),
                                                    ("--weight-type", args.weight_type != "auto"),
                                                    ("--round-float-readers", args.round_float_readers),
-                                                   ("--float-conv-weights", args.float_conv_weights)) if given]
+                                                   ("--float-conv-weights", args.float_conv_weights),
+                                                   ("--fold-input-scales", args.fold_input_scales)) if given]
         if quantized_only:
-            raise ConfigError(f"{', '.join(quantized_only)} apply to quantized models; --fp32 exports a float model")
+            raise ConfigError(f"{', '.join(quantized_only)} apply to quantized models; --fp32 exports a float model"
+                          + (" (--fold-input-affine folds the input scales too)" if args.fold_input_scales else ""))
         result = export_float_onnx(args.model_dir, args.output, fold_conv=not args.no_fold,
                                    fold_input_affine=args.fold_input_affine)
         _say(f"export-onnx: fp32 model {args.model_dir} -> {result.path}")
@@ -327,10 +329,12 @@ def _run_export_onnx(args: argparse.Namespace) -> int:
         weight_type = args.weight_type
     result = export_onnx(args.model_dir, args.output, observers=observers, fold_conv=not args.no_fold,
                          activation_type=args.activation_type, weight_type=weight_type,
-                         round_float_readers=args.round_float_readers, float_conv_weights=args.float_conv_weights)
+                         round_float_readers=args.round_float_readers, float_conv_weights=args.float_conv_weights,
+                         fold_input_scales=args.fold_input_scales)
     _say(f"export-onnx: {len(result.weights)} int8 weights, {len(result.activations)} quantized activations, "
          f"{len(result.observers)} requantized outputs, {len(result.rounded_readers)} tensors with rounded readers, "
-         f"{len(result.float_conv_weights)} float convs with float32 weights "
+         f"{len(result.float_conv_weights)} float convs with float32 weights, "
+         f"{len(result.folded_input_scales)} input scales folded "
          f"(weights {weight_type}, activations {args.activation_type}) -> {result.path}")
     return EXIT_OK
 

@@ -166,9 +166,12 @@ def _add_export_onnx(subparsers) -> None:
     parser.add_argument("--float-conv-weights", action="store_true",
                         help="the convs onnxruntime runs in float (outputs not requantized) read float32 weights "
                              "(the same values), which it runs on its faster float kernels; a larger file")
+    parser.add_argument("--fold-input-scales", action="store_true",
+                        help="fold the one-value multiply of the affine a float conv reads into its weights "
+                             "(exact, also where the conv pads: PP-LCNetV3's depthwise convs)")
     parser.add_argument("--fold-input-affine", action="store_true",
                         help="with --fp32: fold the affine chains an unpadded conv reads, as post's "
-                             "FoldInputAffine does")
+                             "FoldInputAffine does, and the one-value multiply of the affine any other conv reads")
     parser.add_argument("--no-fold", action="store_true", help="keep the conv bias adds and batch norms")
     parser.set_defaults(handler=_run_export_onnx)
 

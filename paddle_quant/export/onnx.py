@@ -45,6 +45,7 @@ from ..passes.rounded_readers import float_read_quantized_tensors, round_float_r
 from ..passes.unsigned_grid import is_unsigned_grid
 from ._onnx_float_convs import store_float_conv_weights
 from ._onnx_fold import _emit_folded_conv, _index_maps, _plan_conv_folds, _through_observer
+from ._onnx_input_scale import fold_input_scales
 from ._onnx_ops import OP_CONVERTERS, _Graph
 from .qdq_scales import load_quantized_model, read_qdq_scales
 
@@ -94,6 +95,8 @@ class ONNXExportResult:
             (``round_float_readers``).
         float_conv_weights: output names of the convs whose weight is stored as float32 values of its int8
             grid (``float_conv_weights``: the convs onnxruntime runs in float).
+        folded_input_scales: output names of the float convs whose input's one-value multiply was folded into
+            their weights (``fold_input_scales``).
         inputs: graph input names (the model's feeds); outputs: graph output names (its fetches).
     """
 
@@ -106,6 +109,7 @@ class ONNXExportResult:
     outputs: tuple[str, ...]
     rounded_readers: tuple[str, ...] = ()
     float_conv_weights: tuple[str, ...] = ()
+    folded_input_scales: tuple[str, ...] = ()
 
 
 def require_onnx():
@@ -294,8 +298,9 @@ def _prune(nodes, initializers, outputs):
 
 
 def _build_graph(onnx, model, scales, *, observers, fold, name, opset, activation_type="int8", weight_type="int8",
-                 float_conv_weights=False):
-    """(ONNX graph, names of the observers written as QDQ pairs, output names of the convs given float weights)."""
+                 float_conv_weights=False, input_scales=False):
+    """(ONNX graph, names of the observers written as QDQ pairs, output names of the convs given float weights,
+    output names of the convs whose input scale was folded)."""
     g = _Graph(onnx, model.program.global_block(), model.scope, scales, activation_type=activation_type,
                weight_type=weight_type, opset=opset)
     plans = _plan_conv_folds(g) if fold else {}
@@ -304,11 +309,12 @@ def _build_graph(onnx, model, scales, *, observers, fold, name, opset, activatio
     _emit_ops(g, plans)
     _check_named_observers_written(observers, g.written_observers)
     float_convs = store_float_conv_weights(g, model.fetch_names) if float_conv_weights else ()
+    scaled_convs = fold_input_scales(g) if input_scales else ()
     nodes, initializers = _prune(g.nodes, g.initializers, model.fetch_names)
     inputs = [_value_info(g, n, "batch") for n in model.feed_names]
     outputs = [_value_info(g, n, "batch") for n in model.fetch_names]
     graph = onnx.helper.make_graph(nodes, name, inputs, outputs, initializer=initializers)
-    return graph, tuple(g.written_observers), float_convs
+    return graph, tuple(g.written_observers), float_convs, scaled_convs
 
 
 def _write_atomic(data: bytes, target: Path) -> None:
@@ -324,12 +330,13 @@ def _write_atomic(data: bytes, target: Path) -> None:
 
 def _export(model_dir, output_path, *, require_quantized, opset, observers, fold, model_filename, params_filename,
             activation_type="int8", weight_type="int8", round_float_readers=False, fold_input_affine=False,
-            float_conv_weights=False):
+            float_conv_weights=False, input_scales=False):
     onnx = require_onnx()
     _check_observers(observers)
     _check_round_float_readers(round_float_readers)
-    if not isinstance(float_conv_weights, bool):
-        raise ConfigError(f"float_conv_weights must be True or False, got {float_conv_weights!r}")
+    for field, value in (("float_conv_weights", float_conv_weights), ("fold_input_scales", input_scales)):
+        if not isinstance(value, bool):
+            raise ConfigError(f"{field} must be True or False, got {value!r}")
     _check_storage("activation_type", activation_type)
     _check_storage("weight_type", weight_type)
     opset = _check_opset(opset)
@@ -352,17 +359,17 @@ def _export(model_dir, output_path, *, require_quantized, opset, observers, fold
             from ..passes.input_affine import fold_input_affine as fold_affine_inputs
 
             fold_affine_inputs(model.program, model.scope, paddle.CPUPlace())  # the loaded copy, never the files
-        graph, written, float_convs = _build_graph(
+        graph, written, float_convs, scaled_convs = _build_graph(
             onnx, model, scales, observers=observers, fold=fold, name=Path(model.model_file).stem,
             activation_type=activation_type, weight_type=weight_type, opset=opset,
-            float_conv_weights=float_conv_weights)
+            float_conv_weights=float_conv_weights, input_scales=input_scales)
     opsets = [onnx.helper.make_opsetid("", opset)]
     # the oldest IR that carries the opset, so older onnxruntime releases load the file too
     proto = onnx.helper.make_model(graph, opset_imports=opsets, producer_name="paddle_quant",
                                    ir_version=onnx.helper.find_min_ir_version_for(opsets))
     onnx.checker.check_model(proto)
     _write_atomic(proto.SerializeToString(), target)
-    return _result(target, opset, scales, written, model, rounded, float_convs)
+    return _result(target, opset, scales, written, model, rounded, float_convs, scaled_convs)
 
 
 U8S8_WITHOUT_VNNI_WARNING = (
@@ -387,21 +394,23 @@ def _warn_saturating_pairs(scales, activation_type: str, weight_type: str) -> No
         _logger.warning(U8S8_WITHOUT_VNNI_WARNING, what)
 
 
-def _result(target, opset, scales, observers, model, rounded=(), float_convs=()) -> ONNXExportResult:
+def _result(target, opset, scales, observers, model, rounded=(), float_convs=(), scaled_convs=()) -> ONNXExportResult:
     """The ExportResult; ``observers`` are the observer tensors actually written as QDQ pairs, ``rounded`` the
-    tensors whose float readers read their rounded copy, ``float_convs`` the convs given float weights."""
+    tensors whose float readers read their rounded copy, ``float_convs`` the convs given float weights,
+    ``scaled_convs`` those whose input scale was folded."""
     def names(kind):
         return tuple(s.name for s in scales.values() if s.kind == kind)
     return ONNXExportResult(path=target, opset=opset, weights=names("weight"), activations=names("activation"),
                             observers=tuple(observers),
                             inputs=model.feed_names, outputs=model.fetch_names, rounded_readers=tuple(rounded),
-                            float_conv_weights=tuple(float_convs))
+                            float_conv_weights=tuple(float_convs), folded_input_scales=tuple(scaled_convs))
 
 
 def export_onnx(quantized_model_dir, output_path, *, opset: int = DEFAULT_OPSET,
                 observers: Literal["none", "int8_ops", "all"] | Collection[str] = "none", fold_conv: bool = True,
                 activation_type: Literal["int8", "uint8"] = "int8", weight_type: Literal["int8", "uint8"] = "int8",
                 round_float_readers: bool | Collection[str] = False, float_conv_weights: bool = False,
+                fold_input_scales: bool = False,
                 model_filename: str | None = None, params_filename: str | None = None) -> ONNXExportResult:
     """Write a quantized Paddle inference model as an int8 QDQ ONNX model.
 
@@ -468,6 +477,11 @@ def export_onnx(quantized_model_dir, output_path, *, opset: int = DEFAULT_OPSET,
             pre-packs the weight and runs such a conv on its NCHWc kernels with the activation fused instead of
             dequantizing the weight every run (PP-OCRv4 rec, selected outputs: docs/deploy_onnx.md); those
             weights take 4 bytes per value in the file instead of 1. Default ``False``.
+        fold_input_scales: fold the one-value multiply of an affine ``a * h + b`` that a float conv (float32
+            weights: not quantized, or given them by ``float_conv_weights``) reads into that conv's weights:
+            ``conv(h + b / a, a W)``, exact in real arithmetic even where the conv pads
+            (:mod:`paddle_quant.export._onnx_input_scale`); onnxruntime folds neither operand itself. PP-LCNetV3's
+            learnable affine before each depthwise conv of PP-OCRv4 rec (docs/deploy_onnx.md). Default ``False``.
         model_filename / params_filename: file names inside the folder when it holds several models.
 
     Returns:
@@ -482,7 +496,7 @@ def export_onnx(quantized_model_dir, output_path, *, opset: int = DEFAULT_OPSET,
     return _export(quantized_model_dir, output_path, require_quantized=True, opset=opset, observers=observers,
                    fold=fold_conv, model_filename=model_filename, params_filename=params_filename,
                    activation_type=activation_type, weight_type=weight_type, round_float_readers=round_float_readers,
-                   float_conv_weights=float_conv_weights)
+                   float_conv_weights=float_conv_weights, input_scales=fold_input_scales)
 
 
 def export_float_onnx(model_dir, output_path, *, opset: int = DEFAULT_OPSET, fold_conv: bool = True,
@@ -496,11 +510,13 @@ def export_float_onnx(model_dir, output_path, *, opset: int = DEFAULT_OPSET, fol
         fold_input_affine: fold the parameter multiply/add chains an unpadded one-group conv2d reads into that
             conv (:func:`paddle_quant.passes.input_affine.fold_input_affine`, exact in fp32), as
             ``quant_post(fold_input_affine=True)`` does before calibrating: PP-LCNetV3's learnable affine after
-            each ``hard_swish`` that feeds a 1x1 conv (12 in PP-OCRv4 rec). The fp32 baseline of an int8 model
-            quantized so, and the graph to hand another quantizer.
+            each ``hard_swish`` that feeds a 1x1 conv (12 in PP-OCRv4 rec); and, as ``export_onnx``'s
+            ``fold_input_scales``, the one-value multiply of the affine any other conv reads (PP-OCRv4 rec: before
+            each depthwise conv). The fp32 baseline of an int8 model quantized so and exported with
+            ``fold_input_scales=True``, and the graph to hand another quantizer.
     """
     if not isinstance(fold_input_affine, bool):
         raise ConfigError(f"fold_input_affine must be True or False, got {fold_input_affine!r}")
     return _export(model_dir, output_path, require_quantized=False, opset=opset, observers="none",
                    fold=fold_conv, model_filename=model_filename, params_filename=params_filename,
-                   fold_input_affine=fold_input_affine)
+                   fold_input_affine=fold_input_affine, input_scales=fold_input_affine)

@@ -180,8 +180,9 @@ def test_export_onnx_writes_what_verify_finds_equal_to_the_simulation(image_dir,
     assert main(["verify", "--model-dir", str(out), "--runtime", "onnxruntime", "--runtime-model", str(onnx_file),
                  "--max-steps", "1", *data]) == EXIT_OK
     float_file = tmp_path / "int8_float_convs.onnx"
-    assert main(["export-onnx", "--model-dir", str(out), "--output", str(float_file), "--float-conv-weights"]) == EXIT_OK
-    assert "3 float convs with float32 weights" in capsys.readouterr().out
+    assert main(["export-onnx", "--model-dir", str(out), "--output", str(float_file), "--float-conv-weights",
+                 "--fold-input-scales"]) == EXIT_OK
+    assert "3 float convs with float32 weights, 0 input scales folded" in capsys.readouterr().out
     assert main(["verify", "--model-dir", str(out), "--runtime", "onnxruntime", "--runtime-model", str(float_file),
                  "--max-steps", "1", *data]) == EXIT_OK
     assert main(["export-onnx", "--model-dir", str(fp32), "--output", str(tmp_path / "fp32.onnx"),
@@ -192,6 +193,8 @@ def test_export_onnx_writes_what_verify_finds_equal_to_the_simulation(image_dir,
 @pytest.mark.parametrize("extra, match", [
     (["--fp32", "--round-float-readers"], "--round-float-readers apply to quantized models"),
     (["--fp32", "--float-conv-weights"], "--float-conv-weights apply to quantized models"),
+    (["--fp32", "--fold-input-scales"], "--fold-input-scales apply to quantized models; --fp32 exports a float "
+                                        "model (--fold-input-affine folds the input scales too)"),
     (["--fold-input-affine"], "--fold-input-affine applies to --fp32 exports"),
 ])
 def test_export_onnx_refuses_flags_of_the_other_kind_of_model(tiny_model, tmp_path, caplog, extra, match):
