@@ -20,15 +20,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ._onnx_ops import _Graph
-
-
-def _readers(nodes) -> dict:
-    readers = {}
-    for node in nodes:
-        for name in node.input:
-            readers.setdefault(name, []).append(node)
-    return readers
+from ._onnx_ops import _Graph, node_maps
 
 
 def _leads_to_quantize(readers, name: str, graph_outputs) -> bool:
@@ -69,9 +61,10 @@ def _dequantized(g: _Graph, dequantize, stored: dict) -> np.ndarray | None:
 
 def store_float_conv_weights(g: _Graph, graph_outputs) -> tuple[str, ...]:
     """Point every Conv that onnxruntime runs in float (and leaves in float) at a float32 initializer holding its
-    dequantized weight, in place; returns those convs' output names. The DequantizeLinear nodes left unread are pruned by the caller."""
-    writers = {name: node for node in g.nodes for name in node.output}
-    readers, stored = _readers(g.nodes), {tensor.name: tensor for tensor in g.initializers}
+    dequantized weight, in place; returns those convs' output names. The DequantizeLinear nodes left unread are
+    pruned by the caller."""
+    writers, readers = node_maps(g.nodes)
+    stored = {tensor.name: tensor for tensor in g.initializers}
     changed = []
     for conv in g.nodes:
         if conv.op_type != "Conv" or _quantized_by_onnxruntime(conv, writers, readers, set(graph_outputs)):

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ._onnx_ops import _Graph
+from ._onnx_ops import _Graph, node_maps
 
 
 def _single_value(g: _Graph, stored: dict, name: str):
@@ -32,7 +32,7 @@ def _other(node, name: str) -> str:
 
 
 def _scaled_input(g: _Graph, conv, writers, readers, stored):
-    """(add, multiply, a) when ``conv`` reads ``Add(Mul(h, a), b)`` with constant ``a != 0`` and ``b``, each
+    """(add, multiply, h, a) when ``conv`` reads ``Add(Mul(h, a), b)`` with constant ``a != 0`` and ``b``, each
     tensor read by the next node alone, else None."""
     add = writers.get(conv.input[0])
     if add is None or add.op_type != "Add" or len(readers.get(add.output[0], [])) != 1:
@@ -43,9 +43,10 @@ def _scaled_input(g: _Graph, conv, writers, readers, stored):
             continue
         if len(readers.get(operand, [])) != 1 or len(set(multiply.input)) != 2:
             continue
-        factor = next((v for name in multiply.input if (v := _single_value(g, stored, name)) is not None), None)
-        if factor is not None and factor != 0.0 and np.isfinite(factor):
-            return add, multiply, factor
+        for factor_name in multiply.input:
+            factor = _single_value(g, stored, factor_name)
+            if factor is not None and factor != 0.0 and np.isfinite(factor):
+                return add, multiply, _other(multiply, factor_name), factor
     return None
 
 
@@ -53,11 +54,8 @@ def fold_input_scales(g: _Graph) -> tuple[str, ...]:
     """Rewrite every float ``Conv`` (float32 weight initializer) that reads ``Add(Mul(h, a), b)`` into
     ``Conv(Add(h, b / a), a W)``, in place; returns the convs' output names. The multiplies left unread are pruned
     by the caller."""
-    writers = {name: node for node in g.nodes for name in node.output}
-    readers, stored = {}, {tensor.name: tensor for tensor in g.initializers}
-    for node in g.nodes:
-        for name in node.input:
-            readers.setdefault(name, []).append(node)
+    writers, readers = node_maps(g.nodes)
+    stored = {tensor.name: tensor for tensor in g.initializers}
     folded = []
     for conv in g.nodes:
         if conv.op_type != "Conv" or conv.input[1] not in stored:
@@ -67,11 +65,10 @@ def fold_input_scales(g: _Graph) -> tuple[str, ...]:
         found = _scaled_input(g, conv, writers, readers, stored)
         if found is None:
             continue
-        add, multiply, factor = found
+        add, multiply, source, factor = found
         shift_name = _other(add, multiply.output[0])
         shift = g.onnx.numpy_helper.to_array(stored[shift_name]).astype(np.float64)
         weight = g.onnx.numpy_helper.to_array(stored[conv.input[1]]).astype(np.float64)
-        source = next(name for name in multiply.input if _single_value(g, stored, name) != factor)
         add.input[list(add.input).index(multiply.output[0])] = source
         add.input[list(add.input).index(shift_name)] = g.const((shift / factor).astype(np.float32), "input_shift")
         conv.input[1] = g.const((weight * factor).astype(np.float32), "input_scaled_weight")

@@ -68,6 +68,17 @@ class _Graph:
         return convert_dtype(self.block.var(name).dtype)
 
 
+def node_maps(nodes) -> tuple[dict, dict]:
+    """(tensor name -> the node writing it, tensor name -> the nodes reading it) of ONNX ``nodes``."""
+    writers, readers = {}, {}
+    for node in nodes:
+        for name in node.output:
+            writers[name] = node
+        for name in node.input:
+            readers.setdefault(name, []).append(node)
+    return writers, readers
+
+
 def _in(g: _Graph, op, slot: str, index: int = 0) -> str:
     return g.param(op.input(slot)[index])
 
