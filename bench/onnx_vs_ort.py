@@ -198,7 +198,9 @@ def selected_export(kind, fused_dir, weight_type, args):
     feeds, labels = selection_set(kind, args)
     selection = select_requantized_outputs(fused_dir, selection_metric(kind, labels), feeds, max_drop=args.max_drop,
                                            activation_type="uint8", weight_type=weight_type, threads=args.threads,
-                                           round_float_readers=args.round_float_readers)
+                                           round_float_readers=args.round_float_readers,
+                                           float_conv_weights=args.float_conv_weights,
+                                           fold_input_scales=args.fold_input_affine)
     print(f"  [{kind}] selection: {len(selection.observers)} of {len(selection.alone)} outputs requantized; "
           f"selection-set metric {selection.metric:.1f} (none requantized {selection.baseline:.1f}); "
           f"{selection.seconds:.0f} s; harmful alone: "

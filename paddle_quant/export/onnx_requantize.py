@@ -49,6 +49,8 @@ class RequantizeSelection:
         alone: tensor -> the metric with that tensor alone requantized (every candidate).
         activation_type / weight_type: the storage the measured exports used.
         round_float_readers: whether the measured exports made float readers read rounded copies.
+        float_conv_weights / fold_input_scales: whether the measured exports wrote float weights for the
+            convs onnxruntime runs in float / folded the input scales of float convs.
         seconds: time spent.
     """
 
@@ -60,6 +62,8 @@ class RequantizeSelection:
     weight_type: str
     seconds: float
     round_float_readers: bool = False
+    float_conv_weights: bool = False
+    fold_input_scales: bool = False
 
 
 def default_weight_type() -> str:
@@ -118,6 +122,7 @@ def _candidates(model_dir, folder: Path, storage: dict) -> tuple[str, ...]:
 def select_requantized_outputs(quantized_model_dir, metric: Callable[[list], float], eval_batches: Sequence[dict],
                                *, max_drop: float = 0.5, activation_type: str = "uint8",
                                weight_type: str | None = None, round_float_readers: bool = False,
+                               float_conv_weights: bool = False, fold_input_scales: bool = False,
                                threads: int = 2) -> RequantizeSelection:
     """Choose the outputs of int8 ops to requantize in the ONNX export (so onnxruntime fuses those ops into
     QLinearConv / QLinearMatMul) while the metric stays within ``max_drop`` of the export that requantizes none.
@@ -134,11 +139,14 @@ def select_requantized_outputs(quantized_model_dir, metric: Callable[[list], flo
         round_float_readers: ``export_onnx(round_float_readers=True)`` for every export measured (the baseline
             too): the float readers of runtime-quantized tensors read the rounded copy, so onnxruntime fuses
             the convs and residual adds they kept in float.
+        float_conv_weights / fold_input_scales: the ``export_onnx`` options of the same names for every export
+            measured, so the selection scores the arithmetic of the file that ships (they change only float
+            rounding in the convs onnxruntime runs in float).
         threads: onnxruntime intra-op threads.
 
     Returns:
-        RequantizeSelection; pass ``selection.observers`` with the same storage types and ``round_float_readers``
-        to ``export_onnx``.
+        RequantizeSelection; pass ``selection.observers`` with the same storage types, ``round_float_readers``,
+        ``float_conv_weights`` and ``fold_input_scales`` to ``export_onnx``.
 
     Raises:
         ConfigError / ConfigTypeError: a bad argument (named), a model without output observers, batches that
@@ -150,7 +158,8 @@ def select_requantized_outputs(quantized_model_dir, metric: Callable[[list], flo
         raise ConfigTypeError(f"round_float_readers must be True or False, got {round_float_readers!r}")
     started = time.perf_counter()
     storage = {"activation_type": activation_type, "weight_type": weight_type,
-               "round_float_readers": round_float_readers}
+               "round_float_readers": round_float_readers, "float_conv_weights": float_conv_weights,
+               "fold_input_scales": fold_input_scales}
     with tempfile.TemporaryDirectory(prefix="paddle_quant_requantize_") as scratch:
         folder = Path(scratch)
         candidates = _candidates(quantized_model_dir, folder, storage)
@@ -162,7 +171,7 @@ def select_requantized_outputs(quantized_model_dir, metric: Callable[[list], flo
     _logger.info("requantized outputs: %d of %d chosen, metric %.4g (nothing requantized: %.4g), %d exports "
                  "scored in %.0f s", len(chosen), len(candidates), current, baseline, score.count, seconds)
     return RequantizeSelection(tuple(chosen), baseline, current, alone, activation_type, weight_type, seconds,
-                               round_float_readers)
+                               round_float_readers, float_conv_weights, fold_input_scales)
 
 
 def _greedy(candidates, alone, baseline: float, max_drop: float, score) -> tuple[list[str], float]:

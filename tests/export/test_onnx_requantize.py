@@ -86,16 +86,31 @@ def _eval_batches(digits_model, size=90):
     return [{"image": images[i:i + size]} for i in range(0, len(images), size)], digits_model.test_labels.ravel()
 
 
-def test_the_chosen_export_scores_what_the_selection_reports(digits_model, digits_with_output_scales, tmp_path):
+@pytest.mark.parametrize("options", [{}, {"float_conv_weights": True, "fold_input_scales": True}])
+def test_the_chosen_export_scores_what_the_selection_reports(digits_model, digits_with_output_scales, tmp_path,
+                                                             options, monkeypatch):
+    import paddle_quant.export.onnx_requantize as requantize
+
+    measured = []
+
+    def export_as_measured(*args, **kwargs):
+        measured.append({key: kwargs.get(key, False) for key in ("float_conv_weights", "fold_input_scales")})
+        return export_onnx(*args, **kwargs)
+
+    monkeypatch.setattr(requantize, "export_onnx", export_as_measured)
     batches, labels = _eval_batches(digits_model)
-    selection = select_requantized_outputs(digits_with_output_scales, _top1(labels), batches, max_drop=0.5)
+    selection = select_requantized_outputs(digits_with_output_scales, _top1(labels), batches, max_drop=0.5,
+                                           **options)
+    expected = {key: bool(options) for key in ("float_conv_weights", "fold_input_scales")}
+    assert measured and all(call == expected for call in measured)  # every export scored is the one shipped
     assert selection.weight_type in ("int8", "uint8") and selection.activation_type == "uint8"
+    assert (selection.float_conv_weights, selection.fold_input_scales) == (bool(options), bool(options))
     assert set(selection.alone) == set(export_onnx(digits_with_output_scales, tmp_path / "p.onnx",
                                                    observers="int8_ops").observers)
     assert set(selection.observers) <= set(selection.alone)
     assert selection.metric >= selection.baseline - 0.5
     shipped = export_onnx(digits_with_output_scales, tmp_path / "m.onnx", observers=selection.observers,
-                          activation_type=selection.activation_type, weight_type=selection.weight_type)
+                          activation_type=selection.activation_type, weight_type=selection.weight_type, **options)
     runner = make_runner("onnxruntime", shipped.path)
     assert _top1(labels)([runner.run(batch) for batch in batches]) == pytest.approx(selection.metric)
 
@@ -106,6 +121,7 @@ def test_the_chosen_export_scores_what_the_selection_reports(digits_model, digit
     ({"max_drop": -1.0}, ConfigError, "max_drop must be a finite number >= 0"),
     ({"max_drop": float("nan")}, ConfigError, "max_drop must be a finite number >= 0"),
     ({"weight_type": "int4"}, ConfigError, r"weight_type must be one of \['int8', 'uint8'\], got 'int4'"),
+    ({"float_conv_weights": "yes"}, ConfigError, "float_conv_weights must be True or False, got 'yes'"),
     ({"eval_batches": [{"pixels": np.zeros((1, 1, 8, 8), np.float32)}]}, ConfigError,
      "eval_batches lack the model's feed 'image'"),
     ({"metric": lambda outputs: float("nan")}, ConfigError, "must return a finite float"),
