@@ -53,6 +53,8 @@ VARIANTS = {
     "hist": {"algo": "hist"}, "avg": {"algo": "avg"}, "emd": {"algo": "emd"}, "mse": {"algo": "mse"},
     "output_scales_none": {"output_scales": "none"},
     "output_scales_int8_ops": {"output_scales": "int8_ops"},
+    "output_algo_abs_max": {"output_algo": "abs_max"},
+    "output_algo_avg": {"output_algo": "avg"},
     "onednn": {"deploy_backend": "onednn"},
     "onednn_plain": {"deploy_backend": "onednn", "smooth_depthwise": False, "fold_input_affine": False},
     "se_float": {"skip_tensor_list": list(SE_INPUTS)},
