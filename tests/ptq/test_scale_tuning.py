@@ -104,3 +104,43 @@ def test_bad_tuning_options_are_refused_naming_the_option(tmp_path):
         quant.quant_post(paddle.static.Executor(paddle.CPUPlace()), str(fp32), str(tmp_path / "c"),
                          data_loader=iter(_calibration()), quantizable_op_type=["mul"], tune_scales=True)
     assert not any((tmp_path / name).exists() for name in "abc")
+
+
+def _residual_model(folder):
+    """a = relu(conv(x)), b = relu(conv(a)), out = a + conv(b): ``a`` crosses the cut at ``b``'s quantizer."""
+    def residual():
+        x = paddle.static.data("x", [-1, 4, 6, 6], "float32")
+        a = paddle.nn.functional.relu(paddle.static.nn.conv2d(x, 8, 3, padding=1))
+        b = paddle.nn.functional.relu(paddle.static.nn.conv2d(a, 8, 1))
+        return [x], [paddle.flatten(a + paddle.static.nn.conv2d(b, 8, 1), 1)]
+
+    save_built_model(folder, residual, seed=3)
+    return folder
+
+
+def test_a_run_from_a_quantizer_on_computes_what_the_whole_program_computes(tmp_path):
+    from paddle_quant.common import naming
+    from paddle_quant.ptq.scale_tuning import _Suffix, _first_reader, _live_at, program_outputs, tunable_scales
+
+    fp32 = _residual_model(tmp_path / "fp32")
+    batches = [{"x": np.random.default_rng(seed).standard_normal((4, 4, 6, 6)).astype("float32")} for seed in range(3)]
+    result = quant.quant_post(paddle.static.Executor(paddle.CPUPlace()), str(fp32), str(tmp_path / "int8"),
+                              data_loader=lambda: iter(batches), algo="abs_max", quantizable_op_type=["conv2d"],
+                              output_scales="none")
+    exe, scope = paddle.static.Executor(paddle.CPUPlace()), paddle.static.Scope()
+    with paddle.static.scope_guard(scope):
+        program, _, fetches = paddle.static.load_inference_model(str(result.model_file.parent / "model"), exe)
+    fetch_names = [var.name for var in fetches]
+    block = program.global_block()
+    tunable = tunable_scales(program, [name for name in block.vars])
+    assert len(tunable) == 3
+    whole = program_outputs(exe, program, scope, batches, fetch_names)
+    cuts = [_first_reader(block, naming.scale(name)) for name in tunable]
+    lives = [_live_at(block, cut, ["x"], fetch_names) for cut in cuts]
+    assert lives[2] == sorted([tunable[1], tunable[2]])  # the residual tensor and the last conv's input
+    for live in lives:
+        cache = [{name: value for name, value in zip(live, exe.run(program, feed=feed, fetch_list=live, scope=scope))}
+                 for feed in batches]
+        outputs, _ = _Suffix(exe, program, scope, live, fetch_names).run(cache, [])
+        assert all(np.array_equal(o[0], w[0]) for o, w in zip(outputs, whole))
+
