@@ -12,7 +12,7 @@ tuned. It never ends above the error it started from on those batches. Each cand
 program from its quantizer on over the tuning batches, fed the tensors live there (computed with the scales
 chosen before it: the same arithmetic as a whole run): quantizers x (``len(MULTIPLIERS)`` + 1) partial runs
 (PP-OCR cls, 53 quantizers, 10 batches of 8: 154 s of quant_post on 2 cores, 228 s with whole runs, the same
-model byte for byte).
+model byte for byte). It holds the tensors live at a cut for every tuning batch, up to three copies at once.
 """
 
 from __future__ import annotations
