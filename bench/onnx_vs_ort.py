@@ -348,7 +348,8 @@ def graph_signature(path):
             raise ValueError(f"{path}: a node reads a tensor nothing writes")
         for node in ready:
             attributes = sorted((a.name, repr(onnx.helper.get_attribute_value(a))) for a in node.attribute)
-            written_by = (node.op_type, node.domain, tuple(attributes), tuple(digests.get(name, "") for name in node.input))
+            inputs = tuple(digests.get(name, "") for name in node.input)
+            written_by = (node.op_type, node.domain, tuple(attributes), inputs)
             for index, name in enumerate(node.output):
                 digests[name] = _digest(written_by, index)
         done = {id(node) for node in ready}

@@ -128,7 +128,7 @@ _BOOL_FLAGS = (
      "over the calibration data (BiasCorrectionInputs)"),
     ("--tune-scales", "QuantizationParameters", "TuneScales",
      "after calibration, search each activation scale (0.7-1.25x) for the lowest output error against fp32 on the "
-     "calibration data; quantizers x 5 runs of the quantized model (TuneScales)"),
+     "calibration data; quantizers x 6 runs of the quantized model from each quantizer on (TuneScales)"),
     ("--equalize-layers", "QuantizationParameters", "EqualizeLayers",
      "balance the weight ranges of conv -> relu/affine/batch_norm -> conv pairs, exact in fp32 (EqualizeLayers)"),
     ("--smooth-activations", "QuantizationParameters", "SmoothActivations",

@@ -113,7 +113,7 @@ class PTQConfig(BaseModel):
         description="After calibration, search each activation quantizer's scale (0.7-1.25 of the calibrated one, "
         "one quantizer at a time) for the lowest error of the quantized program's outputs against fp32 on the "
         "calibration batches (paddle_quant.ptq.scale_tuning); the scale table records the tuned scales. Reads the "
-        "calibration data once more; quantizers x 5 runs of the quantized program.")
+        "calibration data once more; quantizers x 6 runs of the quantized program from each quantizer on.")
     tune_scales_batches: Optional[int] = Field(
         None, ge=1, description="tune_scales: calibration batches the search runs on (None: all calibrated).")
     round_type: Literal["round", "adaround"] = Field(

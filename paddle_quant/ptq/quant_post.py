@@ -433,7 +433,8 @@ def quant_post(executor, model_dir, quantize_model_path, sample_generator=None, 
             weight_bits, activation_bits, weight_quantize_type, weight_method, bias_correction, bias_correction_inputs,
             fold_affine, equalize_layers, smooth_activations, smooth_alpha, smooth_depthwise, skip_tensor_list,
             onnx_format, round_type, adaround_iterations, tune_scales, tune_scales_batches, show_progress, ...).
-            ``round_type="adaround"`` and ``tune_scales=True`` read the calibration data a second time (the source must be re-iterable: a callable or a DataLoader).
+            ``round_type="adaround"`` and ``tune_scales=True`` read the calibration data a second time (the
+            source must be re-iterable: a callable or a DataLoader).
 
     Returns:
         A :class:`PTQResult` (PaddleSlim returns None).

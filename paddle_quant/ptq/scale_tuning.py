@@ -5,14 +5,15 @@ it cannot see what clipping or rounding there costs at the model's output. ``tun
 those scales and, one quantizer at a time in program order, tries a few multiples of its scale
 (:data:`MULTIPLIERS`), keeping one only when it lowers the output error of the quantized program on the
 calibration batches (:func:`output_error` against the fp32 outputs: log-probabilities for a softmax output,
-else relative squared error; a coordinate descent in the spirit of loss-aware PTQ, Nahshan et al., 2019). The search runs the program the
-model is saved as, so it measures what the Executor simulation computes (with ``deploy_backend='onednn'``:
-what oneDNN computes, docs/deploy.md); observer scales (``output_scales``) are identities there and are not
-tuned. It never ends above the error it started from on those batches. Each candidate runs the quantized
-program from its quantizer on over the tuning batches, fed the tensors live there (computed with the scales
-chosen before it: the same arithmetic as a whole run): quantizers x (``len(MULTIPLIERS)`` + 1) partial runs
-(PP-OCR cls, 53 quantizers, 10 batches of 8: 154 s of quant_post on 2 cores, 228 s with whole runs, the same
-model byte for byte). It holds the tensors live at a cut for every tuning batch, up to three copies at once.
+else relative squared error; a coordinate descent in the spirit of loss-aware PTQ, Nahshan et al., 2019). The
+search runs the program the model is saved as, so it measures what the Executor simulation computes (with
+``deploy_backend='onednn'``: what oneDNN computes, docs/deploy.md); observer scales (``output_scales``) are
+identities there and are not tuned. It never ends above the error it started from on those batches. Each
+candidate runs the quantized program from its quantizer on over the tuning batches, fed the tensors live there
+(computed with the scales chosen before it: the same arithmetic as a whole run): quantizers x
+(``len(MULTIPLIERS)`` + 1) partial runs (PP-OCR cls, 53 quantizers, 10 batches of 8: 154 s of quant_post on 2
+cores, 228 s with whole runs, the same model byte for byte). It holds the tensors live at a cut for every
+tuning batch, up to three copies at once.
 """
 
 from __future__ import annotations
