@@ -45,6 +45,8 @@ from paddle_quant.deploy.runtimes import make_runner  # noqa: E402
 BATCH_SIZE = 8
 SE_INPUTS = tuple(f"pool2d_{i}.tmp_0" for i in range(9)) + tuple(f"relu_{i}.tmp_0" for i in (2, *range(7, 15)))
 """The inputs of cls's 18 squeeze-and-excite convs (1x1 spatial: no compute to gain in int8)."""
+HARD_SWISH_DEPTHWISE_INPUTS = tuple(f"hardswish_{i}.tmp_0" for i in range(1, 16, 2))
+"""The inputs of cls's 8 padded depthwise convs that a hard_swish writes (bench/cls_unsigned_shift.py)."""
 VARIANTS = {
     "default": {},
     "bias_correction": {"bias_correction": True},
@@ -59,6 +61,8 @@ VARIANTS = {
     "onednn_plain": {"deploy_backend": "onednn", "smooth_depthwise": False, "fold_input_affine": False},
     "se_float": {"skip_tensor_list": list(SE_INPUTS)},
     "onednn_se_float": {"deploy_backend": "onednn", "skip_tensor_list": list(SE_INPUTS)},
+    "onednn_plain_dw_float": {"deploy_backend": "onednn", "smooth_depthwise": False, "fold_input_affine": False,
+                              "skip_tensor_list": list(HARD_SWISH_DEPTHWISE_INPUTS)},
     "tune_scales": {"tune_scales": True},
     "onednn_tune_scales": {"deploy_backend": "onednn", "tune_scales": True},
     "onednn_bias_correction_inputs_tune_scales": {"deploy_backend": "onednn", "bias_correction": True,
