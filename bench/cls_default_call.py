@@ -140,13 +140,19 @@ def row(name, runtime, predicted, fp32_right, labels):
             f"only int8 {only_int8:4d} (sd of the net {np.sqrt(only_fp32 + only_int8):.1f} images)")
 
 
-def main(argv=None):
-    args = parse_args(argv)
+def evaluation_set(n: int):
+    """(the shipped cls model's folder, ``n`` evaluation images batched for cls, their labels), with static mode on
+    and paddle_quant's log quiet."""
     logging.getLogger("paddle_quant").setLevel(logging.ERROR)
     paddle.enable_static()
     cls_dir = Path(ppocr.fetch_models()["cls"])
-    images, labels = ppocr.cls_dataset(args.eval_images, 0)
-    images, labels = ppocr.cls_batch(images), np.asarray(labels)
+    images, labels = ppocr.cls_dataset(n, 0)
+    return cls_dir, ppocr.cls_batch(images), np.asarray(labels)
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    cls_dir, images, labels = evaluation_set(args.eval_images)
     fp32_right = predictions("paddle_fp32", (cls_dir / "inference.pdmodel", cls_dir / "inference.pdiparams"),
                              images, args.threads) == labels
     print(f"cls, {len(labels)} images; fp32 (oneDNN fp32) {100.0 * fp32_right.mean():.2f} %; bar: the default call "

@@ -28,7 +28,6 @@ and the latency per batch of 8 on oneDNN (fp32 and int8, shipped and rewritten, 
 """
 
 import argparse
-import logging
 import os
 import sys
 import tempfile
@@ -246,11 +245,7 @@ def parse_args(argv=None):
 
 def main(argv=None):
     args = parse_args(argv)
-    logging.getLogger("paddle_quant").setLevel(logging.ERROR)
-    paddle.enable_static()
-    cls_dir = Path(ppocr.fetch_models()["cls"])
-    images, labels = ppocr.cls_dataset(args.eval_images, 0)
-    images, labels = ppocr.cls_batch(images), np.asarray(labels)
+    cls_dir, images, labels = default_call.evaluation_set(args.eval_images)
     shipped = (cls_dir / "inference.pdmodel", cls_dir / "inference.pdiparams")
     shipped_fp32 = default_call.predictions("paddle_fp32", shipped, images, 1)
     fp32_right = shipped_fp32 == labels
