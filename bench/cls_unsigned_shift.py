@@ -51,6 +51,7 @@ from paddle_quant.common.model_files import model_files  # noqa: E402
 from paddle_quant.common.program import (legacy_ir, read_tensor, readers_by_var, write_tensor,  # noqa: E402
                                          writer_by_var)
 from paddle_quant.deploy.runtimes import make_runner  # noqa: E402
+from paddle_quant.passes.unsigned_grid import through_qdq  # noqa: E402
 
 SHIFT = 0.375
 """``-min hard_swish(x) = 3**2 / (4 * 6)`` (at ``x = -1.5``, Paddle's default threshold 6, scale 6, offset 3)."""
@@ -67,9 +68,7 @@ def _bounded_below(writers, name: str) -> bool:
     op = writers.get(name)
     while op is not None and op.type in BOUNDED_THROUGH:
         if op.type == "elementwise_mul":
-            gate = writers.get(op.input("Y")[0])
-            while gate is not None and gate.type in ("quantize_linear", "dequantize_linear"):
-                gate = writers.get(gate.input("X")[0])
+            gate = writers.get(through_qdq(writers, op.input("Y")[0]))
             if gate is None or gate.type not in GATES:
                 return False
         op = writers.get(op.input("X")[0])
@@ -154,60 +153,62 @@ def _hard_swish_depthwise_inputs(block) -> set:
     for op in block.ops:
         if op.type != "depthwise_conv2d" or not any(op.attr("paddings")):
             continue
-        name = op.input("Input")[0]
-        while writers.get(name) is not None and writers[name].type in ("quantize_linear", "dequantize_linear"):
-            name = writers[name].input("X")[0]
+        name = through_qdq(writers, op.input("Input")[0])
         if writers.get(name) is not None and writers[name].type == "hard_swish":
             found.add(name)
     return found
 
 
-def write_float_depthwise_model(quantized: Path, out: Path) -> int:
-    """``quantized`` with the quantize/dequantize pairs on the hard_swish inputs of its padded depthwise convs
-    removed (the convs then read the float tensor, and oneDNN runs them in float); returns the pairs removed."""
+def _edit_quantized(quantized: Path, out: Path, edit) -> int:
+    """Load the int8 program ``quant_post`` wrote to ``quantized``, call ``edit(block)`` on it (returns a count),
+    save the result to ``out``; returns the count."""
     exe, scope = paddle.static.Executor(paddle.CPUPlace()), paddle.static.Scope()
     with paddle.static.scope_guard(scope):
         model, params = model_files(quantized)
         assert params == model.with_suffix(".pdiparams"), params  # quant_post writes model.pdmodel / .pdiparams
         program, feeds, fetches = paddle.static.load_inference_model(str(model.with_suffix("")), exe)
-        block, removed = program.global_block(), 0
-        for name in _hard_swish_depthwise_inputs(block):
-            for quantize in [op for op in readers_by_var(block)[name] if op.type == "quantize_linear"]:
-                for dequantize in readers_by_var(block).get(quantize.output("Y")[0], []):
-                    for reader in readers_by_var(block).get(dequantize.output("Y")[0], []):
-                        reader._rename_input(dequantize.output("Y")[0], name)
-                    block._remove_op(list(block.ops).index(dequantize))
-                block._remove_op(list(block.ops).index(quantize))
-                removed += 1
+        block = program.global_block()
+        count = edit(block)
         paddle.static.save_inference_model(str(out / "model"), [block.var(f) for f in feeds], fetches, exe,
                                            program=program)
+    return count
+
+
+def _remove_hard_swish_depthwise_quantizers(block) -> int:
+    removed = 0
+    for name in _hard_swish_depthwise_inputs(block):
+        for quantize in [op for op in readers_by_var(block)[name] if op.type == "quantize_linear"]:
+            for dequantize in readers_by_var(block).get(quantize.output("Y")[0], []):
+                for reader in readers_by_var(block).get(dequantize.output("Y")[0], []):
+                    reader._rename_input(dequantize.output("Y")[0], name)
+                block._remove_op(list(block.ops).index(dequantize))
+            block._remove_op(list(block.ops).index(quantize))
+            removed += 1
     return removed
 
 
-def write_wider_grid_model(quantized: Path, out: Path) -> int:
-    """``quantized`` with the quantize/dequantize pairs of tensors at least ``-SHIFT`` (a hard_swish output, or such
-    through pools / gate multiplies) on a 9-bit grid (``qmin=-255, qmax=255`` at the same scale): the resolution
-    a u8 grid would give them, for the Executor only (oneDNN reads ``bit_length``); returns the pairs changed."""
-    exe, scope = paddle.static.Executor(paddle.CPUPlace()), paddle.static.Scope()
-    with paddle.static.scope_guard(scope):
-        model, params = model_files(quantized)
-        assert params == model.with_suffix(".pdiparams"), params
-        program, feeds, fetches = paddle.static.load_inference_model(str(model.with_suffix("")), exe)
-        block, changed = program.global_block(), 0
-        writers = writer_by_var(block)
-        for op in block.ops:
-            if op.type not in ("quantize_linear", "dequantize_linear"):
-                continue
-            name = op.input("X")[0]
-            while writers.get(name) is not None and writers[name].type in ("quantize_linear", "dequantize_linear"):
-                name = writers[name].input("X")[0]
-            if _bounded_below(writers, name):
-                op._set_attr("qmin", -255)
-                op._set_attr("qmax", 255)
-                changed += 1
-        paddle.static.save_inference_model(str(out / "model"), [block.var(f) for f in feeds], fetches, exe,
-                                           program=program)
+def write_float_depthwise_model(quantized: Path, out: Path) -> int:
+    """``quantized`` with the quantize/dequantize pairs on the hard_swish inputs of its padded depthwise convs
+    removed (the convs then read the float tensor, and oneDNN runs them in float); returns the pairs removed."""
+    return _edit_quantized(quantized, out, _remove_hard_swish_depthwise_quantizers)
+
+
+def _widen_bounded_grids(block) -> int:
+    writers, changed = writer_by_var(block), 0
+    for op in block.ops:
+        if op.type in ("quantize_linear", "dequantize_linear") and \
+                _bounded_below(writers, through_qdq(writers, op.input("X")[0])):
+            op._set_attr("qmin", -255)
+            op._set_attr("qmax", 255)
+            changed += 1
     return changed
+
+
+def write_wider_grid_model(quantized: Path, out: Path) -> int:
+    """``quantized`` with the quantize/dequantize ops of tensors at least ``-SHIFT`` (a hard_swish output, or such
+    through pools / gate multiplies) on a 9-bit grid (``qmin=-255, qmax=255`` at the same scale): the resolution
+    a u8 grid would give them, for the Executor only (oneDNN reads ``bit_length``); returns the ops changed."""
+    return _edit_quantized(quantized, out, _widen_bounded_grids)
 
 
 def latencies(models: dict, images, repeats: int) -> dict:
