@@ -136,15 +136,22 @@ def shift_to_unsigned(block, scope, place, unpadded_only: bool) -> int:
     return rewritten
 
 
-def write_shifted_model(cls_dir: Path, out: Path, unpadded_only: bool) -> int:
-    exe, scope, place = paddle.static.Executor(paddle.CPUPlace()), paddle.static.Scope(), paddle.CPUPlace()
+def _edit_model(source: Path, target: Path, edit) -> int:
+    """Load the inference model at path prefix ``source``, call ``edit(block, scope)`` on its program (returns a
+    count), save the result at path prefix ``target``; returns the count. The files at ``source`` stay as they are."""
+    exe, scope = paddle.static.Executor(paddle.CPUPlace()), paddle.static.Scope()
     with paddle.static.scope_guard(scope):
-        program, feeds, fetches = paddle.static.load_inference_model(str(cls_dir / "inference"), exe)
+        program, feeds, fetches = paddle.static.load_inference_model(str(source), exe)
         block = program.global_block()
-        count = shift_to_unsigned(block, scope, place, unpadded_only)
-        paddle.static.save_inference_model(str(out / "inference"), [block.var(f) for f in feeds], fetches, exe,
+        count = edit(block, scope)
+        paddle.static.save_inference_model(str(target), [block.var(f) for f in feeds], fetches, exe,
                                            program=program)
     return count
+
+
+def write_shifted_model(cls_dir: Path, out: Path, unpadded_only: bool) -> int:
+    return _edit_model(cls_dir / "inference", out / "inference",
+                       lambda block, scope: shift_to_unsigned(block, scope, paddle.CPUPlace(), unpadded_only))
 
 
 def _hard_swish_depthwise_inputs(block) -> set:
@@ -160,18 +167,11 @@ def _hard_swish_depthwise_inputs(block) -> set:
 
 
 def _edit_quantized(quantized: Path, out: Path, edit) -> int:
-    """Load the int8 program ``quant_post`` wrote to ``quantized``, call ``edit(block)`` on it (returns a count),
-    save the result to ``out``; returns the count."""
-    exe, scope = paddle.static.Executor(paddle.CPUPlace()), paddle.static.Scope()
-    with paddle.static.scope_guard(scope):
-        model, params = model_files(quantized)
-        assert params == model.with_suffix(".pdiparams"), params  # quant_post writes model.pdmodel / .pdiparams
-        program, feeds, fetches = paddle.static.load_inference_model(str(model.with_suffix("")), exe)
-        block = program.global_block()
-        count = edit(block)
-        paddle.static.save_inference_model(str(out / "model"), [block.var(f) for f in feeds], fetches, exe,
-                                           program=program)
-    return count
+    """:func:`_edit_model` on the int8 model ``quant_post`` wrote to the folder ``quantized``, saved to ``out``;
+    ``edit(block)``."""
+    model, params = model_files(quantized)
+    assert params == model.with_suffix(".pdiparams"), params  # quant_post writes model.pdmodel / .pdiparams
+    return _edit_model(model.with_suffix(""), out / "model", lambda block, scope: edit(block))
 
 
 def _remove_hard_swish_depthwise_quantizers(block) -> int:
