@@ -227,13 +227,15 @@ def _log_signed_residuals(rewritten) -> None:
 
 
 def _half_grid_weights(plan, ptq: PTQConfig, block) -> frozenset:
-    """The conv weights oneDNN reorders at half scale (``onednn_cpu="avx2"``, signed inputs, 8 bits; narrower
-    ones are logged and left); empty for other targets."""
+    """The conv weights oneDNN reorders at half scale (``onednn_cpu="avx2"``, int8 convs with signed inputs, 8 bits;
+    narrower ones are logged and left); empty for other targets. A conv whose input stays float (a skipped tensor)
+    runs in float there: its weight keeps the ordinary grid."""
     if not ptq.onednn_without_vnni:
         return frozenset()
     tensors = {t.var: t for t in plan.tensors if t.role == "weight"}
     unsigned = onednn_cpu.planned_unsigned(plan, block)
     conv_weights = {var for op in plan.ops if op.op_type in onednn_cpu.HALF_SCALE_OP_TYPES
+                    and any(slot == "Input" for slot, _ in op.inputs)  # int8 in oneDNN: the input is quantized
                     and not onednn_cpu.reads_unsigned(block.ops[op.index], unsigned)
                     for _, var in op.inputs if var in tensors}
     narrow = sorted(n for n in conv_weights if tensors[n].bits != 8)

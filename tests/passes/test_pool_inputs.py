@@ -150,6 +150,7 @@ def test_max_pool_is_left_alone(tmp_path):
     assert [op.type for op in _ops(onednn)] == [op.type for op in _ops(plain)]
 
 
+@pytest.mark.vnni  # oneDNN int8 = the simulation of a model built for VNNI/AMX
 def test_a_max_pool_input_with_its_own_scale_sets_the_pooled_scale(tmp_path):
     """oneDNN's int8 max pool hands its input's scale to its output, as its average pool does; no input pair (rounding
     and clipping commute with max). Without activation the features' largest magnitude is negative, so the pooled
@@ -283,6 +284,7 @@ def test_no_observer_where_onednn_does_not_fuse_the_chain(tmp_path, case):
     assert _plan_observers(model, deploy_backend="onednn") == []
 
 
+@pytest.mark.vnni  # oneDNN int8 = the simulation of a model built for VNNI/AMX
 def test_the_observer_keeps_onednn_from_clipping_the_other_readers_at_the_pooled_scale(tmp_path):
     model = _se_net(tmp_path / "fp32")
     both = {"skip_tensor_list": []}  # the conv writing the pool input is int8
@@ -320,6 +322,7 @@ def _relu_se_net(folder):
     return _save(folder, main, startup, x, [out])
 
 
+@pytest.mark.vnni  # oneDNN int8 = the simulation of a model built for VNNI/AMX
 def test_with_output_scales_all_the_float_multiply_reads_the_observed_tensor_rounded_as_onednn_hands_it_over(
         tmp_path):
     """output_scales='all' (PaddleSlim's; kept with a warning for oneDNN): F's observer pair is the scale oneDNN's

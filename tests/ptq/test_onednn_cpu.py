@@ -157,6 +157,25 @@ def test_avx2_program_holds_even_conv_weights(tmp_path):
     assert np.all(anchor[:, 0, 0] == 127) and np.count_nonzero(anchor) == 32
 
 
+def test_avx2_leaves_the_weight_of_a_conv_whose_input_stays_float_on_the_ordinary_grid(tmp_path):
+    """A skipped input keeps the conv in float on oneDNN: no half-scale grid, no anchor (quant_post crashed
+    anchoring it before)."""
+    rng = np.random.default_rng(2)
+    feeds = [{"x": rng.standard_normal((4, 16, 8, 8)).astype("float32")} for _ in range(2)]
+    model = _conv_model(tmp_path / "fp32")
+    result = quant.quant_post(paddle.static.Executor(paddle.CPUPlace()), str(model), str(tmp_path / "avx2"),
+                              data_loader=lambda: feeds, algo="abs_max", quantizable_op_type=["conv2d"],
+                              output_scales="none", deploy_backend="onednn", onednn_cpu="avx2", skip_tensor_list=["x"])
+    with legacy_ir():
+        exe, scope = paddle.static.Executor(paddle.CPUPlace()), paddle.static.Scope()
+        program, _, _ = load_inference_program(exe, scope, result.model_file, result.params_file)
+        weights = [read_tensor(scope, op.input("X")[0]) for op in program.global_block().ops
+                   if op.type == "dequantize_linear" and program.global_block().var(op.input("X")[0]).persistable]
+    [q] = [w.astype(np.int64) for w in weights]
+    assert q.shape == (32, 16, 3, 3)  # no anchor channel
+    assert np.count_nonzero(q % 2) > 0 and np.all(np.abs(q).reshape(32, -1).max(axis=1) == 127)
+
+
 def _linear_conv_model(folder):
     def build():
         x = paddle.static.data("x", [-1, 16, 8, 8], "float32")
