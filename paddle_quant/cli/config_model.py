@@ -197,6 +197,9 @@ class QuantizationSection(_Section):
         None, alias="SmoothDepthwise",
         description="Bring every input channel of a quantized depthwise conv to one range; unset: the deploy "
         "backend's default (on for onednn with per-channel weights).")
+    float_pools: Bool = Field(False, alias="FloatPools",
+                              description="Run in float every average pool whose input has no scale of its own "
+                              "(with DeployBackend onednn).")
     smooth_alpha: Optional[float] = Field(None, ge=0, le=1, alias="SmoothAlpha",
                                           description="Smoothing strength alpha in [0, 1]; unset: searched per layer.")
     skip_tensors: Text = Field(None, alias="SkipTensors", description="File with tensor names to leave in float.")
@@ -259,6 +262,7 @@ _ALLOWED: Mapping[str, str] = {
     "RoundType": "'round' or 'adaround'", "AdaRoundIterations": "an int >= 1",
     "EqualizeLayers": "true or false", "SmoothActivations": "true or false", "FoldInputAffine": "true or false",
     "SmoothDepthwise": "true or false (needs per-channel weights)",
+    "FloatPools": "true or false (with DeployBackend onednn)",
     "SmoothAlpha": "a float in [0, 1] (with SmoothActivations; unset: searched per layer)",
     "SkipTensors": "a text file (one name per line) or a JSON file with a 'skip_list' array",
     "SkipTensorList": "a list of tensor names",
@@ -429,6 +433,7 @@ class RunConfig(_Section):
             deploy_backend=p.deploy_backend, onednn_cpu=p.onednn_cpu, round_type=p.round_type, adaround_iterations=p.adaround_iterations,
             equalize_layers=p.equalize_layers, fold_input_affine=p.fold_input_affine,
             smooth_activations=p.smooth_activations, smooth_alpha=p.smooth_alpha, smooth_depthwise=p.smooth_depthwise,
+            float_pools=p.float_pools,
         )
         if p.op_types is not None:
             fields["quantizable_op_type"] = p.op_types

@@ -134,6 +134,9 @@ _BOOL_FLAGS = (
     ("--smooth-activations", "QuantizationParameters", "SmoothActivations",
      "move activation range of matmul/mul/conv inputs into their weights, SmoothQuant-style, exact in fp32 "
      "(SmoothActivations)"),
+    ("--float-pools", "QuantizationParameters", "FloatPools",
+     "with --deploy-backend onednn: run in float every average pool whose input has no scale of its own, instead "
+     "of oneDNN quantizing that input at the pooled output's scale (FloatPools)"),
 )
 _BACKEND_BOOL_FLAGS = (
     ("--fold-input-affine", "QuantizationParameters", "FoldInputAffine",

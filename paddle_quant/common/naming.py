@@ -22,6 +22,7 @@ __all__ = [
     "corrected_bias",
     "int8_scale",
     "pool_input",
+    "float_pool",
     "anchor_slice",
     "anchor_zero",
     "anchor_bridge",
@@ -43,7 +44,7 @@ __all__ = [
 ]
 
 _SUFFIXES = (".quantized", ".dequantized", "@scale", "@zero_point", "@state", "@accum", "@int8", "@frozen", "@window", ".range_out", "@corrected", "@int8_scale",
-             "@pool_input", "@equalized", "@smoothed", "@anchor_slice", "@anchor_zero", "@anchored")
+             "@pool_input", "@float_pool", "@equalized", "@smoothed", "@anchor_slice", "@anchor_zero", "@anchored")
 
 
 def quantized(name: str) -> str:
@@ -119,6 +120,11 @@ def int8_scale(name: str) -> str:
 def pool_input(name: str) -> str:
     """``name`` as an average pool reads it through its own quantizer (oneDNN's int8 pool input)."""
     return f"{name}@pool_input"
+
+
+def float_pool(name: str) -> str:
+    """The float output of the average pool that writes ``name`` through an ``assign`` (``float_pools``)."""
+    return f"{name}@float_pool"
 
 
 def anchor_slice(name: str) -> str:

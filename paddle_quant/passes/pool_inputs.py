@@ -41,6 +41,15 @@ observer pair a rounding quantize/dequantize pair, which then also serves as the
 (the squeeze-and-excite multiply of ``tests/passes/test_pool_inputs.py`` read 2.3 % of the output's
 range apart from oneDNN with the pair an identity; 3e-7 now).
 
+``float_pools=True`` (``quantize_pool_inputs(..., float_pools=True)``) takes the other way out for an average
+pool whose input has no scale of its own: the pool writes a new float variable and an ``assign`` copies it into
+the quantized output. ``compute_propagate_scales_onednn_pass`` passes no scale through ``assign``, so the pool's
+output, and hence its input, get none, and oneDNN runs the pool in float on the float tensor it reads; only the
+pooled values are quantized, by the output's quantizer. Nothing is clipped then, and the program needs no pair
+to say so. Which is better is the model's: on PP-OCR cls with conv2d alone quantized it is fp32's accuracy
+against 4.75 points under it, on PP-OCRv4 rec with conv2d alone 1.3-4.8 points of exact match below the clipped
+pools (``bench/float_pools.py``, docs/ptq.md), so it is an option, off by default.
+
 Not reproduced: oneDNN also rounds a pool's output when only an observer carries its scale (the
 observer pair stays an identity here), runs a pool whose output has no scale but whose input has
 one in int8, and, with ``output_scales='all'``, rounds other observed tensors its int8 producers
@@ -58,7 +67,7 @@ from .plan import ObservedOutput, QuantPlan
 from .quantizers import insert_qdq_pair, qdq_attrs
 
 __all__ = ["ACTIVATIONS", "QuantizedPoolInput", "made_by_quantized_conv", "quantize_pool_inputs",
-           "quantized_conv_outputs", "pool_inputs_to_observe", "tensor_operand"]
+           "quantized_conv_outputs", "pool_inputs_to_observe", "run_in_float", "tensor_operand"]
 
 ACTIVATIONS = ("relu", "relu6", "hard_swish", "swish", "hard_sigmoid", "sigmoid", "leaky_relu", "gelu", "mish",
                 "abs", "clip", "sqrt", "tanh")
@@ -67,12 +76,12 @@ ACTIVATIONS = ("relu", "relu6", "hard_swish", "swish", "hard_sigmoid", "sigmoid"
 
 @dataclass(frozen=True)
 class QuantizedPoolInput:
-    """One pool changed: its output, its input, the scale variable both sides now use, and
-    whether the output's own scale was replaced by it."""
+    """One pool changed: its output, its input, the scale variable both sides now use (None: the pool runs in
+    float, ``float_pools``), and whether the output's own scale was replaced by it."""
 
     pool_output: str
     pool_input: str
-    scale: str
+    scale: str | None
     output_rescaled: bool
 
 
@@ -110,7 +119,7 @@ def _insert_pair(block, scope, place, pool, scale: str, bits: int) -> None:
     pool._rename_input(source, dequantized)
 
 
-def quantize_pool_inputs(program, scope, place) -> list[QuantizedPoolInput]:
+def quantize_pool_inputs(program, scope, place, *, float_pools: bool = False) -> list[QuantizedPoolInput]:
     """Make every ``pool2d`` whose output is quantized or observed run at one scale, an average pool reading
     its input through a quantizer (see the module docstring).
 
@@ -118,6 +127,9 @@ def quantize_pool_inputs(program, scope, place) -> list[QuantizedPoolInput]:
         program: legacy-IR QDQ inference program (as ``quant_post`` saves it); changed in place.
         scope: the scope holding its scales; the new zero points are written to it.
         place: where to write them.
+        float_pools: an average pool whose input has no scale of its own writes its output through an
+            ``assign`` instead, so that oneDNN runs it in float (:func:`run_in_float`); its
+            :class:`QuantizedPoolInput` then has ``scale`` None.
 
     Returns:
         One :class:`QuantizedPoolInput` per pool changed, in program order.
@@ -134,6 +146,10 @@ def quantize_pool_inputs(program, scope, place) -> list[QuantizedPoolInput]:
         own_scale, quantized = _input_scale(readers, writers, pool)
         if not quantized and _is_average_pool(pool) and _requantized_observer(block, writers, pool, int8_convs):
             quantized = True
+        if float_pools and own_scale is None and _is_average_pool(pool):
+            run_in_float(block, pool)
+            changed.append(QuantizedPoolInput(output, source, None, False))
+            continue
         scale = own_scale or output_quantizer.input("Scale")[0]
         rescale = scale != output_quantizer.input("Scale")[0]
         needs_pair = _is_average_pool(pool) and not quantized  # rounding and clipping commute with max
@@ -146,6 +162,18 @@ def quantize_pool_inputs(program, scope, place) -> list[QuantizedPoolInput]:
         changed.append(QuantizedPoolInput(output, source, scale, rescale))
     program._sync_with_cpp()
     return changed
+
+
+def run_in_float(block, pool) -> None:
+    """Have ``pool`` write a new float variable that an ``assign`` copies into its output: oneDNN's int8 passes
+    give a scale to no input of a pool whose output has none (``assign`` passes no scale on), so the pool runs in
+    float on the float tensor it reads, and only the pooled values are quantized, where the output's quantizer
+    reads them."""
+    output = block.var(pool.output("Out")[0])
+    pooled = block.create_var(name=naming.float_pool(output.name), dtype=output.dtype, shape=output.shape)
+    pool._rename_output(output.name, pooled.name)
+    block._insert_op(list(block.ops).index(pool) + 1, type="assign", inputs={"X": [pooled]},
+                     outputs={"Out": [output]})
 
 
 def quantized_conv_outputs(block, writers: dict) -> set[str]:

@@ -75,6 +75,7 @@ _ALLOWED = {
     "smooth_alpha": "a float in [0, 1], or None (searched per layer)",
     "smooth_depthwise": "True, False, or None (the deploy_backend's default: True for 'onednn' with "
                         "weight_quantize_type='channel_wise_abs_max')",
+    "float_pools": "True or False; True only with deploy_backend='onednn'",
 }
 
 
@@ -153,6 +154,14 @@ class PTQConfig(BaseModel):
         "(weight_quantize_type='channel_wise_abs_max'). None: the deploy_backend's default (True for 'onednn' "
         "with per-channel weights: PP-OCRv4 rec with PaddleSlim's four op types 59-72 % -> up to 88-90 % exact match "
         "deployed; off where the data can be read only once or a scale table recorded no smoothing).")
+    float_pools: bool = Field(
+        False,
+        description="With deploy_backend='onednn': an average pool whose output is quantized but whose input has no "
+        "scale of its own (a float op's output, e.g. a depthwise conv left in float) runs in float "
+        "(passes/pool_inputs.py, run_in_float). False: oneDNN quantizes that input at the pooled output's scale, "
+        "clipping every value beyond the range of the averages, and the program states it. Which is better is the "
+        "model's: PP-OCR cls with conv2d only 89.75 -> 94.50 % (fp32 94.50), PP-OCRv4 rec with conv2d only "
+        "88.8 -> 87.5 % exact match (avg; simulated, docs/ptq.md).")
     batch_size: int = Field(16, ge=1, description="Samples per batch for sample_generator.")
     batch_nums: Optional[int] = Field(None, ge=1, description="Number of calibration batches (None: all).")
     optimize_model: Literal[False] = Field(False, description="Fold batch norms first (not implemented).")
@@ -247,6 +256,14 @@ class PTQConfig(BaseModel):
             raise ConfigError(f"config key 'output_algo' got {self.output_algo!r} but output_scales is 'none' "
                               f"(deploy_backend {self.deploy_backend!r}), so no output is observed; allowed: "
                               "output_scales='int8_ops' or 'all', or leave output_algo None")
+        return self
+
+    @model_validator(mode="after")
+    def _float_pools_need_onednn(self) -> "PTQConfig":
+        if self.float_pools and not self.quantize_pool_inputs:
+            raise ConfigError(f"config key 'float_pools' got True but deploy_backend is {self.deploy_backend!r}, whose "
+                              "runtime does not quantize pool inputs; allowed: deploy_backend='onednn', or "
+                              "float_pools=False")
         return self
 
     @model_validator(mode="after")

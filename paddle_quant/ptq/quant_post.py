@@ -358,7 +358,7 @@ def run_post_training(exe, model_dir, quantize_model_path, ptq: PTQConfig, *, so
         if ptq.effective_fold_affine:
             fold_conv_affine(frozen, scope, place)
         if ptq.quantize_pool_inputs:
-            quantize_pool_inputs(frozen, scope, place)
+            quantize_pool_inputs(frozen, scope, place, float_pools=ptq.float_pools)
         if ptq.round_requantized_outputs:
             round_requantized_outputs(frozen)
         if anchored:
@@ -433,8 +433,9 @@ def quant_post(executor, model_dir, quantize_model_path, sample_generator=None, 
             of every candidate. The result's ``accuracy_control`` says what was chosen.
         **options: the other :class:`~paddle_quant.ptq.config.PTQConfig` fields (hist_percent,
             weight_bits, activation_bits, weight_quantize_type, weight_method, bias_correction, bias_correction_inputs,
-            fold_affine, equalize_layers, smooth_activations, smooth_alpha, smooth_depthwise, skip_tensor_list,
-            onnx_format, round_type, adaround_iterations, tune_scales, tune_scales_batches, show_progress, ...).
+            fold_affine, equalize_layers, smooth_activations, smooth_alpha, smooth_depthwise, float_pools,
+            skip_tensor_list, onnx_format, round_type, adaround_iterations, tune_scales, tune_scales_batches,
+            show_progress, ...).
             ``round_type="adaround"`` and ``tune_scales=True`` read the calibration data a second time (the
             source must be re-iterable: a callable or a DataLoader).
 

@@ -686,3 +686,12 @@ def test_post_backend_default_switches_turn_off_with_no_and_stay_unset_otherwise
     assert not off.effective_smooth_depthwise and not off.effective_fold_input_affine
     on = ptq("--smooth-depthwise", "--fold-input-affine")
     assert on.smooth_depthwise is True and on.fold_input_affine is True
+
+
+def test_post_float_pools_flag_reaches_quant_post_and_needs_the_onednn_backend(tiny_model, image_dir, tmp_path,
+                                                                                caplog):
+    assert main(_post_args(tiny_model, image_dir, tmp_path / "plain", "--float-pools")) == EXIT_USAGE
+    assert "'float_pools' got True but deploy_backend is None" in caplog.text
+    assert not (tmp_path / "plain").exists()
+    assert main(_post_args(tiny_model, image_dir, tmp_path / "onednn", "--float-pools", "--deploy-backend",
+                           "onednn")) == EXIT_OK

@@ -13,6 +13,7 @@ import paddle
 import pytest
 
 import paddle_quant as quant
+from paddle_quant.common import naming
 from paddle_quant.common.backends import BACKENDS
 from paddle_quant.passes.pool_inputs import quantize_pool_inputs
 
@@ -228,6 +229,72 @@ def test_only_the_onednn_profile_states_pool_input_quantization():
     assert quant.PTQConfig().quantize_pool_inputs is False
     assert {b: quant.PTQConfig(deploy_backend=b).quantize_pool_inputs for b in BACKENDS} == {
         "onednn": True, "tensorrt": False, "paddle_lite": False, "onnx": False}
+
+
+# ------------------------------------------------------------- float_pools=True: the pool runs in float
+
+def test_float_pools_copies_the_float_pool_output_into_the_quantized_tensor(tmp_path):
+    ops = _ops(_quantize(tmp_path, "float", deploy_backend="onednn", float_pools=True))
+    pool = _pool(ops)
+    assert _quantizer_of(ops, pool.input("X")[0]) == []  # no pair at the pooled scale before the pool
+    [copy] = [op for op in ops if op.type == "assign"]
+    assert copy.input("X") == pool.output("Out") == [naming.float_pool("pooled")]
+    assert copy.output("Out") == ["pooled"] and len(_quantizer_of(ops, "pooled")) == 1
+
+
+def test_float_pools_makes_onednn_run_the_pool_in_float(tmp_path):
+    from paddle_quant.deploy.optimized import onednn_int8_program
+
+    def pool_reads_int8(folder):
+        [pool] = [op for op in onednn_int8_program(folder / "model.pdmodel", folder / "model.pdiparams")
+                  if op.type == "pool2d"]
+        return pool.int8_input
+
+    assert pool_reads_int8(_quantize(tmp_path, "clipped", deploy_backend="onednn"))
+    assert not pool_reads_int8(_quantize(tmp_path, "float", deploy_backend="onednn", float_pools=True))
+
+
+def test_float_pools_the_executor_computes_what_onednn_int8_runs_and_nothing_is_clipped(tmp_path):
+    clipped = _quantize(tmp_path, "clipped", deploy_backend="onednn")
+    floated = _quantize(tmp_path, "float", deploy_backend="onednn", float_pools=True)
+    batch = _batch(11)
+    deployed, fp32 = _onednn_int8(floated, batch), _executor(tmp_path / "fp32", batch)
+    assert np.abs(_executor(floated, batch) - deployed).max() <= 0.02 * np.abs(deployed).max()
+    float_error, clipped_error = np.abs(deployed - fp32).max(), np.abs(_executor(clipped, batch) - fp32).max()
+    assert clipped_error >= 3 * float_error  # the batch's large pixels are clipped at the pooled scale
+
+
+def test_float_pools_is_idempotent_and_reapplies_from_the_scale_table(tmp_path):
+    first = _quantize(tmp_path, "first", deploy_backend="onednn", float_pools=True)
+    program, _, scope, _ = _load(first)
+    before = [op.type for op in program.global_block().ops]
+    assert quantize_pool_inputs(program, scope, paddle.CPUPlace(), float_pools=True) == []
+    assert [op.type for op in program.global_block().ops] == before
+    again = tmp_path / "again"
+    quant.quant_post(paddle.static.Executor(paddle.CPUPlace()), str(tmp_path / "fp32"), str(again), algo="abs_max",
+                     quantizable_op_type=["conv2d"], output_scales="none", deploy_backend="onednn", float_pools=True,
+                     skip_tensor_list=["x"], scale_table=str(first / "scale_table.json"))
+    for name in ("model.pdmodel", "model.pdiparams"):
+        assert (first / name).read_bytes() == (again / name).read_bytes()
+
+
+def test_float_pools_exports_to_onnx_and_onnxruntime_runs_it_as_onednn_does(tmp_path):
+    pytest.importorskip("onnxruntime")
+    from paddle_quant.export.onnx import export_onnx
+    from paddle_quant.deploy.runtimes import make_runner
+
+    floated = _quantize(tmp_path, "float", deploy_backend="onednn", float_pools=True)
+    result = export_onnx(floated, tmp_path / "model.onnx")
+    batch = _batch(12)
+    got = make_runner("onnxruntime", result.path).run({"x": batch})[0]
+    deployed = _onednn_int8(floated, batch)
+    assert np.abs(got - deployed).max() <= 0.02 * np.abs(deployed).max()
+
+
+@pytest.mark.parametrize("backend", [None, "tensorrt", "onnx"])
+def test_float_pools_needs_the_onednn_backend(backend):
+    with pytest.raises(quant.ConfigError, match=f"'float_pools' got True but deploy_backend is {backend!r}"):
+        quant.PTQConfig(float_pools=True, deploy_backend=backend)
 
 
 # ------------------------------------------------------------- pool inputs made by an int8 convolution

@@ -1,0 +1,143 @@
+"""``float_pools``: average pools that read a float tensor run in float on oneDNN, or at the pooled output's scale.
+
+With ``deploy_backend="onednn"``, an average pool whose output is quantized but whose input has no scale of its
+own (a conv left in float writes it: a skip list, or an op type not quantized) is run by oneDNN in int8 at the
+pooled output's scale, clipping every input value beyond the range of the averages; the program states that
+(passes/pool_inputs.py). ``float_pools=True`` runs those pools in float instead. This bench quantizes each case
+both ways and prints accuracy deployed (Paddle Inference oneDNN int8) and simulated (the Executor), and the int8
+latency per batch of 8 (median of paired runs, both models in one process):
+
+* cls, PP-OCR mobile v2 cls, ``deploy_backend="onednn"`` without smoothing or input fold, KL, 10 batches of 8:
+  ``dw_float`` its 8 padded depthwise convs that read a hard_swish left in float (``skip_tensor_list``, as analyze
+  or accuracy control would), ``conv2d`` only conv2d quantized;
+* rec, PP-OCRv4 rec with the demo's settings (conv2d only, output scales 'none', no smoothing or input fold) for
+  each of ``--rec-algos``.
+
+    PYTHONPATH=. .venv/bin/python bench/float_pools.py [--models cls,rec] [--cls-images 2000] [--rec-lines 1000]
+                                                       [--rec-algos avg,hist,emd] [--workdir DIR]
+
+On a CPU without VNNI/AMX, oneDNN's int8 convolutions compute differently from the simulation (docs/deploy.md);
+the bench says which CPU it ran on, and the simulated column is the one that transfers.
+"""
+
+import argparse
+import os
+import sys
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "demos"))
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+import cls_default_call  # noqa: E402 (bench/cls_default_call.py: cls evaluation set, quantize, predictions)
+import paddle  # noqa: E402
+
+import paddle_quant as quant  # noqa: E402
+import ppocr  # noqa: E402 (demos/ppocr.py)
+from paddle_quant.common.model_files import model_files  # noqa: E402
+from paddle_quant.common.program import legacy_ir  # noqa: E402
+from paddle_quant.deploy.cpu import int8_dot_product  # noqa: E402
+from paddle_quant.deploy.runtimes import make_runner, median_latency_ms  # noqa: E402
+
+BATCH_SIZE = 8
+ONEDNN_PLAIN = {"deploy_backend": "onednn", "smooth_depthwise": False, "fold_input_affine": False}
+CLS_CASES = {
+    "dw_float": {**ONEDNN_PLAIN, "skip_tensor_list": list(cls_default_call.HARD_SWISH_DEPTHWISE_INPUTS)},
+    "conv2d": {**ONEDNN_PLAIN, "quantizable_op_type": ["conv2d", "mul", "matmul_v2"]},
+}
+REC_OPTIONS = {**ONEDNN_PLAIN, "quantizable_op_type": ["conv2d"], "output_scales": "none", "onednn_cpu": "vnni"}
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--models", default="cls,rec")
+    parser.add_argument("--cls-images", type=int, default=2000)
+    parser.add_argument("--rec-lines", type=int, default=1000)
+    parser.add_argument("--rec-algos", default="avg,hist,emd")
+    parser.add_argument("--threads", type=int, default=1, help="CPU threads of every runtime")
+    parser.add_argument("--workdir", default=None, help="where the int8 models are written (default: a temp dir)")
+    args = parser.parse_args(argv)
+    args.models, args.rec_algos = args.models.split(","), args.rec_algos.split(",")
+    return args
+
+
+def paired_latency_ms(folders, feed, threads, rounds=5):
+    """Median int8 latency (ms per batch) of each model folder on oneDNN, timed in alternating rounds."""
+    runners = [make_runner("onednn", *model_files(folder), threads=threads) for folder in folders]
+    times = [[] for _ in runners]
+    for _ in range(rounds):
+        for runner, spent in zip(runners, times):
+            spent.append(median_latency_ms(runner, {runner.input_names[0]: feed}, repeats=4, warmup=1))
+    return [float(np.median(spent)) for spent in times]
+
+
+def cls_rows(args, workdir):
+    cls_dir, images, labels = cls_default_call.evaluation_set(args.cls_images)
+    fp32 = cls_default_call.predictions("paddle_fp32", (cls_dir / "inference.pdmodel", cls_dir / "inference.pdiparams"),
+                                        images, args.threads) == labels
+    print(f"cls, {len(labels)} images, fp32 (oneDNN fp32) {100.0 * fp32.mean():.2f} %", flush=True)
+    for case, options in CLS_CASES.items():
+        folders = []
+        for float_pools in (False, True):
+            folder = workdir / f"cls_{case}_{'float' if float_pools else 'clipped'}"
+            cls_default_call.quantize(cls_dir, folder, {**options, "float_pools": float_pools}, 10)
+            folders.append(folder)
+            cells = [100.0 * (cls_default_call.predictions(runtime, model_files(folder), images, args.threads)
+                              == labels).mean() for runtime in ("onednn", "executor")]
+            print(f"  cls {case:9s} float_pools={float_pools!s:5s}  deployed {cells[0]:6.2f}  "
+                  f"simulated {cells[1]:6.2f}", flush=True)
+        clipped_ms, float_ms = paired_latency_ms(folders, images[:BATCH_SIZE], args.threads)
+        print(f"  cls {case:9s} int8 ms per batch of {BATCH_SIZE}: clipped {clipped_ms:.2f}, "
+              f"float pools {float_ms:.2f}", flush=True)
+
+
+def rec_exact(runtime, files, batch, labels, threads):
+    runner = make_runner(runtime, *files, threads=threads)
+    charset = ppocr.load_charset(ppocr.fetch_models()["rec_dict"])
+    texts = [text for i in range(0, len(batch), BATCH_SIZE)
+             for text in ppocr.ctc_decode(runner.run({runner.input_names[0]: batch[i:i + BATCH_SIZE]})[0], charset)]
+    return ppocr.rec_metrics(texts, labels)["exact"]
+
+
+def rec_rows(args, workdir):
+    rec_dir = Path(ppocr.fetch_models()["rec"])
+    images, labels = zip(*ppocr.render_lines(args.rec_lines, seed=0))
+    batch, labels = ppocr.rec_batch(list(images)), list(labels)
+    fp32 = rec_exact("paddle_fp32", (rec_dir / "inference.pdmodel", rec_dir / "inference.pdiparams"), batch, labels,
+                     args.threads)
+    print(f"rec, {len(labels)} lines, fp32 (oneDNN fp32) {fp32:.2f} % exact match", flush=True)
+    for algo in args.rec_algos:
+        folders = []
+        for float_pools in (False, True):
+            folder = workdir / f"rec_{algo}_{'float' if float_pools else 'clipped'}"
+            quant.quant_post(paddle.static.Executor(paddle.CPUPlace()), str(rec_dir), str(folder),
+                             data_loader=lambda: ppocr.calibration_feeds("rec", 10, BATCH_SIZE, 0), algo=algo,
+                             batch_nums=10, model_filename="inference.pdmodel", params_filename="inference.pdiparams",
+                             float_pools=float_pools, **REC_OPTIONS)
+            folders.append(folder)
+            cells = [rec_exact(runtime, model_files(folder), batch, labels, args.threads)
+                     for runtime in ("onednn", "executor")]
+            print(f"  rec {algo:5s} float_pools={float_pools!s:5s}  deployed {cells[0]:6.2f}  "
+                  f"simulated {cells[1]:6.2f}", flush=True)
+        clipped_ms, float_ms = paired_latency_ms(folders, batch[:BATCH_SIZE], args.threads)
+        print(f"  rec {algo:5s} int8 ms per batch of {BATCH_SIZE}: clipped {clipped_ms:.2f}, "
+              f"float pools {float_ms:.2f}", flush=True)
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    cpu = "VNNI/AMX (oneDNN int8 = the simulation)" if int8_dot_product() else "no VNNI/AMX (AVX2 int8 kernels)"
+    print(f"CPU: {cpu}", flush=True)
+    paddle.enable_static()
+    with tempfile.TemporaryDirectory(prefix="float_pools_") as temp, legacy_ir():
+        workdir = Path(args.workdir or temp)
+        if "cls" in args.models:
+            cls_rows(args, workdir)
+        if "rec" in args.models:
+            rec_rows(args, workdir)
+
+
+if __name__ == "__main__":
+    main()
