@@ -5,7 +5,7 @@ own (a conv left in float writes it: a skip list, or an op type not quantized) i
 pooled output's scale, clipping every input value beyond the range of the averages; the program states that
 (passes/pool_inputs.py). ``float_pools=True`` runs those pools in float instead. This bench quantizes each case
 both ways and prints accuracy deployed (Paddle Inference oneDNN int8) and simulated (the Executor), and the int8
-latency per batch of 8 (median of paired runs, both models in one process):
+latency per batch of 8 (``ppocr.paired_latency``: both models' runs interleaved):
 
 * cls, PP-OCR mobile v2 cls, ``deploy_backend="onednn"`` without smoothing or input fold, KL, 10 batches of 8:
   ``dw_float`` its 8 padded depthwise convs that read a hard_swish left in float (``skip_tensor_list``, as analyze
@@ -26,8 +26,6 @@ import sys
 import tempfile
 from pathlib import Path
 
-import numpy as np
-
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "demos"))
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
@@ -39,7 +37,7 @@ import ppocr  # noqa: E402 (demos/ppocr.py)
 from paddle_quant.common.model_files import model_files  # noqa: E402
 from paddle_quant.common.program import legacy_ir  # noqa: E402
 from paddle_quant.deploy.cpu import int8_dot_product  # noqa: E402
-from paddle_quant.deploy.runtimes import make_runner, median_latency_ms  # noqa: E402
+from paddle_quant.deploy.runtimes import make_runner  # noqa: E402
 
 BATCH_SIZE = 8
 ONEDNN_PLAIN = {"deploy_backend": "onednn", "smooth_depthwise": False, "fold_input_affine": False}
@@ -63,14 +61,10 @@ def parse_args(argv=None):
     return args
 
 
-def paired_latency_ms(folders, feed, threads, rounds=5):
-    """Median int8 latency (ms per batch) of each model folder on oneDNN, timed in alternating rounds."""
-    runners = [make_runner("onednn", *model_files(folder), threads=threads) for folder in folders]
-    times = [[] for _ in runners]
-    for _ in range(rounds):
-        for runner, spent in zip(runners, times):
-            spent.append(median_latency_ms(runner, {runner.input_names[0]: feed}, repeats=4, warmup=1))
-    return [float(np.median(spent)) for spent in times]
+def paired_latency_ms(folders, batch, threads):
+    """Median int8 latency (ms per batch) of each model folder on oneDNN, their runs interleaved."""
+    predictors = [ppocr.make_predictor(folder, int8=True, threads=threads) for folder in folders]
+    return ppocr.paired_latency(predictors, batch, repeats=20)
 
 
 def cls_rows(args, workdir):
@@ -93,20 +87,20 @@ def cls_rows(args, workdir):
               f"float pools {float_ms:.2f}", flush=True)
 
 
-def rec_exact(runtime, files, batch, labels, threads):
-    runner = make_runner(runtime, *files, threads=threads)
-    charset = ppocr.load_charset(ppocr.fetch_models()["rec_dict"])
-    texts = [text for i in range(0, len(batch), BATCH_SIZE)
-             for text in ppocr.ctc_decode(runner.run({runner.input_names[0]: batch[i:i + BATCH_SIZE]})[0], charset)]
-    return ppocr.rec_metrics(texts, labels)["exact"]
+def rec_exact(folder, images, labels, threads, *, runtime="onednn"):
+    """Exact match (%) of a rec model folder on Paddle Inference oneDNN (int8 for a QDQ model), or the Executor."""
+    if runtime == "executor":
+        predictor = ppocr.RunnerPredictor(make_runner("executor", *model_files(folder), threads=threads))
+    else:
+        predictor = ppocr.make_predictor(folder, int8=True, threads=threads)
+    return ppocr.evaluate_rec(predictor, images, labels, int8=True, timed=False)["exact"]
 
 
 def rec_rows(args, workdir):
     rec_dir = Path(ppocr.fetch_models()["rec"])
-    images, labels = zip(*ppocr.render_lines(args.rec_lines, seed=0))
-    batch, labels = ppocr.rec_batch(list(images)), list(labels)
-    fp32 = rec_exact("paddle_fp32", (rec_dir / "inference.pdmodel", rec_dir / "inference.pdiparams"), batch, labels,
-                     args.threads)
+    images, labels = (list(column) for column in zip(*ppocr.render_lines(args.rec_lines, seed=0)))
+    fp32 = ppocr.evaluate_rec(ppocr.make_predictor(rec_dir, int8=False, threads=args.threads), images, labels,
+                              int8=False, timed=False)["exact"]
     print(f"rec, {len(labels)} lines, fp32 (oneDNN fp32) {fp32:.2f} % exact match", flush=True)
     for algo in args.rec_algos:
         folders = []
@@ -117,11 +111,11 @@ def rec_rows(args, workdir):
                              batch_nums=10, model_filename="inference.pdmodel", params_filename="inference.pdiparams",
                              float_pools=float_pools, **REC_OPTIONS)
             folders.append(folder)
-            cells = [rec_exact(runtime, model_files(folder), batch, labels, args.threads)
+            cells = [rec_exact(folder, images, labels, args.threads, runtime=runtime)
                      for runtime in ("onednn", "executor")]
             print(f"  rec {algo:5s} float_pools={float_pools!s:5s}  deployed {cells[0]:6.2f}  "
                   f"simulated {cells[1]:6.2f}", flush=True)
-        clipped_ms, float_ms = paired_latency_ms(folders, batch[:BATCH_SIZE], args.threads)
+        clipped_ms, float_ms = paired_latency_ms(folders, ppocr.rec_batch(images[:BATCH_SIZE]), args.threads)
         print(f"  rec {algo:5s} int8 ms per batch of {BATCH_SIZE}: clipped {clipped_ms:.2f}, "
               f"float pools {float_ms:.2f}", flush=True)
 
