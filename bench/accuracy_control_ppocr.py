@@ -10,7 +10,7 @@ metric of the written model, ``target_met``, the search time and the int8 / fp32
     python bench/accuracy_control_ppocr.py [--models rec,cls] [--max-drop 0.5] [--eval-lines 300]
                                            [--runtime onednn|executor] [--algos hist,avg,emd,mse] [--workdir DIR]
                                            [--skip-search-batches 8] [--onednn-cpu auto|vnni|avx2]
-                                           [--[no-]fold-input-affine]
+                                           [--[no-]fold-input-affine] [--float-pools]
 
 On a CPU without VNNI/AMX oneDNN's int8 differs from the simulation (docs/deploy.md), so ``--runtime onednn``
 searches on numbers that do not transfer to other CPUs; the bench says which CPU it ran on.
@@ -55,6 +55,9 @@ def parse_args(argv=None):
     parser.add_argument("--fold-input-affine", action=argparse.BooleanOptionalAction, default=None,
                         help="quant_post fold_input_affine=True / False for every candidate (rec: faster int8); "
                              "unset: the onednn backend's default (on)")
+    parser.add_argument("--float-pools", action="store_true",
+                        help="quant_post float_pools=True for every candidate (average pools reading a float tensor "
+                             "run in float; docs/ptq.md)")
     parser.add_argument("--workdir", default=None, help="where the int8 models go (default: a temporary folder)")
     return parser.parse_args(argv)
 
@@ -97,6 +100,8 @@ def run_model(kind, args, workdir):
     options = {"quantizable_op_type": REC_OPS} if kind == "rec" else {}
     if args.fold_input_affine is not None:
         options["fold_input_affine"] = args.fold_input_affine
+    if args.float_pools:
+        options["float_pools"] = True
     started = time.perf_counter()
     result = quant.quant_post(paddle.static.Executor(paddle.CPUPlace()), str(models[kind]), os.path.join(workdir, kind),
                               data_loader=lambda: iter(feeds), batch_nums=10, deploy_backend="onednn",
