@@ -10,7 +10,7 @@ metric of the written model, ``target_met``, the search time and the int8 / fp32
     python bench/accuracy_control_ppocr.py [--models rec,cls] [--max-drop 0.5] [--eval-lines 300]
                                            [--runtime onednn|executor] [--algos hist,avg,emd,mse] [--workdir DIR]
                                            [--skip-search-batches 8] [--onednn-cpu auto|vnni|avx2]
-                                           [--[no-]fold-input-affine] [--float-pools]
+                                           [--[no-]fold-input-affine] [--float-pools] [--ops conv2d,...]
 
 On a CPU without VNNI/AMX oneDNN's int8 differs from the simulation (docs/deploy.md), so ``--runtime onednn``
 searches on numbers that do not transfer to other CPUs; the bench says which CPU it ran on.
@@ -55,6 +55,9 @@ def parse_args(argv=None):
     parser.add_argument("--fold-input-affine", action=argparse.BooleanOptionalAction, default=None,
                         help="quant_post fold_input_affine=True / False for every candidate (rec: faster int8); "
                              "unset: the onednn backend's default (on)")
+    parser.add_argument("--ops", default=None,
+                        help="comma-separated quantizable_op_type for every model (default: rec PaddleSlim's four, "
+                             "cls quant_post's default)")
     parser.add_argument("--float-pools", action="store_true",
                         help="quant_post float_pools=True for every candidate (average pools reading a float tensor "
                              "run in float; docs/ptq.md)")
@@ -98,6 +101,8 @@ def run_model(kind, args, workdir):
                                     skip_search_batches=args.skip_search_batches)
     feeds = list(ppocr.calibration_feeds(kind, 10, 8, 0))
     options = {"quantizable_op_type": REC_OPS} if kind == "rec" else {}
+    if args.ops:
+        options["quantizable_op_type"] = args.ops.split(",")
     if args.fold_input_affine is not None:
         options["fold_input_affine"] = args.fold_input_affine
     if args.float_pools:

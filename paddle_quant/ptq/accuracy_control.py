@@ -89,7 +89,9 @@ class AccuracyControl(BaseModel):
         description="quant_post option sets tried with each algorithm (accuracy-recovery methods on/off). None: "
         "bias correction off and on (DEFAULT_RECOVERY), each also with smooth_depthwise when the call quantizes "
         "depthwise convs with per-channel weights and leaves smooth_depthwise unset (DEPTHWISE_RECOVERY; without "
-        "it where the deploy_backend smooths by default).")
+        "it where the deploy_backend smooths by default); every set also with float_pools=True where the backend is "
+        "onednn, the model has pools and the call leaves some conv in float (a conv type not quantized, a skip "
+        "list).")
     search_skip_list: bool = Field(True, description="Leave the most sensitive layers in float if no candidate "
                                    "meets the target.")
     skip_search_batches: Optional[int] = Field(
@@ -160,10 +162,18 @@ with PaddleSlim's four op types: avg 69 -> 90 % exact match deployed on oneDNN, 
 
 def recovery_sets(control: "AccuracyControl", base_options: Mapping[str, Any], model_ops) -> tuple[dict, ...]:
     """The option sets tried with each algorithm: ``control.recovery``, or the defaults for the call's options
-    and a model with the op types ``model_ops``."""
+    and a model with the op types ``model_ops`` (each set also with ``float_pools=True`` where
+    :func:`_pools_may_read_float`)."""
     if control.recovery is not None:
         return control.recovery
     base = PTQConfig(**base_options)
+    sets = _smoothing_sets(base, model_ops)
+    if _pools_may_read_float(base, model_ops):
+        return sets + tuple({**options, "float_pools": True} for options in sets)
+    return sets
+
+
+def _smoothing_sets(base: PTQConfig, model_ops) -> tuple[dict, ...]:
     depthwise = ("depthwise_conv2d" in model_ops and "depthwise_conv2d" in base.to_quant_config().weight_op_types
                  and base.weight_quantize_type == "channel_wise_abs_max" and base.smooth_depthwise is None
                  and not base.onednn_without_vnni)
@@ -172,6 +182,16 @@ def recovery_sets(control: "AccuracyControl", base_options: Mapping[str, Any], m
     if base.effective_smooth_depthwise:  # the backend smooths by default (onednn): the sets try it off as well
         return DEFAULT_RECOVERY + tuple({**options, "smooth_depthwise": False} for options in DEPTHWISE_RECOVERY)
     return DEFAULT_RECOVERY + DEPTHWISE_RECOVERY
+
+
+def _pools_may_read_float(base: PTQConfig, model_ops) -> bool:
+    """Whether ``float_pools`` can change the model (PP-OCR cls with conv2d only: 89.75 -> 94.50 %, PP-OCRv4 rec
+    with conv2d only 1.3-4.8 points lower, docs/ptq.md): the backend runs average pools at their output's scale
+    (oneDNN), the model has pools, a convolution the call leaves in float (a conv type not quantized, or a skip
+    list) may write a pool's input, and the call leaves ``float_pools`` off."""
+    conv_types = {"conv2d", "depthwise_conv2d", "conv2d_transpose"} & set(model_ops)
+    float_convs = bool(conv_types - set(base.to_quant_config().weight_op_types)) or bool(base.skip_tensor_list)
+    return base.quantize_pool_inputs and not base.float_pools and "pool2d" in model_ops and float_convs
 
 
 @dataclass(frozen=True)

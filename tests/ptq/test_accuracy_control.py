@@ -118,6 +118,21 @@ def test_default_recovery_adds_depthwise_smoothing_only_where_depthwise_convs_ar
     assert recovery_sets(_control(digits_model), {}, ops) == ({},)  # given sets are kept
 
 
+def test_float_pools_is_tried_where_a_pool_may_read_a_float_conv_on_onednn(digits_model):
+    from paddle_quant.ptq.accuracy_control import DEFAULT_RECOVERY, recovery_sets
+
+    control, ops = _control(digits_model, recovery=None), {"conv2d", "depthwise_conv2d", "pool2d"}
+    conv2d_only = {"deploy_backend": "onednn", "quantizable_op_type": ["conv2d"]}
+    assert recovery_sets(control, conv2d_only, ops) == DEFAULT_RECOVERY + tuple(
+        {**options, "float_pools": True} for options in DEFAULT_RECOVERY)
+    skipped = recovery_sets(control, {"deploy_backend": "onednn", "skip_tensor_list": ["x"]}, ops)
+    assert {"float_pools": True} in skipped and {"smooth_depthwise": False, "float_pools": True} in skipped
+    assert not any("float_pools" in options for options in recovery_sets(control, {"deploy_backend": "onednn"}, ops))
+    assert recovery_sets(control, {"quantizable_op_type": ["conv2d"]}, ops) == DEFAULT_RECOVERY  # no backend
+    assert recovery_sets(control, {**conv2d_only, "float_pools": True}, ops) == DEFAULT_RECOVERY  # asked for
+    assert recovery_sets(control, conv2d_only, ops - {"pool2d"}) == DEFAULT_RECOVERY  # no pool
+
+
 @pytest.mark.vnni
 def test_onednn_runtime_measures_the_deployed_model(digits_model, tmp_path):
     found = _run(digits_model, tmp_path / "int8", _control(digits_model, runtime="onednn")).accuracy_control
