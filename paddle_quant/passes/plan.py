@@ -68,6 +68,10 @@ class OpQuant:
     inputs: tuple[tuple[str, str], ...]
     with_weight: bool
 
+    def reads_quantized(self, slot: str) -> bool:
+        """Whether the op's input argument ``slot`` (e.g. a conv's ``"Input"``) is one of those quantized."""
+        return any(name == slot for name, _ in self.inputs)
+
 
 @dataclass(frozen=True)
 class SkippedOp:

@@ -248,7 +248,7 @@ def pool_inputs_to_observe(block, plan: QuantPlan) -> tuple[ObservedOutput, ...]
     quantized convolution (see the module docstring)."""
     scaled = {t.var for t in plan.tensors} | {o.var for o in plan.observers}
     int8_convs = {block.ops[op.index].output("Output")[0] for op in plan.ops  # int8 in oneDNN: the input is
-                  if op.op_type in CONV_TYPES and any(slot == "Input" for slot, _ in op.inputs)}  # quantized
+                  if op.op_type in CONV_TYPES and op.reads_quantized("Input")}  # quantized
     readers = readers_by_var(block)
     writers = {name: index for index, op in enumerate(block.ops) for name in op.output_arg_names}
     wanted = []

@@ -235,7 +235,7 @@ def _half_grid_weights(plan, ptq: PTQConfig, block) -> frozenset:
     tensors = {t.var: t for t in plan.tensors if t.role == "weight"}
     unsigned = onednn_cpu.planned_unsigned(plan, block)
     conv_weights = {var for op in plan.ops if op.op_type in onednn_cpu.HALF_SCALE_OP_TYPES
-                    and any(slot == "Input" for slot, _ in op.inputs)  # int8 in oneDNN: the input is quantized
+                    and op.reads_quantized("Input")  # int8 in oneDNN: the input is quantized
                     and not onednn_cpu.reads_unsigned(block.ops[op.index], unsigned)
                     for _, var in op.inputs if var in tensors}
     narrow = sorted(n for n in conv_weights if tensors[n].bits != 8)
