@@ -111,11 +111,21 @@ def _conv_model(folder):
     return save_built_model(folder, build)
 
 
-def _quantize(tmp_path, onednn_cpu, feeds):
+def _quantize(tmp_path, onednn_cpu, feeds, **options):
     model = _conv_model(tmp_path / "fp32")
     return quant.quant_post(paddle.static.Executor(paddle.CPUPlace()), str(model), str(tmp_path / onednn_cpu),
                             data_loader=lambda: feeds, algo="abs_max", quantizable_op_type=["conv2d"],
-                            output_scales="none", deploy_backend="onednn", onednn_cpu=onednn_cpu)
+                            output_scales="none", deploy_backend="onednn", onednn_cpu=onednn_cpu, **options)
+
+
+def _integer_weights(result) -> dict[str, np.ndarray]:
+    """``{name: integers (int64)}`` of the weights the saved program dequantizes."""
+    with legacy_ir():
+        exe, scope = paddle.static.Executor(paddle.CPUPlace()), paddle.static.Scope()
+        program, _, _ = load_inference_program(exe, scope, result.model_file, result.params_file)
+        block = program.global_block()
+        return {op.input("X")[0]: read_tensor(scope, op.input("X")[0]).astype(np.int64) for op in block.ops
+                if op.type == "dequantize_linear" and block.var(op.input("X")[0]).persistable}
 
 
 def _deviation_in_steps(result, feed):
@@ -142,14 +152,7 @@ def test_oneDNN_int8_runs_what_the_avx2_program_states(tmp_path):
 def test_avx2_program_holds_even_conv_weights(tmp_path):
     rng = np.random.default_rng(1)
     feeds = [{"x": rng.standard_normal((4, 16, 8, 8)).astype("float32")} for _ in range(2)]
-    result = _quantize(tmp_path, "avx2", feeds)
-    with legacy_ir():
-        exe, scope = paddle.static.Executor(paddle.CPUPlace()), paddle.static.Scope()
-        program, _, _ = load_inference_program(exe, scope, result.model_file, result.params_file)
-        weights = [read_tensor(scope, op.input("X")[0]) for op in program.global_block().ops
-                   if op.type == "dequantize_linear" and program.global_block().var(op.input("X")[0]).persistable]
-    assert len(weights) == 1
-    q = weights[0].astype(np.int64)
+    [q] = _integer_weights(_quantize(tmp_path, "avx2", feeds)).values()
     assert q.shape == (32, 17, 3, 3)                       # one more input channel: the anchor
     real, anchor = q[:, :16], q[:, 16]
     assert np.all(real % 2 == 0) and np.abs(real).max() <= 126
@@ -162,16 +165,7 @@ def test_avx2_leaves_the_weight_of_a_conv_whose_input_stays_float_on_the_ordinar
     anchoring it before)."""
     rng = np.random.default_rng(2)
     feeds = [{"x": rng.standard_normal((4, 16, 8, 8)).astype("float32")} for _ in range(2)]
-    model = _conv_model(tmp_path / "fp32")
-    result = quant.quant_post(paddle.static.Executor(paddle.CPUPlace()), str(model), str(tmp_path / "avx2"),
-                              data_loader=lambda: feeds, algo="abs_max", quantizable_op_type=["conv2d"],
-                              output_scales="none", deploy_backend="onednn", onednn_cpu="avx2", skip_tensor_list=["x"])
-    with legacy_ir():
-        exe, scope = paddle.static.Executor(paddle.CPUPlace()), paddle.static.Scope()
-        program, _, _ = load_inference_program(exe, scope, result.model_file, result.params_file)
-        weights = [read_tensor(scope, op.input("X")[0]) for op in program.global_block().ops
-                   if op.type == "dequantize_linear" and program.global_block().var(op.input("X")[0]).persistable]
-    [q] = [w.astype(np.int64) for w in weights]
+    [q] = _integer_weights(_quantize(tmp_path, "avx2", feeds, skip_tensor_list=["x"])).values()
     assert q.shape == (32, 16, 3, 3)  # no anchor channel
     assert np.count_nonzero(q % 2) > 0 and np.all(np.abs(q).reshape(32, -1).max(axis=1) == 127)
 
@@ -245,12 +239,7 @@ def test_avx2_keeps_8_bit_weights_for_convs_reading_relu_outputs(tmp_path):
                               quantizable_op_type=["conv2d", "depthwise_conv2d"], deploy_backend="onednn",
                               onednn_cpu="avx2")
     assert not any(s.startswith("depthwise_conv2d") for s in result.skipped_ops)
-    with legacy_ir():
-        exe, scope = paddle.static.Executor(paddle.CPUPlace()), paddle.static.Scope()
-        program, _, _ = load_inference_program(exe, scope, result.model_file, result.params_file)
-        block = program.global_block()
-        weights = {op.input("X")[0]: read_tensor(scope, op.input("X")[0]).astype(np.int64) for op in block.ops
-                   if op.type == "dequantize_linear" and block.var(op.input("X")[0]).persistable}
+    weights = _integer_weights(result)
     depthwise = next(w for w in weights.values() if w.shape[1] == 1)
     first, second = (weights[n] for n in sorted(weights) if weights[n].shape[1] != 1)
     assert np.all((first % 2 == 0) | (np.abs(first) == 127))  # signed input: half-scale grid
