@@ -67,24 +67,36 @@ def paired_latency_ms(folders, batch, threads):
     return ppocr.paired_latency(predictors, batch, repeats=20)
 
 
+def both_ways(label, quantize, score, batch, threads, workdir):
+    """Quantize with float_pools False and True (``quantize(folder, float_pools)``), print each model's
+    ``score(folder, runtime)`` deployed and simulated, then their int8 latencies on ``batch`` side by side."""
+    folders = []
+    for float_pools in (False, True):
+        folder = workdir / f"{label.replace(' ', '_')}_{'float' if float_pools else 'clipped'}"
+        quantize(folder, float_pools)
+        folders.append(folder)
+        deployed, simulated = (score(folder, runtime) for runtime in ("onednn", "executor"))
+        print(f"  {label:13s} float_pools={float_pools!s:5s}  deployed {deployed:6.2f}  simulated {simulated:6.2f}",
+              flush=True)
+    clipped_ms, float_ms = paired_latency_ms(folders, batch, threads)
+    print(f"  {label:13s} int8 ms per batch of {BATCH_SIZE}: clipped {clipped_ms:.2f}, float pools {float_ms:.2f}",
+          flush=True)
+
+
 def cls_rows(args, workdir):
     cls_dir, images, labels = cls_default_call.evaluation_set(args.cls_images)
     fp32 = cls_default_call.predictions("paddle_fp32", (cls_dir / "inference.pdmodel", cls_dir / "inference.pdiparams"),
                                         images, args.threads) == labels
     print(f"cls, {len(labels)} images, fp32 (oneDNN fp32) {100.0 * fp32.mean():.2f} %", flush=True)
+
+    def score(folder, runtime):
+        return 100.0 * (cls_default_call.predictions(runtime, model_files(folder), images, args.threads)
+                        == labels).mean()
+
     for case, options in CLS_CASES.items():
-        folders = []
-        for float_pools in (False, True):
-            folder = workdir / f"cls_{case}_{'float' if float_pools else 'clipped'}"
-            cls_default_call.quantize(cls_dir, folder, {**options, "float_pools": float_pools}, 10)
-            folders.append(folder)
-            cells = [100.0 * (cls_default_call.predictions(runtime, model_files(folder), images, args.threads)
-                              == labels).mean() for runtime in ("onednn", "executor")]
-            print(f"  cls {case:9s} float_pools={float_pools!s:5s}  deployed {cells[0]:6.2f}  "
-                  f"simulated {cells[1]:6.2f}", flush=True)
-        clipped_ms, float_ms = paired_latency_ms(folders, images[:BATCH_SIZE], args.threads)
-        print(f"  cls {case:9s} int8 ms per batch of {BATCH_SIZE}: clipped {clipped_ms:.2f}, "
-              f"float pools {float_ms:.2f}", flush=True)
+        both_ways(f"cls {case}", lambda folder, float_pools: cls_default_call.quantize(
+            cls_dir, folder, {**options, "float_pools": float_pools}, 10), score, images[:BATCH_SIZE], args.threads,
+            workdir)
 
 
 def rec_exact(folder, images, labels, threads, *, runtime="onednn"):
@@ -103,21 +115,15 @@ def rec_rows(args, workdir):
                               int8=False, timed=False)["exact"]
     print(f"rec, {len(labels)} lines, fp32 (oneDNN fp32) {fp32:.2f} % exact match", flush=True)
     for algo in args.rec_algos:
-        folders = []
-        for float_pools in (False, True):
-            folder = workdir / f"rec_{algo}_{'float' if float_pools else 'clipped'}"
+        def quantize(folder, float_pools, algo=algo):
             quant.quant_post(paddle.static.Executor(paddle.CPUPlace()), str(rec_dir), str(folder),
                              data_loader=lambda: ppocr.calibration_feeds("rec", 10, BATCH_SIZE, 0), algo=algo,
                              batch_nums=10, model_filename="inference.pdmodel", params_filename="inference.pdiparams",
                              float_pools=float_pools, **REC_OPTIONS)
-            folders.append(folder)
-            cells = [rec_exact(folder, images, labels, args.threads, runtime=runtime)
-                     for runtime in ("onednn", "executor")]
-            print(f"  rec {algo:5s} float_pools={float_pools!s:5s}  deployed {cells[0]:6.2f}  "
-                  f"simulated {cells[1]:6.2f}", flush=True)
-        clipped_ms, float_ms = paired_latency_ms(folders, ppocr.rec_batch(images[:BATCH_SIZE]), args.threads)
-        print(f"  rec {algo:5s} int8 ms per batch of {BATCH_SIZE}: clipped {clipped_ms:.2f}, "
-              f"float pools {float_ms:.2f}", flush=True)
+
+        both_ways(f"rec {algo}", quantize, lambda folder, runtime: rec_exact(folder, images, labels, args.threads,
+                                                                            runtime=runtime),
+                  ppocr.rec_batch(images[:BATCH_SIZE]), args.threads, workdir)
 
 
 def main(argv=None):
